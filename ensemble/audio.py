@@ -1,0 +1,265 @@
+"""Audio in and out: every clip enters the project through :func:`load_audio`.
+
+``load_audio`` accepts a file path or the ``(sample_rate, array)`` pair that Gradio hands over and
+returns mono float32 at the project rate (16 kHz), or raises :class:`EnsembleError` naming what is
+wrong. ``save_wav`` writes PCM-16 WAV atomically (a temp file renamed into place), so a crash never
+leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from ensemble.errors import EnsembleError
+
+__all__ = [
+    "DEFAULT_SAMPLE_RATE",
+    "DEFAULT_MAX_SECONDS",
+    "SILENCE_DBFS",
+    "LoadedAudio",
+    "load_audio",
+    "load_audio_info",
+    "is_silent",
+    "peak_dbfs",
+    "to_float32",
+    "save_wav",
+]
+
+DEFAULT_SAMPLE_RATE = 16000
+DEFAULT_MAX_SECONDS = 600.0
+# A clip whose peak stays below this level is treated as silence: -70 dBFS is below the noise floor
+# of 16-bit audio played at any sensible level.
+SILENCE_DBFS = -70.0
+_MIN_RATE, _MAX_RATE = 1000, 768000
+_MAX_CHANNELS = 32
+
+
+@dataclass(frozen=True)
+class LoadedAudio:
+    """A decoded clip and facts about where it came from.
+
+    Attributes:
+        audio: [n_samples] float32 mono in [-1, 1] at ``sample_rate``.
+        sample_rate: Hz, the rate ``audio`` is at.
+        source_sample_rate: Hz, the rate the input had before resampling.
+        source_channels: channel count before the mono downmix.
+        silent: True when the peak is below :data:`SILENCE_DBFS`.
+    """
+
+    audio: np.ndarray
+    sample_rate: int
+    source_sample_rate: int
+    source_channels: int
+    silent: bool
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+def peak_dbfs(audio: np.ndarray) -> float:
+    """Peak level in dB relative to full scale (-inf for an all-zero signal)."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return 20.0 * np.log10(peak) if peak > 0 else -np.inf
+
+
+def is_silent(audio: np.ndarray, threshold_dbfs: float = SILENCE_DBFS) -> bool:
+    """True when the clip's peak is below ``threshold_dbfs``."""
+    return peak_dbfs(audio) < threshold_dbfs
+
+
+def to_float32(array: np.ndarray) -> np.ndarray:
+    """Scale integer PCM of any width to float32 in [-1, 1); floats pass through as float32.
+
+    Signed integers are divided by 2**(bits-1); unsigned ones (e.g. 8-bit WAV) are centred first.
+
+    Raises:
+        EnsembleError: for bool, complex or non-numeric arrays.
+    """
+    array = np.asarray(array)
+    kind = array.dtype.kind
+    if kind == "f":
+        return array.astype(np.float32, copy=False)
+    if kind == "i":
+        scale = float(2 ** (8 * array.dtype.itemsize - 1))
+        return (array.astype(np.float64) / scale).astype(np.float32)
+    if kind == "u":
+        half = float(2 ** (8 * array.dtype.itemsize - 1))
+        return ((array.astype(np.float64) - half) / half).astype(np.float32)
+    raise EnsembleError(
+        f"audio samples have dtype {array.dtype}; allowed: signed/unsigned integers or floats"
+    )
+
+
+def _to_mono(array: np.ndarray, what: str) -> tuple[np.ndarray, int]:
+    """[n] or [n, channels] (Gradio/soundfile layout) or [channels, n] -> ([n], channels)."""
+    if array.ndim == 1:
+        return array, 1
+    if array.ndim == 2:
+        if array.shape[1] <= _MAX_CHANNELS and array.shape[0] >= array.shape[1]:
+            return array.mean(axis=1), array.shape[1]
+        if array.shape[0] <= _MAX_CHANNELS:
+            return array.mean(axis=0), array.shape[0]
+    raise EnsembleError(
+        f"{what} has shape {array.shape}; allowed: [samples] or [samples, channels] "
+        f"with at most {_MAX_CHANNELS} channels"
+    )
+
+
+def _check_rate(sample_rate: object, what: str) -> int:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise EnsembleError(f"{what} sample rate {sample_rate!r} is not an integer number of Hz")
+    if not _MIN_RATE <= int(sample_rate) <= _MAX_RATE:
+        raise EnsembleError(
+            f"{what} sample rate {sample_rate} Hz is outside the allowed {_MIN_RATE}-{_MAX_RATE} Hz"
+        )
+    return int(sample_rate)
+
+
+def load_audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
+    """Header facts of an audio file, or :class:`EnsembleError` if it is missing/empty/not audio."""
+    path = Path(path)
+    if not path.exists():
+        raise EnsembleError(f"audio file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise EnsembleError(f"{str(path)!r} is not a file")
+    if path.stat().st_size == 0:
+        raise EnsembleError(f"audio file {str(path)!r} is empty (0 bytes)")
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise EnsembleError(
+            f"{str(path)!r} is not a readable audio file ({exc}); allowed: WAV, FLAC, OGG, MP3"
+        ) from None
+
+
+def load_audio(
+    source: str | os.PathLike | tuple[int, np.ndarray],
+    *,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    min_seconds: float = 0.0,
+    allow_silent: bool = True,
+) -> LoadedAudio:
+    """Decode a clip to mono float32 at ``sample_rate``.
+
+    Args:
+        source: a path to a WAV/FLAC/OGG/MP3 file (whatever libsndfile reads), or a
+            ``(sample_rate, array)`` pair as Gradio's Audio component gives it, the array being
+            [samples] or [samples, channels], integer PCM of any width or float.
+        sample_rate: Hz of the returned audio; the input is resampled with soxr (HQ) if needed.
+        max_seconds: longest clip accepted, in seconds (default 10 minutes).
+        min_seconds: shortest clip accepted, in seconds.
+        allow_silent: when False a clip whose peak is below :data:`SILENCE_DBFS` raises; when True
+            it is returned with ``silent=True`` so the caller decides.
+
+    Returns:
+        A :class:`LoadedAudio`; ``audio`` is [n_samples] float32, clipped to [-1, 1].
+
+    Raises:
+        EnsembleError: missing, empty or non-audio file; zero-length audio; NaN or Inf samples;
+            shorter than ``min_seconds`` or longer than ``max_seconds``; silence when not allowed;
+            an unusable sample rate, dtype or shape.
+    """
+    _check_rate(sample_rate, "target")
+    if not max_seconds > 0:
+        raise EnsembleError(f"max_seconds must be > 0, got {max_seconds}")
+
+    if isinstance(source, tuple):
+        if len(source) != 2:
+            raise EnsembleError(
+                f"audio tuple has {len(source)} items; allowed: (sample_rate, array)"
+            )
+        src_rate, array = source
+        what = "audio array"
+        src_rate = _check_rate(src_rate, what)
+        if array is None:
+            raise EnsembleError("no audio was given (the array is None)")
+        array = np.asarray(array)
+        n_frames = array.shape[0] if array.ndim >= 1 else 0
+        if array.ndim == 2 and array.shape[0] <= _MAX_CHANNELS < array.shape[1]:
+            n_frames = array.shape[1]
+        if n_frames / src_rate > max_seconds:
+            raise EnsembleError(
+                f"{what} is {n_frames / src_rate:.1f} s long; allowed: at most {max_seconds:g} s"
+            )
+    elif isinstance(source, (str, os.PathLike)):
+        what = f"audio file {os.fspath(source)!r}"
+        info = load_audio_info(source)
+        src_rate = _check_rate(info.samplerate, what)
+        if info.frames / src_rate > max_seconds:
+            raise EnsembleError(
+                f"{what} is {info.frames / src_rate:.1f} s long; allowed: at most {max_seconds:g} s"
+            )
+        try:
+            array, _ = sf.read(os.fspath(source), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise EnsembleError(f"{what} could not be decoded ({exc})") from None
+    else:
+        raise EnsembleError(
+            f"audio source of type {type(source).__name__} is not supported; "
+            "allowed: a file path or a (sample_rate, array) pair"
+        )
+
+    if array.size == 0:
+        raise EnsembleError(f"{what} contains no samples (zero length)")
+    audio = to_float32(array)
+    audio, channels = _to_mono(audio, what)
+    if not np.all(np.isfinite(audio)):
+        bad = int(np.count_nonzero(~np.isfinite(audio)))
+        raise EnsembleError(f"{what} has {bad} NaN or Inf samples; allowed: finite values only")
+
+    if src_rate != sample_rate:
+        audio = soxr.resample(audio, src_rate, sample_rate, quality="HQ").astype(np.float32)
+    audio = np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+
+    seconds = len(audio) / sample_rate
+    if seconds < min_seconds:
+        raise EnsembleError(f"{what} is {seconds:.2f} s long; allowed: at least {min_seconds:g} s")
+    silent = is_silent(audio)
+    if silent and not allow_silent:
+        raise EnsembleError(
+            f"{what} is silent (peak {peak_dbfs(audio):.1f} dBFS, below {SILENCE_DBFS:g} dBFS)"
+        )
+    return LoadedAudio(
+        audio=np.ascontiguousarray(audio),
+        sample_rate=sample_rate,
+        source_sample_rate=src_rate,
+        source_channels=channels,
+        silent=silent,
+    )
+
+
+def save_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Path:
+    """Write [n_samples] or [n_samples, channels] float audio as PCM-16 WAV, atomically.
+
+    Samples are clipped to [-1, 1] (PCM-16 cannot hold more). The file is written to a temporary
+    name in the same folder and renamed into place, so readers never see a partial file.
+
+    Raises:
+        EnsembleError: for NaN/Inf samples, an empty array or a bad sample rate.
+    """
+    _check_rate(sample_rate, "output")
+    audio = to_float32(np.asarray(audio))
+    if audio.size == 0:
+        raise EnsembleError(f"refusing to write {os.fspath(path)!r}: the audio has no samples")
+    if not np.all(np.isfinite(audio)):
+        raise EnsembleError(f"refusing to write {os.fspath(path)!r}: the audio has NaN or Inf samples")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
