@@ -1,0 +1,144 @@
+"""``train decoder|arranger`` and ``eval decoder|arranger``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from ensemble.errors import EnsembleError
+
+
+def _command_line() -> str:
+    return "python -m ensemble " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _train_config(args: argparse.Namespace, **defaults):
+    from ensemble.training import TrainConfig
+
+    cfg = TrainConfig(**defaults)
+    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "window_seconds", "learning_rate",
+                                               "seed", "max_minutes") if getattr(args, k) is not None}
+    return replace(cfg, **overrides)
+
+
+def _train_decoder(args: argparse.Namespace) -> int:
+    from ensemble.models.decoder import DecoderConfig
+    from ensemble.training import train_decoder
+
+    model_cfg = DecoderConfig(instrument=args.instrument, hidden=args.hidden)
+    meta = train_decoder(args.data, args.instrument, args.out, model_config=model_cfg,
+                         train_config=_train_config(args), command=_command_line(),
+                         progress=not args.quiet)
+    print(json.dumps({k: meta[k] for k in ("name", "steps", "complete", "wall_seconds")}))
+    return 0
+
+
+def _train_arranger(args: argparse.Namespace) -> int:
+    from ensemble.models.arranger import ArrangerConfig
+    from ensemble.training import train_arranger
+
+    inputs = tuple(x.strip() for x in args.inputs.split(",") if x.strip())
+    model_cfg = ArrangerConfig(inputs=inputs)
+    cfg = _train_config(args, steps=1500, window_seconds=10.0, learning_rate=5e-4, lr_final=5e-5)
+    meta = train_arranger(args.data, args.out, model_config=model_cfg, train_config=cfg,
+                          command=_command_line(), progress=not args.quiet, name=args.name)
+    print(json.dumps({k: meta[k] for k in ("name", "steps", "complete", "wall_seconds")}))
+    return 0
+
+
+def _print_table(rows: list[tuple], header: tuple) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def _eval_decoder(args: argparse.Namespace) -> int:
+    from ensemble.training import evaluate_decoder
+
+    ckpt = Path(args.checkpoints) / f"decoder_{args.instrument}.pt"
+    res = evaluate_decoder(args.data, ckpt, figure=args.figure, progress=not args.quiet)
+    rows = [(name, res["mrstft"][name], res["f0_error_cents_median"].get(name, "-"))
+            for name in ("trained", "untrained", "additive_baseline")]
+    print(f"decoder {res['instrument']} on the test split: {res['windows']} windows of "
+          f"{res['window_seconds']} s")
+    _print_table(rows, ("model", "MR-STFT loss", "median |f0 err| (cents)"))
+    _write_json(args.json_out, res)
+    print(json.dumps(res))
+    return 0
+
+
+def _eval_arranger(args: argparse.Namespace) -> int:
+    from ensemble.training import evaluate_arranger
+
+    ckpt = Path(args.checkpoints) / f"{args.name}.pt"
+    res = evaluate_arranger(args.data, ckpt)
+    followers = list(next(iter(res["mse_per_follower"].values())))
+    rows = [(k, res["mse"][k], *(res["mse_per_follower"][k][f] for f in followers)) for k in res["mse"]]
+    print(f"arranger ({','.join(res['inputs'])}) on the test split: {res['test_tracks']} tracks, "
+          "MSE of normalised loudness")
+    _print_table(rows, ("model", "MSE all", *followers))
+    _write_json(args.json_out, res)
+    print(json.dumps(res))
+    return 0
+
+
+def _write_json(path: str | None, obj: dict) -> None:
+    if path:
+        from ensemble.models.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="data/babyband", help="corpus directory (default data/babyband)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--out", default="checkpoints", help="output directory (default checkpoints/)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--window-seconds", type=float)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-minutes", type=float, help="wall-time budget; resume by running again")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train a decoder or the arranger")
+    tsub = train.add_subparsers(dest="what", metavar="MODEL", required=True)
+    d = tsub.add_parser("decoder", help="train an instrument decoder")
+    d.add_argument("--instrument", required=True)
+    d.add_argument("--hidden", type=int, default=256)
+    _train_args(d)
+    d.set_defaults(func=_train_decoder)
+    a = tsub.add_parser("arranger", help="train the arranger")
+    a.add_argument("--inputs", default="loudness,onset,f0,voiced",
+                   help="leader features, comma-separated subset of loudness,onset,f0,voiced")
+    a.add_argument("--name", default="arranger", help="checkpoint name (default arranger)")
+    _train_args(a)
+    a.set_defaults(func=_train_arranger)
+
+    ev = subparsers.add_parser("eval", help="evaluate a decoder or the arranger on the test split")
+    esub = ev.add_subparsers(dest="what", metavar="MODEL", required=True)
+    d = esub.add_parser("decoder", help="evaluate an instrument decoder")
+    d.add_argument("--instrument", required=True)
+    d.add_argument("--checkpoints", default="checkpoints")
+    d.add_argument("--figure", help="write a target-vs-resynthesis spectrogram PNG here")
+    d.add_argument("--json-out", help="also write the result JSON here")
+    _common(d)
+    d.set_defaults(func=_eval_decoder)
+    a = esub.add_parser("arranger", help="evaluate the arranger")
+    a.add_argument("--checkpoints", default="checkpoints")
+    a.add_argument("--name", default="arranger")
+    a.add_argument("--json-out", help="also write the result JSON here")
+    _common(a)
+    a.set_defaults(func=_eval_arranger)
+
+
+__all__ = ["register", "EnsembleError"]

@@ -1,0 +1,1 @@
+"""Neural models: instrument decoders (GRU + DDSP synth) and the arranger (Transformer)."""

@@ -1,0 +1,203 @@
+"""Instrument decoder: f0 + loudness -> DDSP controls -> audio, one model per instrument.
+
+Architecture (DDSP "RNN-FC" decoder, sized for a 2-core CPU)::
+
+    [f0 (normalised MIDI), loudness (normalised)]  [B, T, 2]
+      -> MLP (2 x Linear + LayerNorm + LeakyReLU)   [B, T, H]
+      -> GRU, 3 layers                              [B, T, H]
+      -> LayerNorm, concat inputs, MLP              [B, T, H]
+      -> heads: amplitude [B,T,1], harmonic distribution [B,T,K], noise magnitudes [B,T,M]
+      -> HarmonicSynth / FilteredNoiseSynth ``get_controls`` (exp-sigmoid, Nyquist mask,
+         normalisation) and ``get_signal``   -> audio [B, N]
+
+Unvoiced frames (f0 = 0 or NaN) are **held**: each takes the f0 of the nearest voiced frame before it
+(or after it, at the start), for the network input and for the synth. A held pitch is what a real
+instrument does while a note rings out after note-off; silence comes from the loudness input, which
+the network maps to a near-zero amplitude. A clip with no voiced frame at all is rendered at a
+nominal 110 Hz with whatever loudness says (usually silence).
+
+``embed(f0, loudness) -> [B, H]``: mean over time of the GRU's LayerNorm'd states, L2-normalised:
+a style embedding of a window used by the RAG for relevance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from ensemble import dsp
+from ensemble.errors import EnsembleError
+
+__all__ = [
+    "DecoderConfig",
+    "InstrumentDecoder",
+    "make_debug_decoder",
+    "normalize_f0",
+    "normalize_loudness",
+    "denormalize_loudness",
+    "hold_unvoiced",
+]
+
+LOUDNESS_FLOOR_DB = -80.0  # loudness below this is silence for the models
+
+
+def normalize_loudness(loudness_db: torch.Tensor | np.ndarray, floor_db: float = LOUDNESS_FLOOR_DB):
+    """A-weighted loudness in dB -> [0, 1]: 0 at ``floor_db`` and below, 1 at 0 dB."""
+    x = (loudness_db - floor_db) / (-floor_db)
+    return x.clamp(0.0, 1.0) if isinstance(x, torch.Tensor) else np.clip(x, 0.0, 1.0)
+
+
+def denormalize_loudness(x: torch.Tensor | np.ndarray, floor_db: float = LOUDNESS_FLOOR_DB):
+    """Inverse of :func:`normalize_loudness` (for values in [0, 1])."""
+    return x * (-floor_db) + floor_db
+
+
+def normalize_f0(f0_hz: torch.Tensor) -> torch.Tensor:
+    """Hz -> MIDI note number / 127 (so 0..1 spans the MIDI range); f0 must be > 0."""
+    midi = 69.0 + 12.0 * torch.log2(f0_hz.clamp_min(1e-3) / 440.0)
+    return (midi / 127.0).clamp(0.0, 1.0)
+
+
+def hold_unvoiced(f0_hz: torch.Tensor, default_hz: float = 110.0) -> torch.Tensor:
+    """Replace unvoiced frames (<= 0 or NaN) by the previous voiced f0 (the next one at the start).
+
+    Args:
+        f0_hz: [B, T, 1] Hz.
+
+    Returns:
+        [B, T, 1] Hz, all > 0.
+    """
+    f0 = torch.nan_to_num(f0_hz.detach(), nan=0.0)[..., 0]  # [B, T]
+    B, T = f0.shape
+    voiced = f0 > 0
+    idx = torch.where(voiced, torch.arange(T, device=f0.device).expand(B, T), -1)
+    last = torch.cummax(idx, dim=1).values  # index of the last voiced frame so far, -1 if none
+    first = torch.argmax(voiced.to(torch.int64), dim=1, keepdim=True)  # first voiced frame
+    src = torch.where(last >= 0, last, first.expand(B, T))
+    held = torch.gather(f0, 1, src)
+    held = torch.where(held > 0, held, torch.full_like(held, default_hz))
+    return held.unsqueeze(-1).to(f0_hz.dtype)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Sizes and synth settings of an :class:`InstrumentDecoder`.
+
+    Attributes:
+        instrument: the instrument this decoder plays (e.g. "Guitar").
+        sample_rate, hop_length: the project's frame grid (16 kHz, 100 frames/s).
+        hidden: width of the MLPs and GRU (256: ~3x cheaper than DDSP's 512 on CPU).
+        gru_layers: GRU depth (3).
+        n_harmonics: K harmonics (100).
+        n_noise_bands: M noise magnitudes, 0..Nyquist (65).
+    """
+
+    instrument: str = "Guitar"
+    sample_rate: int = 16000
+    hop_length: int = 160
+    hidden: int = 256
+    gru_layers: int = 3
+    n_harmonics: int = 100
+    n_noise_bands: int = 65
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DecoderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise EnsembleError(f"unknown DecoderConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
+        return cls(**d)
+
+
+def _mlp(n_in: int, n_hidden: int, n_layers: int = 2) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(n_layers):
+        layers += [nn.Linear(n_in if i == 0 else n_hidden, n_hidden), nn.LayerNorm(n_hidden),
+                   nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers)
+
+
+class InstrumentDecoder(nn.Module):
+    """MLP -> 3-layer GRU -> LayerNorm -> heads -> DDSP synth. See the module docstring."""
+
+    def __init__(self, config: DecoderConfig = DecoderConfig()):
+        super().__init__()
+        self.config = config
+        H = config.hidden
+        self.in_mlp = _mlp(2, H)
+        self.gru = nn.GRU(H, H, num_layers=config.gru_layers, batch_first=True)
+        self.norm = nn.LayerNorm(H)
+        self.out_mlp = _mlp(H + 2, H)
+        self.amplitude_head = nn.Linear(H, 1)
+        self.harmonic_head = nn.Linear(H, config.n_harmonics)
+        self.noise_head = nn.Linear(H, config.n_noise_bands)
+        self.harmonic_synth = dsp.HarmonicSynth(config.sample_rate, config.hop_length,
+                                                config.n_harmonics)
+        self.noise_synth = dsp.FilteredNoiseSynth(config.hop_length, config.n_noise_bands)
+
+    @staticmethod
+    def _check(f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> None:
+        if f0_hz.ndim != 3 or f0_hz.shape[-1] != 1:
+            raise EnsembleError(f"f0_hz must be [B, T, 1] Hz, got shape {tuple(f0_hz.shape)}")
+        if loudness_db.shape != f0_hz.shape:
+            raise EnsembleError(
+                f"loudness_db {tuple(loudness_db.shape)} must match f0_hz {tuple(f0_hz.shape)}")
+        if f0_hz.shape[1] < 1:
+            raise EnsembleError("need at least one frame")
+
+    def _inputs(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor):
+        self._check(f0_hz, loudness_db)
+        f0_held = hold_unvoiced(f0_hz)
+        x = torch.cat([normalize_f0(f0_held), normalize_loudness(torch.nan_to_num(
+            loudness_db, nan=LOUDNESS_FLOOR_DB))], dim=-1)  # [B, T, 2]
+        return f0_held, x
+
+    def hidden_states(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, 2] normalised inputs -> [B, T, H] LayerNorm'd GRU states."""
+        h, _ = self.gru(self.in_mlp(x))
+        return self.norm(h)
+
+    def controls(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Synth controls for f0 [B, T, 1] Hz and loudness [B, T, 1] dB (A-weighted)."""
+        f0_held, x = self._inputs(f0_hz, loudness_db)
+        h = self.out_mlp(torch.cat([self.hidden_states(x), x], dim=-1))  # [B, T, H]
+        harmonic = self.harmonic_synth.get_controls(self.amplitude_head(h), self.harmonic_head(h),
+                                                    f0_held)
+        noise = self.noise_synth.get_controls(self.noise_head(h))
+        return {**harmonic, **noise}
+
+    def render(self, controls: dict[str, torch.Tensor], n_samples: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Controls -> audio [B, n_samples] (harmonic + filtered noise)."""
+        harmonic = self.harmonic_synth.get_signal(controls, n_samples=n_samples)
+        noise = self.noise_synth.get_signal(controls, n_samples=harmonic.shape[-1],
+                                            generator=generator)
+        return harmonic + noise
+
+    def forward(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, n_samples: int | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """f0 [B, T, 1] Hz, loudness [B, T, 1] dB -> audio [B, n_samples] (default T * hop)."""
+        return self.render(self.controls(f0_hz, loudness_db), n_samples, generator)
+
+    def embed(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> torch.Tensor:
+        """Style embedding of a window: mean GRU state over time, L2-normalised. -> [B, H]."""
+        _, x = self._inputs(f0_hz, loudness_db)
+        e = self.hidden_states(x).mean(dim=1)
+        return torch.nn.functional.normalize(e, dim=-1)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def make_debug_decoder(instrument: str = "Guitar") -> InstrumentDecoder:
+    """A tiny decoder for fast tests (hidden 16, 1 GRU layer, 8 harmonics, 9 noise bands)."""
+    torch.manual_seed(0)
+    return InstrumentDecoder(DecoderConfig(instrument=instrument, hidden=16, gru_layers=1,
+                                           n_harmonics=8, n_noise_bands=9))

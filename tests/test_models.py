@@ -1,0 +1,171 @@
+"""Decoder, arranger and checkpoint files: shapes, learning, any-length inference, bad files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ensemble.errors import EnsembleError
+from ensemble.models import io
+from ensemble.models.arranger import Arranger, ArrangerConfig, make_debug_arranger
+from ensemble.models.decoder import (
+    DecoderConfig,
+    InstrumentDecoder,
+    hold_unvoiced,
+    make_debug_decoder,
+    normalize_loudness,
+)
+from ensemble.models.losses import multi_resolution_stft_loss
+
+SR, HOP = 16000, 160
+
+
+def test_decoder_shapes_and_embedding():
+    model = make_debug_decoder()
+    f0 = torch.full((2, 50, 1), 220.0)
+    loud = torch.full((2, 50, 1), -20.0)
+    audio = model(f0, loud, generator=torch.Generator().manual_seed(0))
+    assert audio.shape == (2, 50 * HOP) and torch.isfinite(audio).all()
+    emb = model.embed(f0, loud)
+    assert emb.shape == (2, model.config.hidden)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_full_decoder_matches_spec_sizes():
+    model = InstrumentDecoder(DecoderConfig())
+    assert model.gru.num_layers == 3
+    assert model.harmonic_head.out_features == 100 and model.noise_head.out_features == 65
+    assert model.n_parameters() * 4 < 10e6  # a float32 checkpoint stays under 10 MB
+
+
+def test_unvoiced_frames_are_held():
+    f0 = torch.tensor([[0.0, 0.0, 200.0, 0.0, float("nan"), 300.0, 0.0]])[..., None]
+    held = hold_unvoiced(f0)[0, :, 0].tolist()
+    assert held == [200.0, 200.0, 200.0, 200.0, 200.0, 300.0, 300.0]
+    assert hold_unvoiced(torch.zeros(1, 4, 1))[0, :, 0].tolist() == [110.0] * 4
+
+
+def test_rendered_pitch_follows_f0():
+    """Whatever the weights, the synth plays the f0 it is given (harmonic peaks at k * f0)."""
+    model = make_debug_decoder().eval()
+    f0 = torch.full((1, 100, 1), 261.63)
+    with torch.inference_mode():
+        c = model.controls(f0, torch.full((1, 100, 1), -10.0))
+        harmonic = model.harmonic_synth.get_signal(c)[0].numpy()
+    spec = np.abs(np.fft.rfft(harmonic * np.hanning(len(harmonic))))
+    peak_hz = np.argmax(spec) * SR / len(harmonic)
+    ratio = peak_hz / 261.63
+    assert round(ratio) >= 1 and abs(1200 * np.log2(ratio / round(ratio))) < 10  # a harmonic of f0
+
+
+def test_decoder_learns_a_target_timbre():
+    """A few optimisation steps on one known tone reduce the STFT loss substantially."""
+    torch.manual_seed(0)
+    model = make_debug_decoder()
+    T = 50
+    t = torch.arange(T * HOP) / SR
+    target = (0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.1 * torch.sin(2 * torch.pi * 440 * t))[None]
+    f0, loud = torch.full((1, T, 1), 220.0), torch.full((1, T, 1), -12.0)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(60):
+        loss = multi_resolution_stft_loss(model(f0, loud, generator=gen), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_decoder_rejects_bad_shapes():
+    with pytest.raises(EnsembleError, match=r"\[B, T, 1\]"):
+        make_debug_decoder()(torch.zeros(1, 10), torch.zeros(1, 10))
+
+
+def test_arranger_any_length_without_truncation():
+    model = make_debug_arranger()
+    c = model.config
+    for T in (1, 7, c.window_frames, c.window_frames + 1, 5 * c.window_frames + 33):
+        x = np.random.default_rng(T).uniform(0, 1, (T, len(c.inputs))).astype(np.float32)
+        y = model.predict(x)
+        assert y.shape == (T, len(c.followers))
+        assert np.all((y >= 0) & (y <= 1))
+
+
+def test_arranger_chunked_prediction_matches_windows():
+    """Inside a window, far from the seams, chunked inference equals one forward pass."""
+    model = make_debug_arranger().eval()
+    c = model.config
+    x = np.random.default_rng(0).uniform(0, 1, (3 * c.window_frames, len(c.inputs))).astype(np.float32)
+    y = model.predict(x)
+    with torch.no_grad():
+        first = model(torch.tensor(x[None, : c.window_frames]))[0].numpy()
+    core = slice(0, c.window_frames - c.overlap_frames)
+    assert np.allclose(y[core], first[core], atol=1e-5)
+
+
+def test_arranger_config_validation():
+    with pytest.raises(EnsembleError, match="allowed"):
+        ArrangerConfig(inputs=("loudness", "tempo"))
+    with pytest.raises(EnsembleError, match="overlap"):
+        ArrangerConfig(window_seconds=2.0, overlap_seconds=2.0)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = make_debug_decoder("Bass")
+    path = io.save_checkpoint(tmp_path / "decoder_Bass.pt", model, "decoder", {"steps": 3})
+    loaded, meta = io.load_decoder(path)
+    assert meta == {"steps": 3} and loaded.config == model.config
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["sha256"] == io.sha256_file(path) and sidecar["config"]["instrument"] == "Bass"
+    arr = make_debug_arranger()
+    p2 = io.save_checkpoint(tmp_path / "arranger.pt", arr, "arranger", {})
+    assert io.load_arranger(p2)[0].config == arr.config
+
+
+def test_corrupt_and_wrong_checkpoints(tmp_path):
+    model = make_debug_decoder()
+    path = io.save_checkpoint(tmp_path / "d.pt", model, "decoder", {})
+    with pytest.raises(EnsembleError, match="expected a 'arranger'"):
+        io.load_arranger(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(EnsembleError, match="sha256"):
+        io.load_decoder(path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(EnsembleError, match="cannot be read"):
+        io.load_decoder(path)
+    with pytest.raises(EnsembleError, match="does not exist"):
+        io.load_decoder(tmp_path / "missing.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(EnsembleError, match="cannot be read"):
+        io.load_decoder(tmp_path / "garbage.pt")
+
+
+def test_checkpoint_config_mismatch(tmp_path):
+    model = make_debug_decoder()
+    path = io.save_checkpoint(tmp_path / "d.pt", model, "decoder", {})
+    payload = torch.load(path, weights_only=True)
+    cfg = json.loads(payload["config_json"])
+    cfg["hidden"] = 32
+    payload["config_json"] = json.dumps(cfg)
+    torch.save(payload, path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(EnsembleError, match="does not fit its config"):
+        io.load_decoder(path)
+
+
+def test_loudness_normalisation_range():
+    x = normalize_loudness(np.array([-120.0, -80.0, -40.0, 0.0, 6.0]))
+    assert x.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+def test_arranger_forward_shape_check():
+    with pytest.raises(EnsembleError):
+        Arranger(ArrangerConfig(d_model=16, n_heads=2, n_layers=1))(torch.zeros(1, 10, 2))
