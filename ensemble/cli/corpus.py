@@ -1,0 +1,114 @@
+"""``python -m ensemble corpus ...``: build BabyBand, import Slakh/BabySlakh and URMP, corpus stats.
+
+Thin argparse front over :mod:`ensemble.corpus`; every check and message lives in the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register"]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def _warn(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from ensemble.corpus import BuildConfig, build_corpus
+
+    config = BuildConfig(minutes=args.minutes, seed=args.seed, soundfont=args.soundfont)
+    report = build_corpus(args.out, config, workers=args.workers, progress=not args.quiet,
+                          on_message=_warn)
+    splits = ", ".join(f"{k} {v:.1f}" for k, v in report.minutes_per_split.items())
+    print(f"BabyBand in {report.out_dir}: {len(report.tracks_built) + len(report.tracks_reused)} "
+          f"tracks ({len(report.tracks_built)} built, {len(report.tracks_reused)} already there), "
+          f"{report.minutes:.1f} min of multitrack audio ({splits}); "
+          f"{len(report.skipped)} sources skipped; {report.seconds:.1f} s")
+    return 0
+
+
+def _import_slakh(args: argparse.Namespace) -> int:
+    from ensemble.corpus.importers import ImportConfig, import_slakh
+
+    report = import_slakh(args.path, args.out, ImportConfig(seed=args.seed, f0_method=args.f0),
+                          on_message=_warn, progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def _import_urmp(args: argparse.Namespace) -> int:
+    from ensemble.corpus.importers import ImportConfig, import_urmp
+
+    report = import_urmp(args.path, args.out, ImportConfig(seed=args.seed, f0_method=args.f0),
+                         on_message=_warn, progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from ensemble.corpus.stats import corpus_stats, format_stats, plot_stats
+
+    stats = corpus_stats(args.dir, on_message=_warn)
+    print(format_stats(stats))
+    if args.plot:
+        path = plot_stats(stats, args.plot)
+        print(f"plot written to {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``corpus`` group and its subcommands."""
+    corpus = subparsers.add_parser("corpus", help="build, import and inspect multitrack corpora",
+                                   description="Build, import and inspect multitrack corpora.")
+    sub = corpus.add_subparsers(dest="corpus_command", metavar="COMMAND")
+    corpus.set_defaults(func=lambda args: (corpus.print_help(), 2)[1])
+
+    p = sub.add_parser("build", help="render the BabyBand corpus from music21's scores",
+                       description="Arrange Bach chorales, Essen folksongs and Nottingham reels for "
+                       "Guitar/Bass/Keys/Drums and render them with TimGM6mb.sf2 at 16 kHz. "
+                       "Resumable: finished tracks in --out are kept.")
+    p.add_argument("--out", required=True, help="corpus folder (created; resumed if it exists)")
+    p.add_argument("--minutes", type=_positive_float, default=60.0,
+                   help="minutes of multitrack audio to build (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="seed for pieces, splits and arrangements")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: os.cpu_count())")
+    p.add_argument("--soundfont", default=None, help="a .sf2 file (default: TimGM6mb.sf2 of pretty_midi)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_build)
+
+    for name, fn, what in (("import-slakh", _import_slakh,
+                            "a Slakh2100/BabySlakh track folder or a folder of them"),
+                           ("import-urmp", _import_urmp,
+                            "a URMP piece folder (NN_Title_inst_inst) or the folder of pieces")):
+        p = sub.add_parser(name, help=f"convert {what} into the corpus layout",
+                           description=f"Convert {what} into the corpus layout (16 kHz stems, "
+                           "features.npz, metadata.json). Finished tracks are skipped.")
+        p.add_argument("path", help=what)
+        p.add_argument("--out", required=True, help="output corpus folder")
+        p.add_argument("--seed", type=int, default=0, help="seed for splits when the source has none")
+        p.add_argument("--f0", choices=("pyin", "yin"), default="pyin",
+                       help="tracker for stems without MIDI/annotations (default pyin; yin is fast)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=fn)
+
+    p = sub.add_parser("stats", help="minutes, pitch ranges and loudness of a corpus",
+                       description="Minutes per stem and split, pitch range per stem and a loudness "
+                       "histogram, as text tables.")
+    p.add_argument("dir", help="corpus folder")
+    p.add_argument("--plot", default=None, help="also write a PNG summary here")
+    p.set_defaults(func=_stats)
