@@ -1,0 +1,737 @@
+"""Audio RAG: retrieve Top-K database segments that continue a user's clip, by relevance + coherence.
+
+Database (``python -m ensemble index build``), over the leader (Guitar) stems of a corpus:
+
+* the corpus is cut on ``chunk_seconds`` (2.0 s) base chunks; a *candidate* is the segment that
+  starts at a chunk start and runs on through its track;
+* per chunk start, for each lookback L (7.0/7.5/8.0/8.5 s): a **context** vector of the L seconds
+  before the start, and one **segment** vector of the ``segment_seconds`` after it. A vector is
+  ``[GRU embedding (PCA to embed_dims, L2-normalised), chroma (12-d, L2-normalised)]``; GRU
+  embeddings are window means of the Guitar decoder's LayerNorm'd GRU states, run once over the
+  whole track (cumulative sums make every window mean O(1));
+* RMS mean and std of the continuation window (``segment_seconds`` after the start), and seam
+  features: median voiced f0 (cents re A4) and mean loudness (dB) of the first ``seam_seconds``;
+* per track: f0 (Hz, fp16), voicing and loudness (dB, fp16) at 100 frames/s, and the Guitar audio as
+  Ogg Vorbis (segments are decoded with a seek).
+
+Query: the user's own clip is analysed once (YIN f0, loudness, chroma, RMS; the GRU run over the
+clip), giving one query vector per lookback (the last L seconds, or what there is down to 2 s) and
+the seam = the user's **own** last ``seam_seconds`` of f0 and loudness.
+
+Scores (all vectorised over candidates):
+
+* relevance(L) = ``context_weight`` * <q_L, context_L> + (1 - ``context_weight``) * <q_L, segment>,
+  with <a, b> = (1 - ``chroma_weight``) * cos(emb) + ``chroma_weight`` * cos(chroma); the best
+  lookback per candidate is kept. Range [-1, 1].
+* coherence = mean(exp(-a * pitch_jump_semitones), exp(-b * |loudness_jump_dB|)) with
+  a = ln 2 / ``pitch_halflife_semitones`` (2 st -> 0.5) and b = ln 2 / ``loudness_halflife_db``
+  (6 dB -> 0.5). If either side of the seam is unvoiced the pitch term is 0.5 (no evidence either
+  way). Range (0, 1].
+* composite = alpha * relevance + beta * coherence.
+
+Strict pass: RMS mean and std within ``rms_tolerance`` (+-20 %) of the input's last
+``segment_seconds``, coherence >= ``coherence_floor``. If that yields fewer than K, a fallback pass
+(alpha 0.95, beta 0.05, no floor, no RMS filter) fills the list; those rows carry ``fallback=True``.
+Top-K are distinct and non-overlapping (two segments of one track overlap when their starts are less
+than the continuation length apart).
+
+With ``transpose`` every candidate is also scored shifted by -6..+6 semitones (chroma rolled, seam f0
+shifted); a transposed winner is re-synthesised in the user's key by the Guitar decoder from the
+segment's stored f0/loudness.
+
+Relevance pre-selection uses faiss: an exact ``IndexFlatIP`` per lookback (an IVF index above
+``ivf_threshold`` chunks). Top-N by relevance is fetched and N doubled until the N-th relevance
+proves no unfetched candidate can beat the K-th composite (alpha * rel_N + beta * 1 < composite_K),
+so with the flat index the Top-K is exactly that of scoring every candidate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import faiss
+import numpy as np
+import soundfile as sf
+import torch
+
+from ensemble.audio import load_audio
+from ensemble.errors import EnsembleError
+from ensemble.features import FeatureConfig, chroma, f0_yin, loudness_db, rms
+from ensemble.models.decoder import InstrumentDecoder, normalize_f0, normalize_loudness
+
+__all__ = [
+    "RagConfig",
+    "RagDatabase",
+    "Query",
+    "Candidate",
+    "build_database",
+    "analyze_query",
+    "retrieve",
+    "reference_retrieve",
+    "segment_audio",
+]
+
+FEATURES = FeatureConfig()
+FPS = int(FEATURES.frame_rate)
+DB_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RagConfig:
+    """Database layout and retrieval settings (see the module docstring for the formulas)."""
+
+    chunk_seconds: float = 2.0
+    lookbacks: tuple[float, ...] = (7.0, 7.5, 8.0, 8.5)
+    segment_seconds: float = 8.0
+    seam_seconds: float = 0.4
+    min_remaining_seconds: float = 4.0
+    min_input_seconds: float = 2.0
+    embed_dims: int = 64
+    chroma_weight: float = 0.3
+    context_weight: float = 0.5
+    alpha: float = 0.8
+    beta: float = 0.6
+    fallback_alpha: float = 0.95
+    fallback_beta: float = 0.05
+    rms_tolerance: float = 0.2
+    coherence_floor: float = 0.70
+    pitch_halflife_semitones: float = 2.0
+    loudness_halflife_db: float = 6.0
+    transpose_semitones: int = 6
+    crossfade_seconds: float = 0.1
+    ivf_threshold: int = 200_000
+    ivf_nprobe: int = 16
+    vorbis_quality: float = 0.4
+
+    def __post_init__(self) -> None:
+        if not self.lookbacks or min(self.lookbacks) <= 0:
+            raise EnsembleError(f"lookbacks {self.lookbacks} must be positive seconds")
+        for name in ("chroma_weight", "context_weight", "rms_tolerance", "coherence_floor"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise EnsembleError(f"{name} = {v} must be in [0, 1]")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RagConfig:
+        known = {f.name for f in fields(cls)}
+        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- shared analysis
+
+def _l2(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    n = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(n, 1e-8)
+
+
+def _window_means(cum: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Means of rows [start, end) from a cumulative sum with a leading zero row."""
+    ends = np.maximum(ends, starts + 1)
+    return (cum[ends] - cum[starts]) / (ends - starts)[:, None]
+
+
+def _cumsum0(x: np.ndarray) -> np.ndarray:
+    """[T, C] -> [T + 1, C] cumulative sum with a zero first row (float64)."""
+    return np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0, dtype=np.float64)])
+
+
+@torch.inference_mode()
+def _gru_states(decoder: InstrumentDecoder, f0_hz: np.ndarray, loud_db: np.ndarray,
+                block: int = 6000) -> np.ndarray:
+    """[T, H] GRU states of the decoder run over a whole signal (in blocks, carrying the state)."""
+    from ensemble.models.decoder import hold_unvoiced
+
+    f0 = hold_unvoiced(torch.tensor(f0_hz, dtype=torch.float32)[None, :, None])
+    x = torch.cat([normalize_f0(f0), normalize_loudness(torch.tensor(
+        loud_db, dtype=torch.float32)[None, :, None])], dim=-1)
+    h, out = None, []
+    for s in range(0, x.shape[1], block):
+        y, h = decoder.gru(decoder.in_mlp(x[:, s:s + block]), h)
+        out.append(decoder.norm(y)[0])
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def _seam_stats(f0_hz: np.ndarray, voiced: np.ndarray, loud: np.ndarray) -> tuple[float, float]:
+    """(median voiced f0 in cents re A4 or NaN, mean loudness dB) of a short window."""
+    v = voiced & (f0_hz > 0)
+    pitch = float(np.median(1200 * np.log2(f0_hz[v] / 440.0))) if v.any() else float("nan")
+    return pitch, float(np.mean(loud)) if len(loud) else float("nan")
+
+
+@dataclass
+class _Analysis:
+    f0: np.ndarray
+    voiced: np.ndarray
+    loud: np.ndarray
+    rms: np.ndarray
+    chroma: np.ndarray  # [T, 12]
+    states: np.ndarray  # [T, H]
+
+
+def _analyze(audio: np.ndarray, decoder: InstrumentDecoder) -> _Analysis:
+    f0, voiced = f0_yin(audio, config=FEATURES)
+    loud = loudness_db(audio, config=FEATURES)
+    return _Analysis(f0, voiced, loud, rms(audio, config=FEATURES), chroma(audio, config=FEATURES).T,
+                     _gru_states(decoder, f0, loud))
+
+
+# ----------------------------------------------------------------------------- database
+
+@dataclass
+class RagDatabase:
+    """A loaded retrieval database (arrays in memory, audio decoded on demand)."""
+
+    root: Path
+    config: RagConfig
+    manifest: dict
+    track_names: list[str]
+    track_offsets: np.ndarray  # [n_tracks + 1] frame offsets into the concatenated arrays
+    f0: np.ndarray  # [F_total] Hz (float32)
+    voiced: np.ndarray  # [F_total] bool
+    loud: np.ndarray  # [F_total] dB
+    chunk_track: np.ndarray  # [N] int32
+    chunk_start: np.ndarray  # [N] int32 frame within its track
+    chunk_remaining: np.ndarray  # [N] int32 frames from start to track end
+    ctx: np.ndarray  # [n_lookbacks, N, D + 12] context vectors (emb | chroma), float32
+    seg: np.ndarray  # [N, D + 12] segment vectors
+    rms_mean: np.ndarray  # [N]
+    rms_std: np.ndarray  # [N]
+    seam_pitch: np.ndarray  # [N] cents re A4 (NaN = unvoiced)
+    seam_loud: np.ndarray  # [N] dB
+    pca_mean: np.ndarray  # [H]
+    pca_components: np.ndarray  # [D, H]
+    indexes: list = field(default_factory=list)  # one faiss index per lookback
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunk_track)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.get("version", "unknown")
+
+    def track_features(self, track: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a, b = self.track_offsets[track], self.track_offsets[track + 1]
+        return self.f0[a:b], self.voiced[a:b], self.loud[a:b]
+
+    def build_indexes(self) -> None:
+        """(Re)build one faiss inner-product index per lookback over [context | segment] vectors."""
+        self.indexes = []
+        for li in range(len(self.config.lookbacks)):
+            vecs = np.ascontiguousarray(np.concatenate([self.ctx[li], self.seg], axis=1), np.float32)
+            dim = vecs.shape[1]
+            if self.n_chunks > self.config.ivf_threshold:
+                nlist = int(4 * math.sqrt(self.n_chunks))
+                quant = faiss.IndexFlatIP(dim)
+                index = faiss.IndexIVFFlat(quant, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+                rng = np.random.default_rng(0)
+                sample = vecs[rng.choice(len(vecs), min(len(vecs), 40 * nlist), replace=False)]
+                index.train(sample)
+                index.add(vecs)
+                index.nprobe = self.config.ivf_nprobe
+            else:
+                index = faiss.IndexFlatIP(dim)
+                index.add(vecs)
+            self.indexes.append(index)
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> RagDatabase:
+        """Load and check a database folder.
+
+        Raises:
+            EnsembleError: missing folder or files, a sha256 mismatch with the manifest, or
+                arrays that do not fit together.
+        """
+        root = Path(root)
+        manifest_path = root / "manifest.json"
+        if not manifest_path.is_file():
+            raise EnsembleError(f"RAG database {str(root)!r} has no manifest.json; build it with "
+                                "`python -m ensemble index build`")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise EnsembleError(f"{str(manifest_path)!r} is not valid JSON") from None
+        for name, digest in manifest.get("files", {}).items():
+            path = root / name
+            if not path.is_file():
+                raise EnsembleError(f"RAG database file {str(path)!r} is missing")
+            if name.endswith(".npz") and _sha256(path) != digest:
+                raise EnsembleError(f"RAG database file {str(path)!r} does not match its sha256 in "
+                                    "manifest.json (damaged or replaced); rebuild the database")
+        try:
+            with np.load(root / "chunks.npz") as z:
+                arrays = {k: z[k] for k in z.files}
+            with np.load(root / "tracks.npz") as z:
+                tracks = {k: z[k] for k in z.files}
+        except (OSError, ValueError, KeyError) as exc:
+            raise EnsembleError(f"RAG database {str(root)!r} cannot be read ({exc})") from None
+        config = RagConfig.from_dict(manifest["config"])
+        db = cls(root=root, config=config, manifest=manifest,
+                 track_names=[str(x) for x in tracks["names"]],
+                 track_offsets=tracks["offsets"].astype(np.int64),
+                 f0=tracks["f0_hz"].astype(np.float32), voiced=tracks["voiced"].astype(bool),
+                 loud=tracks["loudness_db"].astype(np.float32),
+                 chunk_track=arrays["track"].astype(np.int32),
+                 chunk_start=arrays["start"].astype(np.int32),
+                 chunk_remaining=arrays["remaining"].astype(np.int32),
+                 ctx=arrays["ctx"].astype(np.float32), seg=arrays["seg"].astype(np.float32),
+                 rms_mean=arrays["rms_mean"].astype(np.float32),
+                 rms_std=arrays["rms_std"].astype(np.float32),
+                 seam_pitch=arrays["seam_pitch"].astype(np.float32),
+                 seam_loud=arrays["seam_loud"].astype(np.float32),
+                 pca_mean=arrays["pca_mean"].astype(np.float32),
+                 pca_components=arrays["pca_components"].astype(np.float32))
+        if db.ctx.shape[:2] != (len(config.lookbacks), db.n_chunks) or db.n_chunks == 0:
+            raise EnsembleError(f"RAG database {str(root)!r} is empty or inconsistent "
+                                f"(ctx {db.ctx.shape}, {db.n_chunks} chunks)")
+        db.build_indexes()
+        return db
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _project(states_mean: np.ndarray, mean: np.ndarray, comps: np.ndarray) -> np.ndarray:
+    return _l2((states_mean - mean) @ comps.T)
+
+
+def build_database(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                   decoder: InstrumentDecoder, *, splits: tuple[str, ...] = ("train", "valid"),
+                   stem: str = "Guitar", config: RagConfig = RagConfig(), command: str = "",
+                   decoder_version: str = "", progress: bool = True) -> dict:
+    """Build a RAG database from a corpus folder into ``out_dir`` (written whole, then renamed).
+
+    Returns:
+        The manifest dict.
+    """
+    from tqdm.auto import tqdm
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    tracks = []
+    for meta_path in sorted(data_dir.glob("*/metadata.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if meta.get("split") in splits and (meta_path.parent / "stems" / f"{stem}.flac").is_file():
+            tracks.append(meta_path.parent)
+    if not tracks:
+        raise EnsembleError(f"no {stem!r} stems in splits {list(splits)} of {str(data_dir)!r}")
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.exists()
+                                else None))
+    (tmp / "audio").mkdir()
+    chunk_step = int(round(config.chunk_seconds * FPS))
+    seg_frames = int(round(config.segment_seconds * FPS))
+    seam = int(round(config.seam_seconds * FPS))
+    min_rem = int(round(config.min_remaining_seconds * FPS))
+    names, f0s, voiceds, louds, offsets = [], [], [], [], [0]
+    rows = {k: [] for k in ("track", "start", "remaining", "rms_mean", "rms_std", "seam_pitch",
+                            "seam_loud")}
+    ctx_states, ctx_chroma, seg_states, seg_chroma = [], [], [], []
+    try:
+        for ti, track in enumerate(tqdm(tracks, desc="index tracks", disable=not progress)):
+            audio = load_audio(track / "stems" / f"{stem}.flac", max_seconds=3600).audio
+            an = _analyze(audio, decoder)
+            T = len(an.f0)
+            names.append(track.name)
+            f0s.append(an.f0)
+            voiceds.append(an.voiced)
+            louds.append(an.loud)
+            offsets.append(offsets[-1] + T)
+            sf.write(tmp / "audio" / f"{track.name}.ogg", audio, FEATURES.sample_rate, format="OGG",
+                     subtype="VORBIS", compression_level=1.0 - config.vorbis_quality)
+            starts = np.arange(0, T - min_rem, chunk_step)
+            if len(starts) == 0:
+                continue
+            cs, cc = _cumsum0(an.states), _cumsum0(an.chroma)
+            ends = np.minimum(starts + seg_frames, T)
+            seg_states.append(_window_means(cs, starts, ends))
+            seg_chroma.append(_window_means(cc, starts, ends))
+            per_l_s, per_l_c = [], []
+            for L in config.lookbacks:
+                lf = int(round(L * FPS))
+                b = np.maximum(starts - lf, 0)
+                per_l_s.append(np.where((starts > 0)[:, None], _window_means(cs, b, starts), np.nan))
+                per_l_c.append(np.where((starts > 0)[:, None], _window_means(cc, b, starts), np.nan))
+            ctx_states.append(np.stack(per_l_s))
+            ctx_chroma.append(np.stack(per_l_c))
+            r = an.rms
+            for s, e in zip(starts, ends, strict=True):
+                rows["rms_mean"].append(float(r[s:e].mean()))
+                rows["rms_std"].append(float(r[s:e].std()))
+                p, ld = _seam_stats(an.f0[s:s + seam], an.voiced[s:s + seam], an.loud[s:s + seam])
+                rows["seam_pitch"].append(p)
+                rows["seam_loud"].append(ld)
+            rows["track"] += [ti] * len(starts)
+            rows["start"] += starts.tolist()
+            rows["remaining"] += (T - starts).tolist()
+        if not rows["track"]:
+            raise EnsembleError(f"no track in {str(data_dir)!r} is longer than "
+                                f"{config.min_remaining_seconds} s")
+        seg_s = np.concatenate(seg_states)
+        ctx_s = np.concatenate(ctx_states, axis=1)  # [L, N, H]
+        # PCA of the GRU window means (fit on segment windows)
+        mean = seg_s.mean(axis=0)
+        _, _, vt = np.linalg.svd(seg_s - mean, full_matrices=False)
+        comps = vt[: config.embed_dims]
+        seg_vec = np.concatenate([_project(seg_s, mean, comps), _l2(np.concatenate(seg_chroma))], 1)
+        ctx_vec = []
+        for li in range(len(config.lookbacks)):
+            valid = ~np.isnan(ctx_s[li, :, 0])
+            e = np.zeros((ctx_s.shape[1], comps.shape[0]))
+            e[valid] = _project(ctx_s[li, valid], mean, comps)
+            c = np.nan_to_num(_l2(np.nan_to_num(np.concatenate(ctx_chroma, axis=1)[li])))
+            c[~valid] = 0.0
+            ctx_vec.append(np.concatenate([e, c], axis=1))
+        ctx_vec = np.stack(ctx_vec)
+        _savez(tmp / "chunks.npz", track=np.array(rows["track"], np.int32),
+               start=np.array(rows["start"], np.int32), remaining=np.array(rows["remaining"], np.int32),
+               ctx=ctx_vec.astype(np.float16), seg=seg_vec.astype(np.float16),
+               rms_mean=np.array(rows["rms_mean"], np.float32), rms_std=np.array(rows["rms_std"], np.float32),
+               seam_pitch=np.array(rows["seam_pitch"], np.float32),
+               seam_loud=np.array(rows["seam_loud"], np.float32),
+               pca_mean=mean.astype(np.float32), pca_components=comps.astype(np.float32))
+        _savez(tmp / "tracks.npz", names=np.array(names), offsets=np.array(offsets, np.int64),
+               f0_hz=np.concatenate(f0s).astype(np.float16), voiced=np.concatenate(voiceds),
+               loudness_db=np.concatenate(louds).astype(np.float16))
+        files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        version = hashlib.sha256("".join(files.values()).encode()).hexdigest()[:12]
+        manifest = {"format": DB_FORMAT, "version": version, "command": command,
+                    "data_dir": str(data_dir), "splits": list(splits), "stem": stem,
+                    "decoder_version": decoder_version, "config": asdict(config),
+                    "n_tracks": len(names), "n_chunks": len(rows["track"]),
+                    "minutes": round(offsets[-1] / FPS / 60, 2), "files": files,
+                    "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            tmp.rename(out_dir)
+        return manifest
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _savez(path: Path, **arrays) -> None:
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def segment_audio(db: RagDatabase, chunk: int, n_samples: int) -> np.ndarray:
+    """Decode ``n_samples`` of the leader audio from a chunk's start (zero-padded at track end)."""
+    track = int(db.chunk_track[chunk])
+    path = db.root / "audio" / f"{db.track_names[track]}.ogg"
+    start = int(db.chunk_start[chunk]) * FEATURES.hop_length
+    try:
+        with sf.SoundFile(path) as f:
+            f.seek(min(start, f.frames))
+            audio = f.read(n_samples, dtype="float32")
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise EnsembleError(f"RAG audio {str(path)!r} cannot be read ({exc})") from None
+    if audio.ndim > 1:
+        audio = audio.mean(axis=1)
+    return np.pad(audio, (0, n_samples - len(audio)))
+
+
+# ----------------------------------------------------------------------------- query & scoring
+
+@dataclass(frozen=True)
+class Query:
+    """What retrieval needs from the user's clip."""
+
+    vectors: np.ndarray  # [n_lookbacks, D + 12]
+    lookbacks_used: tuple[float, ...]  # seconds actually used per lookback (short inputs)
+    seam_pitch: float  # cents re A4, NaN if unvoiced
+    seam_loud: float  # dB
+    rms_mean: float
+    rms_std: float
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+
+def analyze_query(audio: np.ndarray, db: RagDatabase, decoder: InstrumentDecoder) -> Query:
+    """Query vectors, seam and RMS stats of the user's clip [n_samples] at 16 kHz.
+
+    Raises:
+        EnsembleError: shorter than ``min_input_seconds`` or silent.
+    """
+    cfg = db.config
+    seconds = len(audio) / FEATURES.sample_rate
+    if seconds < cfg.min_input_seconds:
+        raise EnsembleError(f"input is {seconds:.2f} s long; allowed: at least {cfg.min_input_seconds:g} s")
+    if float(np.max(np.abs(audio))) < 10 ** (-70 / 20):
+        raise EnsembleError("input is silent (peak below -70 dBFS): nothing to continue")
+    an = _analyze(audio, decoder)
+    T = len(an.f0)
+    cs, cc = _cumsum0(an.states), _cumsum0(an.chroma)
+    notes, used, vecs = [], [], []
+    for L in cfg.lookbacks:
+        lf = min(int(round(L * FPS)), T)
+        used.append(round(lf / FPS, 2))
+        e = _window_means(cs, np.array([T - lf]), np.array([T]))
+        c = _window_means(cc, np.array([T - lf]), np.array([T]))
+        vecs.append(np.concatenate([_project(e, db.pca_mean, db.pca_components)[0], _l2(c)[0]]))
+    if seconds < min(cfg.lookbacks):
+        notes.append(f"input is {seconds:.2f} s, shorter than the smallest lookback "
+                     f"{min(cfg.lookbacks):g} s: the whole input was used as the query")
+    seam = int(round(cfg.seam_seconds * FPS))
+    pitch, loud = _seam_stats(an.f0[-seam:], an.voiced[-seam:], an.loud[-seam:])
+    if math.isnan(pitch):
+        notes.append("the input's last 0.4 s is unvoiced: pitch coherence is neutral (0.5)")
+    w = int(round(cfg.segment_seconds * FPS))
+    tail = an.rms[-w:]
+    return Query(np.stack(vecs).astype(np.float32), tuple(used), pitch, loud, float(tail.mean()),
+                 float(tail.std()), seconds, tuple(notes))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One retrieved continuation."""
+
+    rank: int
+    chunk: int
+    track: str
+    start_seconds: float
+    composite: float
+    relevance: float
+    coherence: float
+    lookback: float
+    transpose: int
+    seam_pitch_jump_cents: float
+    seam_loudness_jump_db: float
+    fallback: bool
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def _query_matrix(q: Query, cfg: RagConfig, transposes: np.ndarray) -> np.ndarray:
+    """[n_lookbacks, n_transposes, 2 * (D + 12)] queries against [context | segment] vectors.
+
+    Transposing a candidate up by t semitones rolls its chroma by +t; equivalently the query's
+    chroma is rolled by -t.
+    """
+    D = q.vectors.shape[1] - 12
+    w, lam = cfg.chroma_weight, cfg.context_weight
+    out = []
+    for li in range(q.vectors.shape[0]):
+        e, c = q.vectors[li, :D], q.vectors[li, D:]
+        rows = []
+        for t in transposes:
+            cr = np.roll(c, -int(t))
+            part = np.concatenate([(1 - w) * e, w * cr])
+            rows.append(np.concatenate([lam * part, (1 - lam) * part]))
+        out.append(rows)
+    return np.asarray(out, np.float32)
+
+
+def _coherence(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarray, cfg: RagConfig):
+    """Coherence [n, n_t], pitch jump cents [n, n_t], loudness jump dB [n]."""
+    pitch_jump = (db.seam_pitch[idx][:, None] + 100.0 * transposes[None, :]) - q.seam_pitch
+    loud_jump = db.seam_loud[idx] - q.seam_loud
+    a = math.log(2) / cfg.pitch_halflife_semitones
+    b = math.log(2) / cfg.loudness_halflife_db
+    p_term = np.where(np.isnan(pitch_jump), 0.5, np.exp(-a * np.abs(np.nan_to_num(pitch_jump)) / 100.0))
+    l_term = np.exp(-b * np.abs(loud_jump))[:, None]
+    return 0.5 * (p_term + l_term), pitch_jump, loud_jump
+
+
+def _select(order_keys: np.ndarray, idx: np.ndarray, t_idx: np.ndarray, db: RagDatabase, k: int,
+            min_gap: int, taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Greedy non-overlapping pick in descending score order. taken: (chunk, transpose index)."""
+    out = []
+    for j in order_keys:
+        c = int(idx[j])
+        tr, st = db.chunk_track[c], db.chunk_start[c]
+        clash = any(db.chunk_track[o] == tr and abs(int(db.chunk_start[o]) - int(st)) < min_gap
+                    for o, _ in taken + out)
+        if not clash:
+            out.append((c, int(t_idx[j])))
+            if len(taken) + len(out) >= k:
+                break
+    return out
+
+
+def _score_all(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarray, cfg: RagConfig,
+               alpha: float, beta: float):
+    """Exact scores of candidates ``idx`` for every transpose: dict of [n, n_t] arrays."""
+    Q = _query_matrix(q, cfg, transposes)  # [L, n_t, 2d]
+    vecs = np.concatenate([db.ctx[:, idx], np.broadcast_to(db.seg[idx], db.ctx[:, idx].shape)], axis=2)
+    rel_l = np.einsum("lnd,ltd->lnt", vecs, Q)  # [L, n, n_t]
+    best_l = np.argmax(rel_l, axis=0)  # [n, n_t]
+    rel = np.max(rel_l, axis=0)
+    coh, pj, lj = _coherence(db, q, idx, transposes, cfg)
+    return {"rel": rel, "best_l": best_l, "coh": coh, "pj": pj, "lj": np.broadcast_to(lj[:, None], rel.shape),
+            "comp": alpha * rel + beta * coh}
+
+
+def retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = None,
+             beta: float | None = None, transpose: bool = False,
+             continuation_seconds: float | None = None) -> list[Candidate]:
+    """Top-K candidates (see the module docstring). Vectorised; exact with flat indexes.
+
+    Args:
+        k: 1..n; fewer are returned only if the database has fewer non-overlapping segments.
+        continuation_seconds: length each segment will be used for (sets the overlap rule and
+            excludes chunks that end too soon); default ``segment_seconds``.
+
+    Raises:
+        EnsembleError: bad k/alpha/beta.
+    """
+    cfg = db.config
+    alpha = cfg.alpha if alpha is None else float(alpha)
+    beta = cfg.beta if beta is None else float(beta)
+    if not 1 <= int(k) <= 100:
+        raise EnsembleError(f"k = {k}; allowed: 1..100")
+    if not (math.isfinite(alpha) and math.isfinite(beta) and alpha >= 0 and beta >= 0):
+        raise EnsembleError(f"alpha = {alpha}, beta = {beta}; allowed: finite and >= 0")
+    cont = cfg.segment_seconds if continuation_seconds is None else continuation_seconds
+    min_gap = int(round(cont * FPS))
+    transposes = np.arange(-cfg.transpose_semitones, cfg.transpose_semitones + 1) if transpose \
+        else np.array([0])
+    long_enough = db.chunk_remaining >= min(min_gap, int(round(cfg.min_remaining_seconds * FPS)))
+
+    # faiss pre-selection by relevance, widened until provably exact (flat index)
+    Q = _query_matrix(q, cfg, transposes)
+    n_pre = min(db.n_chunks, max(256, 64 * k))
+    while True:
+        cand = set()
+        worst = []
+        for li, index in enumerate(db.indexes):
+            scores, ids = index.search(np.ascontiguousarray(Q[li]), n_pre)
+            cand.update(ids[ids >= 0].ravel().tolist())
+            worst.append(scores[:, -1].max() if n_pre < db.n_chunks else -np.inf)
+        idx = np.array(sorted(cand), dtype=np.int64)
+        idx = idx[long_enough[idx]]
+        picks = _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap)
+        if n_pre >= db.n_chunks or isinstance(db.indexes[0], faiss.IndexIVFFlat):
+            break
+        # An unfetched candidate's relevance is below every query's n_pre-th score, so its composite
+        # is at most alpha * max(worst) + beta: if the K-th pick beats that, nothing unfetched can
+        # enter the Top-K. A fallback pass means the strict pass ran short, which only scoring
+        # everything can confirm.
+        if len(picks) >= k and not any(p[4] for p in picks) and \
+                min(p[2] for p in picks) > alpha * max(worst) + beta:
+            break
+        n_pre = min(db.n_chunks, n_pre * 4)
+    return [_candidate(db, r + 1, *p, transposes=transposes) for r, p in enumerate(picks)]
+
+
+def _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap):
+    """Strict pass then fallback over candidates ``idx`` -> [(chunk, t_index, composite, scores, fb)]."""
+    if len(idx) == 0:
+        return []
+    s = _score_all(db, q, idx, transposes, cfg, alpha, beta)
+    n, nt = s["comp"].shape
+    flat_i = np.repeat(np.arange(n), nt)
+    flat_t = np.tile(np.arange(nt), n)
+    ok_rms = (np.abs(db.rms_mean[idx] - q.rms_mean) <= cfg.rms_tolerance * q.rms_mean) & \
+             (np.abs(db.rms_std[idx] - q.rms_std) <= cfg.rms_tolerance * q.rms_std)
+    strict = (s["coh"] >= cfg.coherence_floor) & ok_rms[:, None]
+    comp = s["comp"].ravel()
+    order = np.lexsort((idx[flat_i], -comp))  # ties broken by chunk index
+    order = order[strict.ravel()[order]]
+    picks = _select(order, idx[flat_i], flat_t, db, k, min_gap, [])
+    out = [(c, t, None, False) for c, t in picks]
+    if len(out) < k:
+        fb = (cfg.fallback_alpha * s["rel"] + cfg.fallback_beta * s["coh"]).ravel()
+        order = np.lexsort((idx[flat_i], -fb))
+        more = _select(order, idx[flat_i], flat_t, db, k, min_gap, picks)
+        out += [(c, t, None, True) for c, t in more]
+    pos = {int(c): i for i, c in enumerate(idx)}
+    res = []
+    for c, t, _, fallback in out:
+        i = pos[c]
+        comp_v = (cfg.fallback_alpha * s["rel"][i, t] + cfg.fallback_beta * s["coh"][i, t]) if fallback \
+            else s["comp"][i, t]
+        res.append((c, t, float(comp_v), {key: s[key][i, t] for key in ("rel", "coh", "pj", "lj", "best_l")},
+                    fallback))
+    return res
+
+
+def _candidate(db, rank, chunk, t_i, comp, sc, fallback, *, transposes) -> Candidate:
+    cfg = db.config
+    return Candidate(rank=rank, chunk=int(chunk), track=db.track_names[db.chunk_track[chunk]],
+                     start_seconds=round(int(db.chunk_start[chunk]) / FPS, 2), composite=round(comp, 6),
+                     relevance=round(float(sc["rel"]), 6), coherence=round(float(sc["coh"]), 6),
+                     lookback=float(cfg.lookbacks[int(sc["best_l"])]), transpose=int(transposes[t_i]),
+                     seam_pitch_jump_cents=round(float(sc["pj"]), 2),
+                     seam_loudness_jump_db=round(float(sc["lj"]), 3), fallback=bool(fallback))
+
+
+def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = None,
+                       beta: float | None = None, transpose: bool = False,
+                       continuation_seconds: float | None = None) -> list[tuple[int, int, bool]]:
+    """The unvectorised oracle: a Python loop scoring every candidate one by one, as the reference
+    design did. Returns [(chunk, transpose, fallback)] in rank order. For tests and benchmarks."""
+    cfg = db.config
+    alpha = cfg.alpha if alpha is None else alpha
+    beta = cfg.beta if beta is None else beta
+    cont = cfg.segment_seconds if continuation_seconds is None else continuation_seconds
+    min_gap = int(round(cont * FPS))
+    ts = range(-cfg.transpose_semitones, cfg.transpose_semitones + 1) if transpose else [0]
+    D = q.vectors.shape[1] - 12
+    w, lam = cfg.chroma_weight, cfg.context_weight
+    a = math.log(2) / cfg.pitch_halflife_semitones
+    b = math.log(2) / cfg.loudness_halflife_db
+    scored = []
+    for c in range(db.n_chunks):
+        if db.chunk_remaining[c] < min(min_gap, int(round(cfg.min_remaining_seconds * FPS))):
+            continue
+        for t in ts:
+            rels = []
+            for li in range(len(cfg.lookbacks)):
+                qe, qc = q.vectors[li, :D], np.roll(q.vectors[li, D:], -t)
+                def sim(v, qe=qe, qc=qc):
+                    return (1 - w) * float(np.dot(qe, v[:D])) + w * float(np.dot(qc, v[D:]))
+                rels.append(lam * sim(db.ctx[li, c]) + (1 - lam) * sim(db.seg[c]))
+            rel = max(rels)
+            if math.isnan(db.seam_pitch[c]) or math.isnan(q.seam_pitch):
+                pt = 0.5
+            else:
+                pt = math.exp(-a * abs(db.seam_pitch[c] + 100 * t - q.seam_pitch) / 100)
+            coh = 0.5 * (pt + math.exp(-b * abs(db.seam_loud[c] - q.seam_loud)))
+            rms_ok = abs(db.rms_mean[c] - q.rms_mean) <= cfg.rms_tolerance * q.rms_mean and \
+                abs(db.rms_std[c] - q.rms_std) <= cfg.rms_tolerance * q.rms_std
+            scored.append((c, t, rel, coh, rms_ok))
+
+    def pick(entries, score, taken):
+        out = []
+        for c, t, *_ in sorted(entries, key=lambda e: (-score(e), e[0])):
+            if any(db.chunk_track[o] == db.chunk_track[c] and
+                   abs(int(db.chunk_start[o]) - int(db.chunk_start[c])) < min_gap for o, _ in taken + out):
+                continue
+            out.append((c, t))
+            if len(taken) + len(out) >= k:
+                break
+        return out
+
+    strict = [e for e in scored if e[3] >= cfg.coherence_floor and e[4]]
+    first = pick(strict, lambda e: alpha * e[2] + beta * e[3], [])
+    result = [(c, t, False) for c, t in first]
+    if len(result) < k:
+        more = pick(scored, lambda e: cfg.fallback_alpha * e[2] + cfg.fallback_beta * e[3], first)
+        result += [(c, t, True) for c, t in more]
+    return result
