@@ -1,0 +1,862 @@
+"""The listening-test ratings log (``ratings.csv``) and its statistics.
+
+The log is a long-format CSV: one row per candidate per submission, columns :data:`RATINGS_COLUMNS`.
+A rater ranks all K candidates of one request with distinct ranks 1..K, may mark one favourite and
+leave a comment; :func:`append_submission` validates that and appends the whole submission.
+
+Writing is safe for many threads and processes at once and survives a crash:
+
+* every append runs under ``filelock.FileLock(<log>.lock)``; the header is written only when the file
+  is empty, checked under the lock, so it appears exactly once, across restarts too;
+* the CSV text of a submission is built in memory first and written with **one** ``os.write`` on an
+  ``O_APPEND`` descriptor, then ``fsync`` -- a submission that fails validation or formatting writes
+  nothing, and a failed write is truncated away again;
+* every record is exactly one physical line (line breaks and other control characters in text are
+  replaced by spaces), so a process killed mid-append can leave at most one partial *last* line.
+  :func:`read_ratings` ignores such a line and any submission with fewer rows than its ``k``, and the
+  next :func:`append_submission` cuts the partial line off before appending;
+* text cells that start with ``= + - @`` (or tab / CR) get a leading ``'`` so a spreadsheet shows them
+  as text instead of running a formula (CSV injection).  Numbers are written as numbers and never
+  changed -- ``-3.5`` stays ``-3.5`` -- and so is text that is a plain decimal number such as ``-3``.
+  The ``'`` stays in the log and in what :func:`read_ratings` returns.
+
+Statistics (:func:`summarize`): Kendall's tau between the composite rank and the human rank of each
+submission, its mean with a bootstrap confidence interval, a histogram of the composite rank that
+listeners put first, and the mean human rank of each composite rank with a bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import numbers
+import os
+import re
+import unicodedata
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import filelock
+
+from ensemble.errors import EnsembleError
+
+if TYPE_CHECKING:  # heavy imports are deferred so that importing this module stays cheap
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "RATINGS_COLUMNS",
+    "RATINGS_FILENAME",
+    "MAX_COMMENT_CHARS",
+    "CandidateRating",
+    "Submission",
+    "SummaryConfig",
+    "ratings_dir",
+    "ratings_path",
+    "sanitize_rater_id",
+    "validate_submission",
+    "append_submission",
+    "read_ratings",
+    "summarize",
+    "format_summary",
+    "summary_json",
+    "first_choice_figure",
+    "mean_rank_figure",
+]
+
+# The log's columns, in file order. Per-submission values repeat on each of its K rows.
+RATINGS_COLUMNS: tuple[str, ...] = (
+    "submission_id",           # uuid4 hex, 32 characters
+    "timestamp_utc",           # ISO-8601 with Z, milliseconds, e.g. 2026-01-31T12:00:00.000Z
+    "rater_id",                # sanitize_rater_id(...)
+    "session_id",              # the app's per-browser-session id, same character set as rater_id
+    "input_sha256",            # SHA-256 (hex) of the uploaded clip
+    "input_seconds",           # length of the uploaded clip, s
+    "target_seconds",          # requested continuation length, s
+    "k",                       # number of candidates shown (= rows of this submission)
+    "alpha",                   # relevance weight of the composite score
+    "beta",                    # coherence weight of the composite score
+    "blind",                   # 1 = shown in shuffled order without scores, 0 = in composite order
+    "shown_position",          # 1..K, where the rater saw this candidate
+    "composite_rank",          # 1..K, the system's rank by composite score (1 = best)
+    "human_rank",              # 1..K, the rater's rank (1 = best)
+    "favourite",               # 1 for the rater's favourite candidate, else 0
+    "db_chunk_idx",            # index of the retrieved database chunk
+    "composite",               # composite score
+    "relevance",               # style-relevance score
+    "coherence",               # seam-coherence score
+    "lookback_s",              # seconds of input the retrieval looked back over, s
+    "transpose",               # transposition applied to the chunk, semitones
+    "seam_pitch_jump_cents",   # |f0 jump| across the seam, cents; empty when unvoiced
+    "seam_loudness_jump_db",   # |loudness jump| across the seam, dB; empty when undefined
+    "model_version",
+    "database_version",
+    "comment",                 # the rater's comment (one line; line breaks become spaces)
+)
+RATINGS_FILENAME = "ratings.csv"
+MAX_COMMENT_CHARS = 2000
+MAX_VERSION_CHARS = 200
+MAX_ID_CHARS = 64
+SPACES_DATA_DIR = Path("/data")  # Hugging Face Spaces' persistent storage, when the Space has it
+
+_INT_COLUMNS = ("k", "blind", "shown_position", "composite_rank", "human_rank", "favourite", "db_chunk_idx")
+_FLOAT_COLUMNS = ("input_seconds", "target_seconds", "alpha", "beta", "composite", "relevance", "coherence",
+                  "lookback_s", "transpose", "seam_pitch_jump_cents", "seam_loudness_jump_db")
+_HEADER = (",".join(RATINGS_COLUMNS) + "\n").encode("utf-8")
+_ID_DISALLOWED = re.compile(r"[^A-Za-z0-9_.-]")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_LOCK_TIMEOUT_S = 30.0
+
+
+# --------------------------------------------------------------------------------------------------
+# where the log lives
+
+
+def ratings_dir(default: str | os.PathLike[str] = "ratings", *, env: Mapping[str, str] | None = None,
+                spaces_data: str | os.PathLike[str] = SPACES_DATA_DIR) -> Path:
+    """The folder that holds ``ratings.csv``; nothing is created.
+
+    Args:
+        default: folder used when neither of the rules below applies (the app passes its repo-relative
+            ``ratings`` folder).
+        env: environment to read ``RATINGS_DIR`` from; ``None`` reads :data:`os.environ` at call time.
+        spaces_data: Hugging Face Spaces' persistent-storage mount.
+
+    Returns:
+        ``$RATINGS_DIR`` when set and non-empty; otherwise ``<spaces_data>/ratings`` when
+        ``spaces_data`` is an existing, writable folder (on a Space with persistent storage the log is
+        ``/data/ratings/ratings.csv``); otherwise ``default``.
+    """
+    env = os.environ if env is None else env
+    if env.get("RATINGS_DIR", "").strip():
+        return Path(env["RATINGS_DIR"].strip())
+    data = Path(spaces_data)
+    if data.is_dir() and os.access(data, os.W_OK | os.X_OK):
+        return data / "ratings"
+    return Path(default)
+
+
+def ratings_path(default: str | os.PathLike[str] = "ratings", *, env: Mapping[str, str] | None = None,
+                 spaces_data: str | os.PathLike[str] = SPACES_DATA_DIR) -> Path:
+    """``ratings_dir(...) / "ratings.csv"``; see :func:`ratings_dir`."""
+    return ratings_dir(default, env=env, spaces_data=spaces_data) / RATINGS_FILENAME
+
+
+def sanitize_rater_id(text: object) -> str:
+    """A rater id safe for the log and for file names.
+
+    Keeps only ``A-Z a-z 0-9 _ . -``, drops leading ``.`` and ``-`` (so the id never starts like a
+    formula, an option or a hidden file), keeps at most 64 characters, and gives ``"anonymous"`` for
+    what is left empty (including ``None``).
+    """
+    cleaned = _ID_DISALLOWED.sub("", "" if text is None else str(text)).lstrip(".-")[:MAX_ID_CHARS]
+    return cleaned or "anonymous"
+
+
+def _sanitize_session_id(text: object) -> str:
+    return _ID_DISALLOWED.sub("", "" if text is None else str(text)).lstrip(".-")[:MAX_ID_CHARS]
+
+
+# --------------------------------------------------------------------------------------------------
+# what one submission holds
+
+
+@dataclass(frozen=True)
+class CandidateRating:
+    """One candidate of a submission, as shown and as ranked.
+
+    Attributes:
+        shown_position: 1..K, the candidate's place on the page.
+        composite_rank: 1..K, the system's rank by composite score (1 = best).
+        human_rank: 1..K, the rater's rank (1 = best); ``None`` while the rater has not ranked it
+            (:func:`validate_submission` then rejects the submission).
+        db_chunk_idx: index (>= 0) of the retrieved database chunk.
+        composite, relevance, coherence: the scores, finite.
+        lookback_s: seconds of input the retrieval looked back over, finite, >= 0.
+        transpose: transposition of the chunk, semitones, finite.
+        seam_pitch_jump_cents: f0 jump across the seam, cents; ``None`` when undefined (unvoiced).
+        seam_loudness_jump_db: loudness jump across the seam, dB; ``None`` when undefined.
+    """
+
+    shown_position: int
+    composite_rank: int
+    human_rank: int | None
+    db_chunk_idx: int
+    composite: float
+    relevance: float
+    coherence: float
+    lookback_s: float
+    transpose: float
+    seam_pitch_jump_cents: float | None = None
+    seam_loudness_jump_db: float | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One rater's ranking of the K candidates of one request.
+
+    Attributes:
+        rater_id: free text; written as :func:`sanitize_rater_id` of it.
+        session_id: the app's session id; written with the same character filter (may be empty).
+        input_sha256: SHA-256 of the uploaded clip, 64 hex digits.
+        input_seconds: length of the uploaded clip, s, > 0.
+        target_seconds: requested continuation length, s, > 0.
+        k: number of candidates; ``len(candidates)`` must equal it.
+        alpha, beta: weights of relevance and coherence in the composite score, finite.
+        blind: whether the candidates were shown shuffled and without scores.
+        candidates: the K candidates, in any order (rows are written by ``shown_position``).
+        favourite: ``shown_position`` of the rater's favourite, or ``None`` for none.
+        comment: free text, at most :data:`MAX_COMMENT_CHARS` characters.
+        model_version, database_version: free text, at most 200 characters each.
+    """
+
+    rater_id: str
+    session_id: str
+    input_sha256: str
+    input_seconds: float
+    target_seconds: float
+    k: int
+    alpha: float
+    beta: float
+    blind: bool
+    candidates: tuple[CandidateRating, ...]
+    favourite: int | None = None
+    comment: str = ""
+    model_version: str = ""
+    database_version: str = ""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: object, *, minimum: int | None = None) -> int:
+    if not _is_int(value):
+        raise EnsembleError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise EnsembleError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_float(name: str, value: object, *, minimum: float | None = None, strict: bool = False,
+                 optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        allowed = "a finite number or None" if optional else "a finite number"
+        raise EnsembleError(f"{name} must be {allowed}, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise EnsembleError(f"{name} must be finite, got {number}")
+    if minimum is not None and (number <= minimum if strict else number < minimum):
+        raise EnsembleError(f"{name} must be {'>' if strict else '>='} {minimum}, got {number}")
+    return number
+
+
+def _check_text(name: str, value: object, max_chars: int) -> str:
+    if not isinstance(value, str):
+        raise EnsembleError(f"{name} must be text, got {type(value).__name__} {value!r}")
+    if len(value) > max_chars:
+        raise EnsembleError(f"{name} has {len(value)} characters; at most {max_chars} are allowed")
+    return value
+
+
+def _check_permutation(what: str, values: Sequence[object], holders: Sequence[str], k: int) -> None:
+    """Raise unless ``values`` (one per candidate; ``holders`` name the candidates) are 1..k, each once."""
+    seen: dict[int, str] = {}
+    for value, holder in zip(values, holders, strict=True):
+        if value is None:
+            raise EnsembleError(f"{holder} has no {what}; give every candidate a distinct {what} 1..{k}")
+        if not _is_int(value):
+            raise EnsembleError(f"{what} {value!r} of {holder} is not an integer; {what}s must be 1..{k}")
+        if not 1 <= value <= k:
+            raise EnsembleError(f"{what} {value} of {holder} is out of range; {what}s must be 1..{k}")
+        if value in seen:
+            raise EnsembleError(f"{what} {value} is given to both {seen[value]} and {holder}; "
+                                f"each {what} 1..{k} must be used exactly once")
+        seen[int(value)] = holder
+
+
+def validate_submission(submission: Submission) -> None:
+    """Check a submission before anything is written.
+
+    Args:
+        submission: the submission to check.
+
+    Raises:
+        EnsembleError: naming the bad value and what is allowed -- ``k`` not matching the number of
+            candidates; shown positions, composite ranks or human ranks that are not each of 1..K
+            exactly once (missing, duplicate, 0 or K+1); a favourite that is not a shown position;
+            a non-finite or negative number where it must not be; a malformed SHA-256; an overlong
+            comment or version text.
+    """
+    if not isinstance(submission, Submission):
+        raise EnsembleError(f"expected a Submission, got {type(submission).__name__}")
+    s = submission
+    k = _check_int("k", s.k, minimum=1)
+    if not isinstance(s.candidates, (tuple, list)):
+        raise EnsembleError("candidates must be a tuple of CandidateRating, "
+                            f"got {type(s.candidates).__name__}")
+    if len(s.candidates) != k:
+        raise EnsembleError(f"k = {k} but {len(s.candidates)} candidates were given; one row per candidate")
+    for i, c in enumerate(s.candidates):
+        if not isinstance(c, CandidateRating):
+            raise EnsembleError(f"candidate {i} must be a CandidateRating, got {type(c).__name__}")
+
+    _check_permutation("shown position", [c.shown_position for c in s.candidates],
+                       [f"candidates[{i}]" for i in range(k)], k)
+    holders = [f"the candidate at position {c.shown_position}" for c in s.candidates]
+    _check_permutation("composite rank", [c.composite_rank for c in s.candidates], holders, k)
+    _check_permutation("rank", [c.human_rank for c in s.candidates], holders, k)
+    if s.favourite is not None and (not _is_int(s.favourite) or not 1 <= s.favourite <= k):
+        raise EnsembleError(f"favourite {s.favourite!r} is not one of the shown positions 1..{k} "
+                            "(or None for no favourite)")
+
+    for c in s.candidates:
+        at = f"candidate at position {c.shown_position}"
+        _check_int(f"db_chunk_idx of the {at}", c.db_chunk_idx, minimum=0)
+        for name in ("composite", "relevance", "coherence", "transpose"):
+            _check_float(f"{name} of the {at}", getattr(c, name))
+        _check_float(f"lookback_s of the {at}", c.lookback_s, minimum=0.0)
+        for name in ("seam_pitch_jump_cents", "seam_loudness_jump_db"):
+            _check_float(f"{name} of the {at}", getattr(c, name), optional=True)
+
+    _check_float("input_seconds", s.input_seconds, minimum=0.0, strict=True)
+    _check_float("target_seconds", s.target_seconds, minimum=0.0, strict=True)
+    _check_float("alpha", s.alpha)
+    _check_float("beta", s.beta)
+    if not isinstance(s.blind, bool):
+        raise EnsembleError(f"blind must be True or False, got {s.blind!r}")
+    if not isinstance(s.input_sha256, str) or not _SHA256.fullmatch(s.input_sha256.lower()):
+        raise EnsembleError(f"input_sha256 must be 64 hex digits, got {s.input_sha256!r}")
+    for name in ("rater_id", "session_id"):
+        if getattr(s, name) is not None and not isinstance(getattr(s, name), str):
+            raise EnsembleError(f"{name} must be text, got {getattr(s, name)!r}")
+    _check_text("comment", s.comment, MAX_COMMENT_CHARS)
+    _check_text("model_version", s.model_version, MAX_VERSION_CHARS)
+    _check_text("database_version", s.database_version, MAX_VERSION_CHARS)
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+def _one_line(text: str) -> str:
+    """Replace control characters and Unicode line/paragraph separators by spaces: one record, one line."""
+    return "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+
+
+def _neutralise(text: str) -> str:
+    """Prefix ``'`` to text a spreadsheet would run as a formula; plain decimal numbers stay as they are."""
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)  # str(float) round-trips exactly
+    return _neutralise(_one_line(str(value)))
+
+
+def _submission_csv(submission: Submission, submission_id: str, timestamp_utc: str) -> bytes:
+    """The CSV lines (no header) of one validated submission, as UTF-8 bytes."""
+    s = submission
+    shared = {
+        "submission_id": submission_id,
+        "timestamp_utc": timestamp_utc,
+        "rater_id": sanitize_rater_id(s.rater_id),
+        "session_id": _sanitize_session_id(s.session_id),
+        "input_sha256": s.input_sha256.lower(),
+        "input_seconds": s.input_seconds,
+        "target_seconds": s.target_seconds,
+        "k": s.k,
+        "alpha": s.alpha,
+        "beta": s.beta,
+        "blind": s.blind,
+        "model_version": s.model_version,
+        "database_version": s.database_version,
+        "comment": s.comment,
+    }
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    for c in sorted(s.candidates, key=lambda c: c.shown_position):
+        row = dict(shared, favourite=c.shown_position == s.favourite, shown_position=c.shown_position,
+                   composite_rank=c.composite_rank, human_rank=c.human_rank, db_chunk_idx=c.db_chunk_idx,
+                   composite=c.composite, relevance=c.relevance, coherence=c.coherence,
+                   lookback_s=c.lookback_s, transpose=c.transpose,
+                   seam_pitch_jump_cents=c.seam_pitch_jump_cents,
+                   seam_loudness_jump_db=c.seam_loudness_jump_db)
+        writer.writerow([_cell(row[name]) for name in RATINGS_COLUMNS])
+    return buffer.getvalue().encode("utf-8")
+
+
+def _cut_partial_last_line(fd: int, size: int) -> int:
+    """Truncate a file that does not end in a newline back to its last newline; return the new size.
+
+    Only an append interrupted by a crash leaves such a tail; appending after it would glue the next
+    row onto the fragment.
+    """
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            new_size = start + found + 1
+            break
+        end = start
+    else:
+        new_size = 0
+    os.ftruncate(fd, new_size)
+    return new_size
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # regular files practically never write short, but the contract allows it
+        view = view[os.write(fd, view):]
+
+
+def append_submission(path: str | os.PathLike[str], submission: Submission) -> str:
+    """Validate ``submission`` and append its K rows to the log at ``path``.
+
+    The parent folder is created if needed. Under ``FileLock(path + ".lock")`` the file is opened for
+    appending, a partial last line left by a crash is cut off, the header is written if the file is
+    empty, and the header plus all K rows go out in one ``os.write`` followed by ``fsync``.
+
+    Args:
+        path: the CSV log, e.g. ``ratings_path()``.
+        submission: the rater's ranking; see :func:`validate_submission`.
+
+    Returns:
+        The new ``submission_id`` (uuid4 hex).
+
+    Raises:
+        EnsembleError: the submission is invalid (nothing is written, the file is not created); the
+            file exists but is not a ratings log with these columns; the lock is not free within 30 s;
+            the file cannot be written (what was appended is truncated away again).
+    """
+    validate_submission(submission)
+    path = Path(path)
+    submission_id = uuid.uuid4().hex
+    timestamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    rows = _submission_csv(submission, submission_id, timestamp)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnsembleError(f"cannot create the ratings folder {path.parent}: {exc}") from exc
+    lock = filelock.FileLock(f"{path}.lock", timeout=_LOCK_TIMEOUT_S, poll_interval=0.005)
+    try:
+        with lock:
+            _append_locked(path, rows)
+    except filelock.Timeout as exc:
+        raise EnsembleError(f"the ratings log {path} stayed locked for more than {_LOCK_TIMEOUT_S:g} s "
+                            f"(lock file {path}.lock); try again") from exc
+    except OSError as exc:
+        raise EnsembleError(f"cannot write the ratings log {path}: {exc}") from exc
+    return submission_id
+
+
+def _append_locked(path: Path, rows: bytes) -> None:
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, len(_HEADER), 0)
+        # Check before repairing anything, so that a foreign file is never truncated. A strict prefix
+        # of the header is what a crash during the very first append leaves.
+        if head != _HEADER and not (len(head) < len(_HEADER) and _HEADER.startswith(head)):
+            raise EnsembleError(
+                f"{path} exists but does not start with the ratings header "
+                f"({','.join(RATINGS_COLUMNS[:3])},...); move it aside or choose another RATINGS_DIR")
+        size = _cut_partial_last_line(fd, size)
+        data = rows if size > 0 else _HEADER + rows
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)  # a failed request writes nothing
+            raise
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a newly created file's directory entry durable (best effort: not every system allows it)."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass  # e.g. file systems that do not support fsync on directories; the data itself is synced
+    finally:
+        os.close(dir_fd)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+def _empty_frame() -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame({name: pd.Series([], dtype="int64" if name in _INT_COLUMNS else
+                                          "float64" if name in _FLOAT_COLUMNS else "str")
+                          for name in RATINGS_COLUMNS})
+    frame.attrs["dropped_rows"] = 0
+    return frame
+
+
+def read_ratings(path: str | os.PathLike[str], *, missing_ok: bool = False) -> pd.DataFrame:
+    """Read the log into a DataFrame with the columns :data:`RATINGS_COLUMNS`, in file order.
+
+    Integer columns (``k``, ranks, ``favourite``, ``blind``, ``db_chunk_idx``) are int64, the other
+    numeric ones float64 (empty seam cells are NaN), text columns strings (empty comment = ``""``).
+    What a crash mid-append can leave is skipped, not an error: a last line without a newline, and
+    the rows of any submission with fewer rows than its ``k``. ``frame.attrs["dropped_rows"]`` counts
+    the rows skipped (the partial line included).
+
+    Args:
+        path: the CSV log.
+        missing_ok: return an empty frame instead of raising when the file does not exist.
+
+    Raises:
+        EnsembleError: the file is missing (unless ``missing_ok``), unreadable, not UTF-8, has another
+            header, or has a malformed row before its last line.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        if missing_ok:
+            return _empty_frame()
+        raise EnsembleError(f"ratings log {path} does not exist") from exc
+    except OSError as exc:
+        raise EnsembleError(f"cannot read the ratings log {path}: {exc}") from exc
+
+    dropped = 0
+    if raw and not raw.endswith(b"\n"):  # partial last line of an interrupted append
+        raw = raw[: raw.rfind(b"\n") + 1]
+        dropped = 1
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EnsembleError(f"ratings log {path} is not UTF-8 text: {exc}") from exc
+    records = list(csv.reader(io.StringIO(text, newline="")))
+    if not records:
+        frame = _empty_frame()
+        frame.attrs["dropped_rows"] = dropped
+        return frame
+    if tuple(records[0]) != RATINGS_COLUMNS:
+        raise EnsembleError(f"{path} is not a ratings log: its header is {','.join(records[0])[:200]!r}, "
+                            f"expected {','.join(RATINGS_COLUMNS)!r}")
+    for line, record in enumerate(records[1:], start=2):
+        if len(record) != len(RATINGS_COLUMNS):
+            raise EnsembleError(f"ratings log {path} line {line} has {len(record)} fields, "
+                                f"expected {len(RATINGS_COLUMNS)}; the file is corrupt")
+    if len(records) == 1:
+        frame = _empty_frame()
+        frame.attrs["dropped_rows"] = dropped
+        return frame
+
+    columns: dict[str, list] = {name: [] for name in RATINGS_COLUMNS}
+    for line, record in enumerate(records[1:], start=2):
+        for name, value in zip(RATINGS_COLUMNS, record, strict=True):
+            try:
+                if name in _INT_COLUMNS:
+                    value = int(value)
+                elif name in _FLOAT_COLUMNS:
+                    value = float(value) if value else math.nan  # empty: undefined seam metric
+            except ValueError as exc:
+                kind = "an integer" if name in _INT_COLUMNS else "a number"
+                raise EnsembleError(f"ratings log {path} line {line}: {name} must be {kind}, "
+                                    f"got {value!r}; the file is corrupt") from exc
+            columns[name].append(value)
+    frame = pd.DataFrame({name: pd.Series(values, dtype="int64" if name in _INT_COLUMNS else
+                                          "float64" if name in _FLOAT_COLUMNS else "str")
+                          for name, values in columns.items()})
+
+    rows_per_submission = frame.groupby("submission_id", sort=False)["submission_id"].transform("size")
+    too_many = rows_per_submission > frame["k"]
+    if too_many.any():
+        bad = frame.loc[too_many, "submission_id"].iloc[0]
+        raise EnsembleError(f"ratings log {path}: submission {bad} has more rows than its k; "
+                            "the file is corrupt")
+    complete = rows_per_submission == frame["k"]
+    dropped += int((~complete).sum())
+    frame = frame.loc[complete].reset_index(drop=True)
+    frame.attrs["dropped_rows"] = dropped
+    return frame
+
+
+# --------------------------------------------------------------------------------------------------
+# statistics
+
+
+@dataclass(frozen=True)
+class SummaryConfig:
+    """Settings of :func:`summarize`.
+
+    Attributes:
+        n_bootstrap: bootstrap resamples for each confidence interval.
+        confidence: coverage of the intervals (percentile method).
+        seed: seed of the resampling; the same log and config give the same numbers.
+    """
+
+    n_bootstrap: int = 2000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.n_bootstrap) or self.n_bootstrap < 1:
+            raise EnsembleError(f"n_bootstrap must be an integer >= 1, got {self.n_bootstrap!r}")
+        if not isinstance(self.confidence, numbers.Real) or not 0.0 < self.confidence < 1.0:
+            raise EnsembleError(f"confidence must be in (0, 1), got {self.confidence!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise EnsembleError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+
+def _bootstrap_mean_ci(values, config: SummaryConfig, stream: int) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` [n], resampling the values themselves."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 1:  # every resample is the one value: the interval is degenerate
+        return float(values[0]), float(values[0])
+    rng = np.random.default_rng([config.seed, stream])
+    means = np.empty(config.n_bootstrap)
+    block = max(1, 4_000_000 // values.size)  # bounds memory at ~32 MB of indices
+    for start in range(0, config.n_bootstrap, block):
+        stop = min(config.n_bootstrap, start + block)
+        idx = rng.integers(0, values.size, size=(stop - start, values.size))  # [resamples, n]
+        means[start:stop] = values[idx].mean(axis=1)
+    tail = (1.0 - config.confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def summarize(frame: pd.DataFrame, config: SummaryConfig = SummaryConfig()) -> dict[str, Any]:
+    """Agreement between the system's composite ranking and the listeners' ranking.
+
+    Each submission is one unit: bootstrap intervals resample submissions (or, for a composite rank,
+    that rank's one human rank per submission) as if independent -- several submissions of the same
+    rater are not, so with few raters the intervals are too narrow. With a single value an interval is
+    degenerate (low = high = the value); with none, the numbers are ``None``. Logs that mix several K
+    are pooled: composite rank r and human rank r mean the same place whatever K was.
+
+    Args:
+        frame: the log, e.g. :func:`read_ratings`; needs the columns ``submission_id``, ``rater_id``,
+            ``k``, ``composite_rank``, ``human_rank`` and ``favourite``.
+        config: bootstrap settings.
+
+    Returns:
+        A JSON-ready dict (NaN written as ``None``)::
+
+            n_submissions, n_rows, n_raters, k_values, dropped_rows,
+            kendall_tau: {n, mean, ci_low, ci_high, confidence, n_bootstrap}
+                (submissions with K >= 2; tau is undefined for K = 1),
+            per_submission: [{submission_id, timestamp_utc, rater_id, k, tau,
+                              first_choice_composite_rank, favourite_composite_rank}],
+            first_choice: {composite_rank: [1..Kmax], count: [...]}
+                (how often the candidate ranked first by the listener had each composite rank),
+            mean_human_rank: [{composite_rank, n, mean, ci_low, ci_high}],
+            favourite: {n_submissions, composite_rank: [1..Kmax], count: [...]}.
+
+    Raises:
+        EnsembleError: a needed column is missing.
+    """
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    needed = ("submission_id", "rater_id", "k", "composite_rank", "human_rank", "favourite")
+    missing = [name for name in needed if name not in frame.columns]
+    if missing:
+        raise EnsembleError(f"the ratings table lacks the columns {missing}; "
+                            f"expected {list(RATINGS_COLUMNS)}")
+
+    per_submission: list[dict[str, Any]] = []
+    for submission_id, rows in frame.groupby("submission_id", sort=False):
+        composite = rows["composite_rank"].to_numpy()
+        human = rows["human_rank"].to_numpy()
+        tau = float(kendalltau(composite, human).statistic) if len(rows) >= 2 else math.nan
+        first = composite[human == 1]
+        fav = composite[rows["favourite"].to_numpy() == 1]
+        per_submission.append({
+            "submission_id": str(submission_id),
+            "timestamp_utc": str(rows["timestamp_utc"].iloc[0]) if "timestamp_utc" in rows else None,
+            "rater_id": str(rows["rater_id"].iloc[0]),
+            "k": int(rows["k"].iloc[0]),
+            "tau": _none_if_nan(tau),
+            "first_choice_composite_rank": int(first[0]) if first.size else None,
+            "favourite_composite_rank": int(fav[0]) if fav.size else None,
+        })
+
+    k_max = int(frame["k"].max()) if len(frame) else 0
+    ranks = list(range(1, k_max + 1))
+    taus = [p["tau"] for p in per_submission if p["tau"] is not None]
+    tau_low, tau_high = _bootstrap_mean_ci(taus, config, 0) if taus else (None, None)
+
+    first_counts = [sum(p["first_choice_composite_rank"] == r for p in per_submission) for r in ranks]
+    fav_counts = [sum(p["favourite_composite_rank"] == r for p in per_submission) for r in ranks]
+    mean_rank = []
+    for r in ranks:
+        human = frame.loc[frame["composite_rank"] == r, "human_rank"].to_numpy(dtype=np.float64)
+        low, high = _bootstrap_mean_ci(human, config, r) if human.size else (None, None)
+        mean_rank.append({"composite_rank": r, "n": int(human.size),
+                          "mean": float(human.mean()) if human.size else None,
+                          "ci_low": low, "ci_high": high})
+
+    return {
+        "n_submissions": len(per_submission),
+        "n_rows": int(len(frame)),
+        "n_raters": int(frame["rater_id"].nunique()),
+        "k_values": sorted(int(k) for k in frame["k"].unique()),
+        "dropped_rows": int(frame.attrs.get("dropped_rows", 0)),
+        "kendall_tau": {"n": len(taus), "mean": float(np.mean(taus)) if taus else None,
+                        "ci_low": tau_low, "ci_high": tau_high,
+                        "confidence": float(config.confidence), "n_bootstrap": int(config.n_bootstrap)},
+        "per_submission": per_submission,
+        "first_choice": {"composite_rank": ranks, "count": first_counts},
+        "mean_human_rank": mean_rank,
+        "favourite": {"n_submissions": sum(fav_counts), "composite_rank": ranks, "count": fav_counts},
+    }
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+
+
+def format_summary(summary: Mapping[str, Any], *, per_submission: bool = True) -> str:
+    """Plain-text tables of :func:`summarize`'s result, for the CLI (and a ``gr.Textbox``)."""
+    s = summary
+    if s["n_submissions"] == 0:
+        lines = ["no complete submissions in the ratings log yet"]
+        if s.get("dropped_rows"):
+            lines.append(f"({s['dropped_rows']} rows of interrupted appends skipped)")
+        return "\n".join(lines)
+    t = s["kendall_tau"]
+    pct = f"{100 * t['confidence']:g}%"
+    lines = [
+        f"{_count(s['n_submissions'], 'submission')} ({_count(s['n_rows'], 'row')}) from "
+        f"{_count(s['n_raters'], 'rater')}; "
+        f"K = {', '.join(map(str, s['k_values']))}",
+    ]
+    if s.get("dropped_rows"):
+        lines.append(f"{s['dropped_rows']} rows of interrupted appends skipped")
+    if t["n"]:
+        lines.append(f"Kendall tau, composite rank vs human rank, per submission: mean {_fmt(t['mean'])}, "
+                     f"{pct} CI [{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}] (n = {t['n']}, "
+                     f"{t['n_bootstrap']} bootstrap resamples)")
+    else:
+        lines.append("Kendall tau: undefined (no submission has K >= 2)")
+    lines.append("")
+    n = s["n_submissions"]
+    rows = []
+    for r, count, m, fav in zip(s["first_choice"]["composite_rank"], s["first_choice"]["count"],
+                                s["mean_human_rank"], s["favourite"]["count"], strict=True):
+        rows.append((r, count, f"{100 * count / n:.1f}%", _fmt(m["mean"], 2),
+                     f"[{_fmt(m['ci_low'], 2)}, {_fmt(m['ci_high'], 2)}]", m["n"], fav))
+    lines += _table(("composite rank", "put first", "share", "mean human rank", f"{pct} CI", "n",
+                     "favourite"), rows)
+    if per_submission:
+        lines.append("")
+        lines += _table(("submission", "timestamp_utc", "rater", "k", "tau", "first choice (composite rank)"),
+                        [(p["submission_id"][:8], p["timestamp_utc"] or "-", p["rater_id"], p["k"],
+                          _fmt(p["tau"]), p["first_choice_composite_rank"] or "-")
+                         for p in s["per_submission"]])
+    return "\n".join(lines)
+
+
+def summary_json(summary: Mapping[str, Any]) -> str:
+    """One line of JSON (strict: no NaN) for :func:`summarize`'s result."""
+    return json.dumps(summary, allow_nan=False, separators=(",", ":"))
+
+
+def first_choice_figure(summary: Mapping[str, Any]) -> Figure:
+    """Bar chart: how often listeners put the candidate of each composite rank first.
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` (no pyplot; ``fig.savefig`` renders with Agg).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    ranks, counts = summary["first_choice"]["composite_rank"], summary["first_choice"]["count"]
+    ax.set_title("Composite rank of the listeners' first choice "
+                 f"(n = {summary['n_submissions']} submissions)")
+    ax.set_xlabel("composite rank (1 = the system's best)")
+    ax.set_ylabel("submissions ranking it first (count)")
+    if ranks:
+        ax.bar(ranks, counts, color="tab:blue")
+        ax.set_xticks(ranks)
+    else:
+        ax.text(0.5, 0.5, "no ratings yet", ha="center", va="center", transform=ax.transAxes)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    return fig
+
+
+def mean_rank_figure(summary: Mapping[str, Any]) -> Figure:
+    """Mean human rank (with its bootstrap interval) for each composite rank, against the diagonal.
+
+    Returns:
+        A :class:`matplotlib.figure.Figure`; points on the dashed diagonal mean perfect agreement.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    pct = f"{100 * summary['kendall_tau']['confidence']:g}%"
+    ax.set_title(f"Mean human rank per composite rank ({pct} bootstrap CI)")
+    ax.set_xlabel("composite rank (1 = the system's best)")
+    ax.set_ylabel("mean human rank (1 = listener's best)")
+    points = [m for m in summary["mean_human_rank"] if m["mean"] is not None]
+    if points:
+        x = [m["composite_rank"] for m in points]
+        y = [m["mean"] for m in points]
+        err = [[m["mean"] - m["ci_low"] for m in points], [m["ci_high"] - m["mean"] for m in points]]
+        k_max = max(summary["first_choice"]["composite_rank"])
+        ax.plot([1, k_max], [1, k_max], "--", color="0.6", label="perfect agreement")
+        ax.errorbar(x, y, yerr=err, fmt="o", capsize=4, color="tab:orange", label="listeners")
+        ax.set_xticks(summary["first_choice"]["composite_rank"])
+        ax.legend(loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no ratings yet", ha="center", va="center", transform=ax.transAxes)
+    return fig
