@@ -214,7 +214,7 @@ def _run(name: str, model: torch.nn.Module, batch_loss, cfg: TrainConfig, out_di
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:

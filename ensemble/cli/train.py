@@ -17,8 +17,12 @@ def _command_line() -> str:
 
 
 def _train_config(args: argparse.Namespace, **defaults):
+    import torch
+
     from ensemble.training import TrainConfig
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = TrainConfig(**defaults)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "window_seconds", "learning_rate",
                                                "seed", "max_minutes") if getattr(args, k) is not None}
@@ -107,6 +111,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--max-minutes", type=float, help="wall-time budget; resume by running again")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest when jobs share the cores)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
