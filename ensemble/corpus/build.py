@@ -39,6 +39,7 @@ import multiprocessing
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -1118,6 +1119,20 @@ def _track_job(ref: PieceRef, index: int, out_dir: str, config: BuildConfig) -> 
             "duration_s": meta["duration_s"], "split": meta["split"]}
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Pool-worker initializer: end this worker when the build process is gone.
+
+    A worker of a build killed with SIGKILL is not stopped by multiprocessing; left running it
+    would keep writing tracks next to the resumed build. A daemon thread polls the parent id.
+    """
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class _SerialExecutor(cf.Executor):
     """Runs jobs in the calling process (``workers=1``), with the Executor interface."""
 
@@ -1242,7 +1257,9 @@ def build_corpus(out_dir: str | os.PathLike, config: BuildConfig = BuildConfig()
             executor = _SerialExecutor()
         else:
             executor = cf.ProcessPoolExecutor(max_workers=workers,
-                                              mp_context=multiprocessing.get_context("spawn"))
+                                              mp_context=multiprocessing.get_context("spawn"),
+                                              initializer=_exit_with_parent,
+                                              initargs=(os.getpid(),))
         in_flight: dict[cf.Future, int] = {}
         k = 0
 
