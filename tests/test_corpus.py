@@ -439,6 +439,16 @@ def test_import_slakh(tmp_path):
     again = import_slakh(root / "train" / "Track00001", tmp_path / "out", ImportConfig(f0_method="yin"),
                          on_message=lambda m: None)
     assert again.reused == ["Track00001"] and again.imported == []
+    stats = corpus_stats(tmp_path / "out")
+    assert stats.n_tracks == 1 and set(stats.minutes) == {"Bass", "Drums", "Guitar"}
+    assert stats.pitch["Bass"][0] == pytest.approx(40, abs=0.01)
+    # another dataset's Track00001 is not taken for this one
+    other = tmp_path / "other" / "Track00001"
+    _slakh_track(other)
+    messages = []
+    clash = import_slakh(other, tmp_path / "out", ImportConfig(f0_method="yin"),
+                         on_message=messages.append)
+    assert clash.imported == clash.reused == [] and any(str(other) in m for m in messages)
 
 
 def _urmp_piece(folder: Path, sr=48000):

@@ -1274,6 +1274,10 @@ def build_corpus(out_dir: str | os.PathLike, config: BuildConfig = BuildConfig()
                 while (len(in_flight) < 2 * workers and k < len(order)
                        and done + estimate * len(in_flight) < target):
                     name, ref = f"Track{k:05d}", order[k]
+                    if name in existing and existing[name]["source"].get("piece_key") != ref.key:
+                        say(f"warning: {str(out / name)!r} holds "
+                            f"{existing[name]['source'].get('piece_key')!r}, not {ref.key!r}; rebuilt")
+                        existing.pop(name)
                     if name in existing:
                         account(float(existing[name]["duration_s"]), existing[name]["split"])
                         report.tracks_reused.append(name)

@@ -21,6 +21,7 @@ stops an import: a missing or unreadable file or an unreadable ``metadata.yaml``
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -358,6 +359,14 @@ def _import_slakh_track(folder: Path, split_hint: str | None, out: Path, name: s
     return _finish(out, name, stems, mix, truths, metadata, midi_files, fc)
 
 
+def _source_path(track_dir: Path) -> str | None:
+    try:
+        meta = json.loads((track_dir / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return (meta.get("source") or {}).get("path")
+
+
 def _run_import(dataset: str, items: list[tuple[Path, str | None]], out_dir: str | os.PathLike,
                 name_of: Callable[[int, Path], str], one: Callable, config: ImportConfig,
                 on_message: Callable[[str], None] | None, progress: bool) -> ImportReport:
@@ -386,7 +395,12 @@ def _run_import(dataset: str, items: list[tuple[Path, str | None]], out_dir: str
                                                   disable=not progress)):
             name = name_of(k, folder)
             if is_complete_track(out / name):
-                report.reused.append(name)
+                held = _source_path(out / name)
+                if held == str(folder):
+                    report.reused.append(name)
+                else:
+                    say(f"warning: {str(out / name)!r} already holds a track from {held!r}; "
+                        f"{str(folder)!r} not imported (import it into another folder)")
                 continue
             if split == "omitted":
                 say(f"note: {str(folder)!r} is in Slakh's omitted/ (a duplicate); not imported")

@@ -20,8 +20,10 @@ A corpus folder holds one folder per track, Slakh-style::
     <Stem>/voiced                bool, a pitched note sounds (or the annotation/tracker says voiced)
     <Stem>/loudness_db           float32 dB, features.loudness_db of the stem as stored
     <Stem>/n_notes               uint8, notes sounding in the frame (> 1 = polyphonic; drums count
-                                 hits); 0 everywhere when the f0 did not come from notes
-    <Stem>/onset                 bool, a note (or drum hit) starts nearest this frame
+                                 hits); without notes (URMP annotations, pYIN/YIN) it is 1 where
+                                 voiced, else 0
+    <Stem>/onset                 bool, a note (or drum hit) starts nearest this frame; without notes,
+                                 where voicing begins
 
 Frame ``t`` is centred on sample ``t * hop_length`` (time ``t / frame_rate`` s); a note sounding over
 ``[start, end)`` seconds covers the frames whose centre falls inside that interval.
