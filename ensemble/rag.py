@@ -488,7 +488,7 @@ def analyze_query(audio: np.ndarray, db: RagDatabase, decoder: InstrumentDecoder
     notes, used, vecs = [], [], []
     for L in cfg.lookbacks:
         lf = min(int(round(L * FPS)), T)
-        used.append(round(lf / FPS, 2))
+        used.append(round(min(L, seconds), 2))
         e = _window_means(cs, np.array([T - lf]), np.array([T]))
         c = _window_means(cc, np.array([T - lf]), np.array([T]))
         vecs.append(np.concatenate([_project(e, db.pca_mean, db.pca_components)[0], _l2(c)[0]]))
