@@ -115,6 +115,35 @@ def test_candidate_seam_from_stored_features_without_running_a_pitch_tracker(mon
         assert np.isnan(cand.analysis.envelope[-1]).all()  # segment stored without a waveform
 
 
+def test_candidate_from_what_the_rag_database_stores():
+    """f0, voicing, loudness per frame (fp16), no RMS; or those plus the segment's audio."""
+    f = notes(PHRASE, 0.3)
+    first, second = harmonic(f), harmonic(f, amplitude=0.1)
+    inp = M.analyze_clip(first, f0_method="yin", cache=None)
+    stored = fe.analyze(second, f0_method="yin", with_chroma=False, with_onset=False)
+    f0, voiced, loud = (stored.f0_hz.astype(np.float16), stored.voiced,
+                        stored.loudness_db.astype(np.float16))
+
+    bare = M.candidate_analysis(inp, M.SegmentFeatures(f0_hz=f0, voiced=voiced, loudness_db=loud))
+    assert bare.seam.rms_jump_db is None
+    assert bare.seam.loudness_jump_db == pytest.approx(-12.0, abs=1.0)  # 0.4 -> 0.1 amplitude
+    assert bare.scores.energy_rms == pytest.approx(M.clip_scores(inp).energy_rms, rel=0.02)
+    assert bare.scores.rms_coverage == pytest.approx(0.5, abs=0.02)
+    fig = M.report_card(bare)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "RMS not stored" in texts and "waveform not stored" in texts
+
+    full = M.candidate_analysis(inp, M.SegmentFeatures.from_audio(second, f0_hz=f0, voiced=voiced))
+    assert full.seam.rms_jump_db == pytest.approx(-12.0, abs=0.5)
+    assert full.scores.dynamics_db == pytest.approx(12.0, abs=1.0)
+    assert np.isfinite(full.analysis.envelope).all()
+    up = M.candidate_analysis(inp, M.SegmentFeatures.from_audio(
+        second, f0_hz=f0, voiced=voiced).transposed(2))
+    assert up.seam.pitch_jump_cents - full.seam.pitch_jump_cents == pytest.approx(200.0, abs=0.5)
+    with pytest.raises(EnsembleError, match="frames"):
+        M.SegmentFeatures.from_audio(second[:-SR // 10], f0_hz=f0, voiced=voiced)
+
+
 def test_seam_with_an_unvoiced_side_has_no_pitch_jump():
     tone = harmonic(np.full(SR, 220.0))
     joined = np.concatenate([tone, np.zeros(SR, np.float32)])
