@@ -770,8 +770,9 @@ def _humanize(events: Sequence[tuple[float, float, int, float]], *, spq: float, 
               downbeats: set[float]) -> NoteList:
     """Quarter-length events (onset, duration, pitch, velocity) -> seconds with humanization.
 
-    Notes struck together (a chord) share one timing offset. Monophonic parts are cut where the
-    next note starts; repeated pitches never overlap (the synth would release the new note).
+    Notes struck together (a chord) share one timing offset; a pitch struck twice at once (a
+    unison) is kept once. Monophonic parts are cut where the next note starts; repeated pitches
+    never overlap (the synth would release the new note).
     """
     offsets: dict[float, float] = {}
     rows = []
@@ -783,7 +784,13 @@ def _humanize(events: Sequence[tuple[float, float, int, float]], *, spq: float, 
         accent = 6.0 if round(on, 6) in downbeats else 0.0
         v = int(np.clip(round(vel + accent + rng.normal(0.0, 5.0)), 15, 127))
         rows.append([start, end, int(pitch), v])
-    rows.sort(key=lambda r: (r[0], r[2]))
+    # two voices on one pitch at one time (alto and tenor in unison) are one key on a keyboard
+    unique: dict[tuple[float, int], list] = {}
+    for r in rows:
+        key = (round(r[0], 6), r[2])
+        if key not in unique or r[1] > unique[key][1]:
+            unique[key] = r
+    rows = sorted(unique.values(), key=lambda r: (r[0], r[2]))
     if mono:
         for a, b in zip(rows, rows[1:], strict=False):
             if b[0] > a[0]:
