@@ -575,11 +575,12 @@ def _select(order_keys: np.ndarray, idx: np.ndarray, t_idx: np.ndarray, db: RagD
 
 
 def _score_all(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarray, cfg: RagConfig,
-               alpha: float, beta: float):
+               alpha: float, beta: float, mask: np.ndarray):
     """Exact scores of candidates ``idx`` for every transpose: dict of [n, n_t] arrays."""
     Q = _query_matrix(q, cfg, transposes)  # [L, n_t, 2d]
     vecs = np.concatenate([db.ctx[:, idx], np.broadcast_to(db.seg[idx], db.ctx[:, idx].shape)], axis=2)
     rel_l = np.einsum("lnd,ltd->lnt", vecs, Q)  # [L, n, n_t]
+    rel_l[~mask] = -np.inf
     best_l = np.argmax(rel_l, axis=0)  # [n, n_t]
     rel = np.max(rel_l, axis=0)
     coh, pj, lj = _coherence(db, q, idx, transposes, cfg)
@@ -589,13 +590,16 @@ def _score_all(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarra
 
 def retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = None,
              beta: float | None = None, transpose: bool = False,
-             continuation_seconds: float | None = None) -> list[Candidate]:
+             continuation_seconds: float | None = None,
+             lookback_mask: np.ndarray | None = None) -> list[Candidate]:
     """Top-K candidates (see the module docstring). Vectorised; exact with flat indexes.
 
     Args:
         k: 1..n; fewer are returned only if the database has fewer non-overlapping segments.
         continuation_seconds: length each segment will be used for (sets the overlap rule and
             excludes chunks that end too soon); default ``segment_seconds``.
+        lookback_mask: [n_lookbacks] bool, which of the database's lookbacks may be used
+            (default all).
 
     Raises:
         EnsembleError: bad k/alpha/beta.
@@ -612,6 +616,9 @@ def retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = No
     transposes = np.arange(-cfg.transpose_semitones, cfg.transpose_semitones + 1) if transpose \
         else np.array([0])
     long_enough = db.chunk_remaining >= min(min_gap, int(round(cfg.min_remaining_seconds * FPS)))
+    mask = np.ones(len(cfg.lookbacks), bool) if lookback_mask is None else np.asarray(lookback_mask, bool)
+    if mask.shape != (len(cfg.lookbacks),) or not mask.any():
+        raise EnsembleError(f"lookback_mask must select some of {list(cfg.lookbacks)}")
 
     # faiss pre-selection by relevance, widened until provably exact (flat index)
     Q = _query_matrix(q, cfg, transposes)
@@ -620,12 +627,14 @@ def retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = No
         cand = set()
         worst = []
         for li, index in enumerate(db.indexes):
+            if not mask[li]:
+                continue
             scores, ids = index.search(np.ascontiguousarray(Q[li]), n_pre)
             cand.update(ids[ids >= 0].ravel().tolist())
             worst.append(scores[:, -1].max() if n_pre < db.n_chunks else -np.inf)
         idx = np.array(sorted(cand), dtype=np.int64)
         idx = idx[long_enough[idx]]
-        picks = _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap)
+        picks = _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask)
         if n_pre >= db.n_chunks or isinstance(db.indexes[0], faiss.IndexIVFFlat):
             break
         # An unfetched candidate's relevance is below every query's n_pre-th score, so its composite
@@ -639,11 +648,11 @@ def retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = No
     return [_candidate(db, r + 1, *p, transposes=transposes) for r, p in enumerate(picks)]
 
 
-def _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap):
+def _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask):
     """Strict pass then fallback over candidates ``idx`` -> [(chunk, t_index, composite, scores, fb)]."""
     if len(idx) == 0:
         return []
-    s = _score_all(db, q, idx, transposes, cfg, alpha, beta)
+    s = _score_all(db, q, idx, transposes, cfg, alpha, beta, mask)
     n, nt = s["comp"].shape
     flat_i = np.repeat(np.arange(n), nt)
     flat_t = np.tile(np.arange(nt), n)
@@ -683,7 +692,8 @@ def _candidate(db, rank, chunk, t_i, comp, sc, fallback, *, transposes) -> Candi
 
 def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = None,
                        beta: float | None = None, transpose: bool = False,
-                       continuation_seconds: float | None = None) -> list[tuple[int, int, bool]]:
+                       continuation_seconds: float | None = None,
+                       lookback_mask: np.ndarray | None = None) -> list[tuple[int, int, bool]]:
     """The unvectorised oracle: a Python loop scoring every candidate one by one, as the reference
     design did. Returns [(chunk, transpose, fallback)] in rank order. For tests and benchmarks."""
     cfg = db.config
@@ -703,6 +713,8 @@ def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float |
         for t in ts:
             rels = []
             for li in range(len(cfg.lookbacks)):
+                if lookback_mask is not None and not lookback_mask[li]:
+                    continue
                 qe, qc = q.vectors[li, :D], np.roll(q.vectors[li, D:], -t)
                 def sim(v, qe=qe, qc=qc):
                     return (1 - w) * float(np.dot(qe, v[:D])) + w * float(np.dot(qc, v[D:]))

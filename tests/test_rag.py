@@ -53,6 +53,14 @@ def test_topk_equals_exhaustive_reference_loop(db, query, k, transpose, alpha, b
     assert len(got) == k
 
 
+def test_lookback_subset_matches_reference(db, query):
+    mask = np.array([False, True, False, True])
+    got = rag.retrieve(db, query, 6, lookback_mask=mask)
+    assert [(c.chunk, c.transpose, c.fallback) for c in got] == rag.reference_retrieve(
+        db, query, 6, lookback_mask=mask)
+    assert {c.lookback for c in got} <= {7.5, 8.5}
+
+
 def test_candidates_are_distinct_and_non_overlapping(db, query):
     got = rag.retrieve(db, query, 10, continuation_seconds=8.0)
     seen = {}

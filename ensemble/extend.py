@@ -1,0 +1,274 @@
+"""Extend a user's clip: retrieve Top-K continuations (:mod:`ensemble.rag`), stitch each to the clip
+with an equal-power crossfade, and perform every one with the band (:mod:`ensemble.perform`).
+
+:class:`Engine` holds everything loaded once (Guitar decoder for embeddings and re-synthesis, the
+RAG database, the performer); :func:`extend` serves one request; :func:`write_extension` writes
+``DIR/rankNN/{mix.wav, stems/*.wav, perform.json}``, ``DIR/results.json`` and ``DIR/results.csv``
+into a temporary folder renamed into place, so a failed request leaves nothing behind.
+
+Sharing work across the K candidates: the user's clip is analysed once for the query (YIN, loudness,
+chroma, one GRU pass); candidates' features come from the database (no per-candidate analysis);
+transposed winners are re-synthesised together in one batch. Each stitched candidate is then
+performed whole, so the harmony plan, tempo grid and drum loop are chosen for the full piece and run
+through the seam instead of being spliced.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ensemble.audio import save_wav
+from ensemble.dsp import crossfade
+from ensemble.errors import EnsembleError
+from ensemble.models.decoder import InstrumentDecoder
+from ensemble.models.io import load_decoder
+from ensemble.perform import Performance, PerformConfig, Performer, parse_followers, write_performance
+from ensemble.rag import FEATURES, Candidate, Query, RagDatabase, analyze_query, retrieve, segment_audio
+
+__all__ = ["Engine", "ExtendRequest", "Extension", "extend", "write_extension", "RESULT_COLUMNS"]
+
+SR = FEATURES.sample_rate
+RESULT_COLUMNS = ["rank", "db_chunk_idx", "track", "start_seconds", "composite", "relevance",
+                  "coherence", "lookback", "transpose", "seam_pitch_jump_cents",
+                  "seam_loudness_jump_db", "fallback"]
+
+
+@dataclass
+class Engine:
+    """Models and database, loaded once and shared by all requests (read-only after load)."""
+
+    guitar: InstrumentDecoder
+    db: RagDatabase
+    performer: Performer
+    versions: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, checkpoints_dir: str | os.PathLike = "checkpoints",
+             database_dir: str | os.PathLike = "assets/rag",
+             drum_db: str | os.PathLike = "assets/drums") -> Engine:
+        """Load the shipped checkpoints and databases.
+
+        Raises:
+            EnsembleError: a missing or damaged file, naming it.
+        """
+        guitar, meta = load_decoder(Path(checkpoints_dir) / "decoder_Guitar.pt")
+        db = RagDatabase.load(database_dir)
+        performer = Performer.load(PerformConfig(checkpoints_dir=str(checkpoints_dir), drum_db=str(drum_db)))
+        versions = {"guitar_decoder_steps": meta.get("steps"), "database": db.version,
+                    "performer": performer.versions}
+        return cls(guitar, db, performer, versions)
+
+    @property
+    def model_version(self) -> str:
+        """Short id of the shipped models: sha256 prefixes of the checkpoints."""
+        v = self.performer.versions
+        parts = [str(v.get(k, {}).get("sha256") or "")[:8] for k in ("arranger", "Bass", "Keys")]
+        return "-".join(p for p in parts if p) or "in-memory"
+
+
+@dataclass(frozen=True)
+class ExtendRequest:
+    """One request's settings (validated by :func:`extend`)."""
+
+    seconds: float = 30.0
+    k: int = 10
+    alpha: float | None = None
+    beta: float | None = None
+    lookbacks: tuple[float, ...] | None = None
+    transpose: bool = False
+    followers: tuple[str, ...] = ("Bass", "Drums", "Keys")
+    seed: int = 0
+
+
+@dataclass
+class Extension:
+    """The result of one request."""
+
+    input_audio: np.ndarray
+    query: Query
+    candidates: list[Candidate]
+    performances: list[Performance]
+    leaders: list[np.ndarray]  # stitched leader audio per candidate
+    request: ExtendRequest
+    notes: list[str]
+    timings: dict[str, float]
+    versions: dict
+
+    @property
+    def input_seconds(self) -> float:
+        return len(self.input_audio) / SR
+
+    def results(self) -> dict:
+        return {"input_seconds": round(self.input_seconds, 3), "target_seconds": self.request.seconds,
+                "k": self.request.k, "request": {**self.request.__dict__,
+                                                 "lookbacks": list(self.request.lookbacks or [])},
+                "notes": self.notes, "query_lookbacks_used": list(self.query.lookbacks_used),
+                "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+                "versions": self.versions,
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+
+def _validate(audio: np.ndarray, req: ExtendRequest, db: RagDatabase) -> tuple[np.ndarray, ExtendRequest]:
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1 or audio.size == 0:
+        raise EnsembleError(f"extend needs mono audio [n_samples] at 16 kHz, got shape {audio.shape}")
+    seconds = len(audio) / SR
+    if not math.isfinite(req.seconds) or req.seconds <= seconds:
+        raise EnsembleError(
+            f"target length {req.seconds:g} s must be longer than the input ({seconds:.2f} s)")
+    if req.seconds > 600:
+        raise EnsembleError(f"target length {req.seconds:g} s; allowed: at most 600 s")
+    if not 1 <= int(req.k) <= 10:
+        raise EnsembleError(f"K = {req.k}; allowed: 1..10")
+    if db.n_chunks == 0:
+        raise EnsembleError("the RAG database is empty")
+    lookbacks = req.lookbacks
+    if lookbacks is not None:
+        lookbacks = tuple(float(x) for x in lookbacks)
+        bad = [x for x in lookbacks if not any(abs(x - y) < 1e-6 for y in db.config.lookbacks)]
+        if bad or not lookbacks:
+            raise EnsembleError(f"lookbacks {list(lookbacks)}: allowed a non-empty subset of "
+                                f"{list(db.config.lookbacks)} (the database's)")
+    return audio, replace(req, lookbacks=lookbacks, followers=parse_followers(req.followers))
+
+
+def _lookback_mask(db: RagDatabase, lookbacks: tuple[float, ...] | None) -> np.ndarray | None:
+    if not lookbacks:
+        return None
+    return np.array([any(abs(L - x) < 1e-6 for x in lookbacks) for L in db.config.lookbacks])
+
+
+@torch.inference_mode()
+def _resynthesise(engine: Engine, cands: list[Candidate], n_samples: int, seed: int) -> dict[int, np.ndarray]:
+    """Transposed winners, re-synthesised in one batch by the Guitar decoder from stored f0/loudness."""
+    todo = [c for c in cands if c.transpose != 0]
+    if not todo:
+        return {}
+    frames = n_samples // FEATURES.hop_length + 1
+    f0s, louds = [], []
+    for c in todo:
+        f0, voiced, loud = engine.db.track_features(int(engine.db.chunk_track[c.chunk]))
+        s = int(engine.db.chunk_start[c.chunk])
+        f = np.where(voiced[s:s + frames], f0[s:s + frames], 0.0) * 2.0 ** (c.transpose / 12.0)
+        ld = loud[s:s + frames]
+        pad = frames - len(f)
+        f0s.append(np.pad(f, (0, pad)))
+        louds.append(np.pad(ld, (0, pad), constant_values=-120.0))
+    out = engine.guitar(torch.tensor(np.stack(f0s), dtype=torch.float32)[..., None],
+                        torch.tensor(np.stack(louds), dtype=torch.float32)[..., None],
+                        n_samples=n_samples, generator=torch.Generator().manual_seed(seed))
+    return {c.rank: out[i].numpy().astype(np.float32) for i, c in enumerate(todo)}
+
+
+def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendRequest(), *,
+           progress: Callable[[float, str], None] | None = None) -> Extension:
+    """Retrieve, stitch and perform Top-K continuations of ``audio`` ([n] float32, 16 kHz).
+
+    Args:
+        progress: called as ``progress(fraction, message)`` per stage and per rendered candidate.
+
+    Raises:
+        EnsembleError: target <= input length, silent or too short input, bad K/alpha/beta/lookbacks.
+    """
+    report = progress or (lambda f, m: None)
+    audio, req = _validate(audio, request, engine.db)
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+
+    t = time.perf_counter()
+    report(0.02, "analysing the input")
+    q = analyze_query(audio, engine.db, engine.guitar)
+    notes += list(q.notes)
+    timings["query_analysis"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report(0.1, "retrieving candidates")
+    cont_seconds = req.seconds - len(audio) / SR
+    cands = retrieve(engine.db, q, req.k, alpha=req.alpha, beta=req.beta, transpose=req.transpose,
+                     continuation_seconds=cont_seconds,
+                     lookback_mask=_lookback_mask(engine.db, req.lookbacks))
+    if not cands:
+        raise EnsembleError("the RAG database has no segment long enough to continue this clip")
+    if len(cands) < req.k:
+        notes.append(f"only {len(cands)} non-overlapping segments exist for K = {req.k}")
+    if any(c.fallback for c in cands):
+        notes.append("the strict pass (RMS within tolerance, coherence >= floor) found fewer than K: "
+                     "the rest come from the fallback pass (alpha 0.95, beta 0.05, no floor)")
+    timings["retrieval"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    xfade = max(1, int(round(engine.db.config.crossfade_seconds * SR)))
+    n_cont = int(round(cont_seconds * SR)) + xfade
+    resynth = _resynthesise(engine, cands, n_cont, req.seed)
+    leaders = []
+    for c in cands:
+        seg = resynth.get(c.rank)
+        if seg is None:
+            seg = segment_audio(engine.db, c.chunk, n_cont)
+        leaders.append(crossfade(audio, seg, xfade, kind="equal_power").astype(np.float32))
+    timings["stitch"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    performer = engine.performer
+    if req.followers != performer.config.followers:
+        performer = Performer(performer.arranger, performer.decoders, performer.drum_db,
+                              replace(performer.config, followers=req.followers), versions=performer.versions)
+    performances = []
+    for i, leader in enumerate(leaders):
+        report(0.15 + 0.8 * i / len(leaders), f"performing candidate {i + 1} of {len(leaders)}")
+        performances.append(performer.perform(leader, seed=req.seed))
+    timings["perform"] = time.perf_counter() - t
+    report(1.0, "done")
+    versions = {"model": engine.model_version, "database": engine.db.version}
+    return Extension(audio, q, cands, performances, leaders, req, notes, timings, versions)
+
+
+def _results_csv(ext: Extension) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(RESULT_COLUMNS)
+    for c in ext.candidates:
+        d = c.to_dict()
+        w.writerow([d["rank"], d["chunk"], d["track"], d["start_seconds"], d["composite"], d["relevance"],
+                    d["coherence"], d["lookback"], d["transpose"], d["seam_pitch_jump_cents"],
+                    d["seam_loudness_jump_db"], d["fallback"]])
+    return buf.getvalue()
+
+
+def write_extension(ext: Extension, out_dir: str | os.PathLike) -> Path:
+    """Write every candidate and the result tables; all or nothing.
+
+    Raises:
+        EnsembleError: ``out_dir`` exists and is not empty.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise EnsembleError(f"output folder {str(out)!r} exists and is not empty; choose a new one")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for c, perf in zip(ext.candidates, ext.performances, strict=True):
+            write_performance(perf, tmp / f"rank{c.rank:02d}")
+        save_wav(tmp / "input.wav", ext.input_audio, SR)
+        (tmp / "results.json").write_text(json.dumps(ext.results(), indent=2) + "\n")
+        (tmp / "results.csv").write_text(_results_csv(ext))
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
