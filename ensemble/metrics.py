@@ -744,7 +744,7 @@ def split_at_seam(analysis: Analysis, seam_s: float, *,
     and the seam metrics at ``seam_s``, from one analysis.
     """
     return CandidateAnalysis(analysis=analysis, scores=clip_scores(analysis, config=config),
-                     seam=seam_metrics(analysis, seam_s, config=config), label="")
+                             seam=seam_metrics(analysis, seam_s, config=config), label="")
 
 
 def candidate_analysis(
@@ -824,9 +824,10 @@ def candidate_analysis(
         loudness_db=join(inp.loudness_db, segment.loudness_db), envelope=join(inp.envelope, seg_env),
         duration_s=offset / fps + float(segment.duration_s), sha256=h.hexdigest(), f0_method=method,
         config=inp.config)
-    return CandidateAnalysis(analysis=joined, scores=clip_scores(joined, config=config),
-                     seam=seam_metrics(joined, seam_s, crossfade_s=crossfade_s, config=config),
-                     label=segment.label if label is None else label)
+    return CandidateAnalysis(
+        analysis=joined, scores=clip_scores(joined, config=config),
+        seam=seam_metrics(joined, seam_s, crossfade_s=crossfade_s, config=config),
+        label=segment.label if label is None else label)
 
 
 # --------------------------------------------------------------------------------------------------
