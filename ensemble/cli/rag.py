@@ -1,0 +1,102 @@
+"""``index build`` (the RAG database) and ``extend`` (Top-K continuations, performed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from ensemble.errors import EnsembleError
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise EnsembleError(f"{text!r} is not a comma-separated list of seconds, e.g. 7,7.5,8,8.5") from None
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    from ensemble.models.io import load_decoder, sha256_file
+    from ensemble.rag import RagConfig, build_database
+
+    decoder_path = Path(args.checkpoints) / "decoder_Guitar.pt"
+    decoder, _ = load_decoder(decoder_path)
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    config = RagConfig(lookbacks=_floats(args.lookbacks), chunk_seconds=args.chunk_seconds)
+    command = "python -m ensemble " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    manifest = build_database(args.data, args.out, decoder, splits=splits, config=config,
+                              command=command, decoder_version=sha256_file(decoder_path)[:12],
+                              progress=not args.quiet)
+    print(json.dumps({k: manifest[k] for k in ("version", "n_tracks", "n_chunks", "minutes")}))
+    return 0
+
+
+def _extend(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ensemble.audio import load_audio
+    from ensemble.extend import Engine, ExtendRequest, extend, write_extension
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise EnsembleError(f"output folder {str(out)!r} exists and is not empty; choose a new one")
+    clip = load_audio(args.input, allow_silent=False)
+    engine = Engine.load(args.checkpoints, args.database, args.drums)
+    request = ExtendRequest(seconds=args.seconds, k=args.top_k, alpha=args.alpha, beta=args.beta,
+                            lookbacks=_floats(args.lookbacks) if args.lookbacks else None,
+                            transpose=args.transpose, followers=tuple(args.followers.split(",")),
+                            seed=args.seed)
+    bar = tqdm(total=100, desc="extend", disable=args.quiet, bar_format="{l_bar}{bar}| {postfix}")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.n = int(100 * fraction)
+        bar.set_postfix_str(message)
+
+    ext = extend(engine, clip.audio, request, progress=progress)
+    bar.close()
+    write_extension(ext, out)
+    print(f"{'rank':>4} {'chunk':>6} {'composite':>9} {'relev.':>7} {'coher.':>7} {'lookback':>8} "
+          f"{'transp.':>7} {'pitch jump c':>12} {'loud jump dB':>12} fallback")
+    for c in ext.candidates:
+        pj = "-" if c.seam_pitch_jump_cents != c.seam_pitch_jump_cents else f"{c.seam_pitch_jump_cents:.0f}"
+        print(f"{c.rank:>4} {c.chunk:>6} {c.composite:>9.4f} {c.relevance:>7.4f} {c.coherence:>7.4f} "
+              f"{c.lookback:>8.1f} {c.transpose:>7d} {pj:>12} {c.seam_loudness_jump_db:>12.2f} {c.fallback}")
+    for note in ext.notes:
+        print(f"note: {note}")
+    print(json.dumps({"out": str(out), "k": len(ext.candidates),
+                      "timings_s": {k: round(v, 3) for k, v in ext.timings.items()}}))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    index = subparsers.add_parser("index", help="build the RAG database")
+    isub = index.add_subparsers(dest="what", metavar="ACTION", required=True)
+    b = isub.add_parser("build", help="build a RAG database from a corpus folder")
+    b.add_argument("--data", default="data/babyband")
+    b.add_argument("--out", default="assets/rag")
+    b.add_argument("--checkpoints", default="checkpoints", help="folder with decoder_Guitar.pt")
+    b.add_argument("--splits", default="train,valid", help="corpus splits to index (default train,valid)")
+    b.add_argument("--lookbacks", default="7,7.5,8,8.5", help="seconds, comma-separated")
+    b.add_argument("--chunk-seconds", type=float, default=2.0)
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=_index_build)
+
+    e = subparsers.add_parser("extend", help="extend a clip with Top-K retrieved continuations")
+    e.add_argument("input", help="audio file (WAV, FLAC, OGG, MP3)")
+    e.add_argument("--seconds", type=float, default=30.0, help="target length in seconds")
+    e.add_argument("--top-k", type=int, default=10)
+    e.add_argument("--alpha", type=float)
+    e.add_argument("--beta", type=float)
+    e.add_argument("--lookbacks", help="subset of the database's lookbacks, e.g. 7,8.5")
+    e.add_argument("--transpose", action="store_true", help="also try the segments shifted -6..+6 st")
+    e.add_argument("--followers", default="bass,drums,keys")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", required=True)
+    e.add_argument("--checkpoints", default="checkpoints")
+    e.add_argument("--database", default="assets/rag")
+    e.add_argument("--drums", default="assets/drums")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_extend)
