@@ -258,6 +258,7 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = DEFA
     os.close(fd)
     try:
         sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
