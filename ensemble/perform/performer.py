@@ -1,0 +1,495 @@
+"""The performer: a leader clip in, a band arrangement (leader + bass + drums + keys) out.
+
+:class:`Performer` holds the models once (arranger, Bass and Keys decoders, drum database, harmony
+model); :meth:`Performer.perform` is cheap enough to call per Top-K candidate:
+
+1. analyse the leader once (:func:`~ensemble.perform.analysis.analyze_leader`);
+2. the arranger predicts each follower's loudness curve from the leader's features, built with
+   :func:`ensemble.training.arranger_features` exactly as in training;
+3. drums: a loop chosen by tempo and onset-pattern cross-correlation, laid beat by beat on the
+   leader's beats (:mod:`.drums`), its level following the arranger's Drums curve (a gain envelope
+   over 1 s windows);
+4. harmony: a root per beat from the leader's pitch content (:func:`~.analysis.plan_harmony`);
+   **Bass** plays the root of each beat in E1..A2, re-articulated on every beat and silent in
+   beats where the leader is silent, rendered by the Bass decoder with the arranger's Bass curve;
+   **Keys** holds the triad's three tones (C3..C5) rendered as three monophonic voices of the Keys
+   decoder;
+5. mix: per-stem gains, then a bus gain (only down) and the soft limiter, so the mix peaks below
+   ``limiter_ceiling_db`` (< 0 dBFS).
+
+A silent leader gets drums at ``drum_level_db`` on a default grid; an unpitched one gets drums but no
+bass or keys; both say so in ``info["notes"]``. :func:`write_performance` writes ``mix.wav``,
+``stems/<Stem>.wav`` (PCM-16, 16 kHz) and ``perform.json`` into a temporary folder and moves them
+into place only once all are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage
+import torch
+
+from ensemble.audio import peak_dbfs, save_wav, to_float32
+from ensemble.dsp import soft_limit
+from ensemble.errors import EnsembleError
+from ensemble.features import FeatureConfig, loudness_db
+from ensemble.models.arranger import Arranger
+from ensemble.models.decoder import LOUDNESS_FLOOR_DB, InstrumentDecoder, denormalize_loudness
+from ensemble.models.io import load_arranger, load_decoder
+from ensemble.perform.analysis import HarmonyPlan, LeaderAnalysis, analyze_leader, plan_harmony
+from ensemble.perform.config import PerformConfig
+from ensemble.perform.drums import DrumChoice, DrumDB, place_loop, select_loop
+from ensemble.perform.harmony import PC_NAMES, HarmonyModel, chord_name
+from ensemble.perform.rhythm import drum_grids
+from ensemble.training import arranger_features
+
+__all__ = ["Performance", "Performer", "write_performance", "STEM_ORDER"]
+
+STEM_ORDER = ("Leader", "Bass", "Drums", "Keys")
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Performance:
+    """One arrangement of one leader clip.
+
+    Attributes:
+        mix: [n_samples] float32, limited (peak below the limiter's ceiling, < 0 dBFS).
+        stems: "Leader" and each follower -> [n_samples] float32, after the mix gains and the bus
+            gain, before the limiter (they sum to the unlimited mix).
+        info: JSON-able description (what perform.json holds).
+        sample_rate: Hz.
+        analysis: the leader's analysis (features, beats, key).
+        plan: the harmony plan (None for a silent/unpitched leader or without bass and keys).
+        drums: the drum choice (None without drums).
+        loudness_db: follower -> [T] dB loudness the follower was rendered with (drums: the
+            arranger's target).
+    """
+
+    mix: np.ndarray
+    stems: dict[str, np.ndarray]
+    info: dict
+    sample_rate: int
+    analysis: LeaderAnalysis
+    plan: HarmonyPlan | None = None
+    drums: DrumChoice | None = None
+    loudness_db: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _model_version(path: Path | None, model: torch.nn.Module, meta: dict | None) -> dict:
+    out: dict = {"n_parameters": int(sum(p.numel() for p in model.parameters()))}
+    if path is None:
+        out["source"] = "in memory (not a shipped checkpoint)"
+        return out
+    out["file"] = path.name
+    sidecar = path.with_suffix(".json")
+    try:
+        out["sha256"] = json.loads(sidecar.read_text()).get("sha256")
+    except (OSError, ValueError):
+        out["sha256"] = None
+    for k in ("name", "steps", "complete", "wall_seconds", "data_manifest_sha256"):
+        if meta and k in meta:
+            out[k] = meta[k]
+    return out
+
+
+def _moving_average(x: np.ndarray, n: int) -> np.ndarray:
+    return scipy.ndimage.uniform_filter1d(np.asarray(x, dtype=np.float64), max(1, int(n)),
+                                          mode="nearest")
+
+
+class Performer:
+    """Loads the band once and performs any number of leader clips.
+
+    Args:
+        arranger: the arranger (its ``config.followers`` names the curves it predicts).
+        decoders: "Bass"/"Keys" -> instrument decoder, for the followers that need one.
+        drum_db: the drum database, needed for the "Drums" follower (its learned harmony model is
+            used when ``config.harmony_model`` is "auto" or "learned").
+        config: settings.
+        versions: JSON-able model descriptions for perform.json (filled by :meth:`load`).
+
+    Raises:
+        EnsembleError: a follower lacks its model, or "learned" harmony without a learned model.
+    """
+
+    def __init__(self, arranger: Arranger, decoders: dict[str, InstrumentDecoder],
+                 drum_db: DrumDB | None, config: PerformConfig = PerformConfig(), *,
+                 versions: dict | None = None):
+        self.config = config
+        self.arranger = arranger.eval()
+        self.decoders = {k: v.eval() for k, v in decoders.items()}
+        self.drum_db = drum_db
+        self.features = FeatureConfig()
+        missing = [f for f in config.followers if f in ("Bass", "Keys") and f not in self.decoders]
+        if missing:
+            raise EnsembleError(f"followers {missing} need decoders; got decoders for "
+                                f"{sorted(self.decoders)}")
+        if "Drums" in config.followers and drum_db is None:
+            raise EnsembleError("the Drums follower needs a drum database "
+                                "(`python -m ensemble drums build`)")
+        learned = drum_db.harmony if drum_db is not None else None
+        if config.harmony_model == "learned" and learned is None:
+            raise EnsembleError("harmony_model 'learned' needs the harmony.json shipped with the "
+                                "drum database; none was found (use 'rules' or rebuild the database)")
+        self.harmony: HarmonyModel = (learned if learned is not None and config.harmony_model != "rules"
+                                      else HarmonyModel.rules())
+        self.versions = dict(versions or {})
+        for name, model in [("arranger", self.arranger), *self.decoders.items()]:
+            self.versions.setdefault(name, _model_version(None, model, None))
+        self.versions["harmony"] = {"model": self.harmony.name,
+                                    "evidence_scale": self.harmony.evidence_scale}
+        if drum_db is not None:
+            files = drum_db.manifest.get("files", {})
+            self.versions["drum_db"] = {
+                "path": str(drum_db.path) if drum_db.path else None, "n_loops": len(drum_db),
+                "built_utc": drum_db.manifest.get("built_utc"),
+                "sha256": {k: v.get("sha256") for k, v in files.items()}}
+        with torch.inference_mode():  # first calls pay one-off kernel set-up; pay it here
+            for dec in self.decoders.values():
+                dec(torch.full((1, 8, 1), 110.0), torch.full((1, 8, 1), -40.0))
+
+    @classmethod
+    def load(cls, config: PerformConfig = PerformConfig()) -> Performer:
+        """Load the shipped checkpoints (``config.checkpoints_dir``) and drum database.
+
+        Raises:
+            EnsembleError: a missing or damaged checkpoint or database file.
+        """
+        ckpt = Path(config.checkpoints_dir)
+        arranger_path = ckpt / "arranger.pt"
+        arranger, meta = load_arranger(arranger_path)
+        versions = {"arranger": _model_version(arranger_path, arranger, meta)}
+        decoders = {}
+        for name in ("Bass", "Keys"):
+            if name in config.followers:
+                path = ckpt / f"decoder_{name}.pt"
+                decoders[name], meta = load_decoder(path)
+                versions[name] = _model_version(path, decoders[name], meta)
+        need_db = "Drums" in config.followers or config.harmony_model != "rules"
+        drum_db = DrumDB.load(config.drum_db) if need_db else None
+        return cls(arranger, decoders, drum_db, config, versions=versions)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_audio(self, audio: np.ndarray) -> np.ndarray:
+        if isinstance(audio, (str, os.PathLike, tuple)):
+            raise EnsembleError("perform() takes a [n_samples] array at 16 kHz; load files with "
+                                "ensemble.audio.load_audio first")
+        audio = np.asarray(audio)
+        if audio.ndim != 1:
+            raise EnsembleError(f"the leader must be mono [n_samples], got shape {audio.shape}")
+        if audio.size == 0:
+            raise EnsembleError("the leader has no samples (empty audio)")
+        audio = to_float32(audio)
+        if not np.all(np.isfinite(audio)):
+            raise EnsembleError("the leader has NaN or Inf samples; allowed: finite values only")
+        seconds = len(audio) / self.features.sample_rate
+        c = self.config
+        if not c.min_seconds <= seconds <= c.max_seconds:
+            raise EnsembleError(f"the leader is {seconds:.2f} s long; allowed: {c.min_seconds:g} s to "
+                                f"{c.max_seconds:g} s")
+        return np.clip(audio, -1.0, 1.0)
+
+    def _curves(self, analysis: LeaderAnalysis, audio: np.ndarray) -> tuple[dict[str, np.ndarray], list]:
+        f = analysis.features
+        x = arranger_features(audio, f.f0_hz, f.voiced, f.loudness_db, self.arranger.config.inputs,
+                              onset=f.onset)
+        pred = self.arranger.predict(x)  # [T, F] in [0, 1]
+        curves, notes = {}, []
+        for name in self.config.followers:
+            if name in self.arranger.config.followers:
+                curves[name] = pred[:, self.arranger.config.followers.index(name)]
+            else:  # an arranger trained without this follower: follow the leader's level
+                curves[name] = x[:, 0] if "loudness" in self.arranger.config.inputs else pred.mean(1)
+                notes.append(f"the arranger predicts no {name} curve; {name} follows the leader")
+        return curves, notes
+
+    def _render(self, name: str, f0_hz: np.ndarray, loud_db: np.ndarray, n: int, seed: int
+                ) -> np.ndarray:
+        """Decoder ``name`` on [V, T] f0 / loudness -> [n] audio (voices summed)."""
+        dec = self.decoders[name]
+        f0 = torch.from_numpy(np.ascontiguousarray(f0_hz, dtype=np.float32))[..., None]  # [V, T, 1]
+        ld = torch.from_numpy(np.ascontiguousarray(loud_db, dtype=np.float32))[..., None]
+        gen = torch.Generator().manual_seed(int(seed))
+        limit = self.config.render_chunk_seconds * self.features.frame_rate
+        groups = [slice(0, len(f0))] if f0.shape[1] <= limit else [slice(v, v + 1) for v in range(len(f0))]
+        out = np.zeros(n, np.float32)
+        with torch.inference_mode():
+            for g in groups:  # one voice at a time for long clips: bounds memory
+                out += dec(f0[g], ld[g], n_samples=n, generator=gen).sum(dim=0).numpy()
+        return out
+
+    def _bass_loudness(self, plan: HarmonyPlan, curve: np.ndarray) -> np.ndarray:
+        """[T] dB: the arranger's curve where the bass plays, a dip before each new note."""
+        loud = denormalize_loudness(np.asarray(curve, dtype=np.float64))
+        sounding = plan.bass_f0_hz > 0
+        loud = np.where(sounding, loud, LOUDNESS_FLOOR_DB)
+        gap = max(1, int(round(self.config.bass_note_gap_s * self.features.frame_rate)))
+        for j in range(1, len(plan.beat_frames) - 1):
+            b = int(plan.beat_frames[j])
+            if 0 < b < len(loud) and sounding[b] and sounding[b - 1]:
+                loud[max(0, b - gap):b] -= 30.0
+        return np.maximum(loud, LOUDNESS_FLOOR_DB)
+
+    def _keys_loudness(self, plan: HarmonyPlan, curve: np.ndarray) -> np.ndarray:
+        """[T] dB per voice: three voices share the arranger's Keys level (-4.8 dB each)."""
+        loud = denormalize_loudness(np.asarray(curve, dtype=np.float64)) - 10.0 * np.log10(3.0)
+        sounding = plan.keys_f0_hz[0] > 0
+        loud = np.where(sounding, loud, LOUDNESS_FLOOR_DB)
+        gap = max(1, int(round(self.config.bass_note_gap_s * self.features.frame_rate)))
+        change = np.flatnonzero(np.any(np.diff(plan.keys_f0_hz, axis=1) != 0, axis=0)) + 1
+        for b in change:  # re-strike when the chord changes
+            if sounding[b] and sounding[b - 1]:
+                loud[max(0, b - gap):b] -= 30.0
+        return np.maximum(loud, LOUDNESS_FLOOR_DB)
+
+    def _drums(self, analysis: LeaderAnalysis, curve: np.ndarray | None, n: int, rng
+               ) -> tuple[np.ndarray, DrumChoice, np.ndarray]:
+        db = self.drum_db
+        assert db is not None
+        fr = self.features.frame_rate
+        grids = drum_grids(analysis.beats, analysis.duration_s)
+        if analysis.silent:  # nothing to correlate with: the default grid, no tempo games
+            grids = [g for g in grids if g.ratio == 1.0]
+        choice = select_loop(db, analysis.features.onset, grids, frame_rate=fr,
+                             max_stretch=self.config.drum_max_stretch,
+                             variety=self.config.drum_variety, rng=rng)
+        placed = place_loop(db.loop(choice.index), int(db.table["beats"][choice.index]),
+                            choice.grid.times_s, choice.lag_beats, n_samples=n,
+                            sample_rate=self.features.sample_rate)
+        T = analysis.n_frames
+        if curve is None:
+            target_db = np.full(T, self.config.drum_level_db)
+        else:
+            target_db = denormalize_loudness(np.asarray(curve, dtype=np.float64))
+        # level over ~1 s windows: the arranger's curve sets how loud the drums play, the loop's own
+        # hits set the detail (a frame-by-frame gain would flatten every hit)
+        win = int(fr)
+        target = _moving_average(10.0 ** (target_db / 10.0), win)
+        have = _moving_average(10.0 ** (loudness_db(placed, config=self.features) / 10.0), win)
+        gain = np.sqrt(target / np.maximum(have, 1e-10))
+        gain = np.where(target_db.max() <= LOUDNESS_FLOOR_DB + 1e-6, 0.0, gain)
+        gain = _moving_average(np.clip(gain, 0.0, 10.0), int(0.25 * fr))  # [T]
+        t_frames = np.arange(T) * self.features.hop_length
+        env = np.interp(np.arange(n), t_frames, gain).astype(np.float32)
+        return placed * env, choice, target_db
+
+    # ------------------------------------------------------------------ perform
+
+    def perform(self, audio: np.ndarray, *, seed: int | None = None) -> Performance:
+        """Arrange a band around a leader clip.
+
+        Args:
+            audio: [n_samples] mono float (or integer PCM) at 16 kHz, 2 s to 10 min (the config's
+                ``min_seconds``/``max_seconds``).
+            seed: overrides ``config.seed`` (decoder noise; drum choice when ``drum_variety > 1``).
+
+        Returns:
+            A :class:`Performance` whose audio has exactly ``n_samples`` samples.
+
+        Raises:
+            EnsembleError: not a 1-D finite array, empty, or a length outside the allowed range.
+        """
+        c = self.config
+        seed = c.seed if seed is None else int(seed)
+        audio = self._check_audio(audio)
+        n = len(audio)
+        sr = self.features.sample_rate
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+        rng = np.random.default_rng(seed)
+
+        t = time.perf_counter()
+        analysis = analyze_leader(audio, c, features=self.features)
+        timings["analysis"] = time.perf_counter() - t
+        if analysis.silent:
+            notes.append(f"the leader is silent (peak {peak_dbfs(audio):.1f} dBFS, no frame above "
+                         f"{c.activity_db:g} dB): drums on a default {c.default_tempo_bpm:g} BPM grid "
+                         f"at {c.drum_level_db:g} dB, no bass or keys")
+        elif analysis.beats.source == "default":
+            notes.append(f"beat tracking found {analysis.beats.n_tracked} beats (< {c.min_beats}): "
+                         f"default {c.default_tempo_bpm:g} BPM grid")
+        if not analysis.silent and not analysis.pitched:
+            notes.append(f"the leader is unpitched ({100 * analysis.voiced_fraction:.1f}% of active "
+                         f"frames voiced, < {100 * c.min_voiced_fraction:g}%): no bass or keys")
+
+        t = time.perf_counter()
+        curves, curve_notes = self._curves(analysis, audio)
+        notes += curve_notes
+        timings["arranger"] = time.perf_counter() - t
+
+        stems: dict[str, np.ndarray] = {"Leader": audio.copy()}
+        loud_out: dict[str, np.ndarray] = {}
+        drum_choice = None
+        if "Drums" in c.followers:
+            t = time.perf_counter()
+            stems["Drums"], drum_choice, loud_out["Drums"] = self._drums(
+                analysis, None if analysis.silent else curves["Drums"], n, rng)
+            timings["drums"] = time.perf_counter() - t
+
+        plan = None
+        unit = "beat"
+        want_harmony = any(f in c.followers for f in ("Bass", "Keys"))
+        if want_harmony and analysis.pitched:
+            bpb, downbeat = None, 0
+            if drum_choice is not None and drum_choice.grid.ratio == 1.0 and c.harmony_unit != "beat":
+                bpb = int(self.drum_db.table["beats_per_bar"][drum_choice.index])
+                downbeat = (-drum_choice.lag_beats) % bpb
+                unit = c.harmony_unit
+            elif c.harmony_unit != "beat":
+                notes.append(f"harmony unit {c.harmony_unit!r} needs the bar from a drum loop laid "
+                             "on the leader's own beats; a chord per beat is used")
+            t = time.perf_counter()
+            plan = plan_harmony(analysis, self.harmony, c, beats_per_bar=bpb, downbeat=downbeat)
+            timings["harmony"] = time.perf_counter() - t
+        for name in ("Bass", "Keys"):
+            if name not in c.followers:
+                continue
+            t = time.perf_counter()
+            if plan is None:
+                stems[name] = np.zeros(n, np.float32)
+                loud_out[name] = np.full(analysis.n_frames, LOUDNESS_FLOOR_DB)
+            elif name == "Bass":
+                loud_out[name] = self._bass_loudness(plan, curves[name])
+                stems[name] = self._render(name, plan.bass_f0_hz[None], loud_out[name][None], n, seed)
+            else:
+                loud_out[name] = self._keys_loudness(plan, curves[name])
+                stems[name] = self._render(name, plan.keys_f0_hz,
+                                           np.repeat(loud_out[name][None], 3, axis=0), n, seed + 1)
+            timings[name.lower()] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        gains = {s: c.gain_db(s) for s in stems}
+        for s in stems:
+            stems[s] = (stems[s] * np.float32(10.0 ** (gains[s] / 20.0))).astype(np.float32)
+        raw = np.sum([stems[s] for s in stems], axis=0)
+        raw_peak = float(np.max(np.abs(raw)))
+        # only ever turn the bus down, to at most +3 dBFS before the soft limiter: it rounds off
+        # a few dB of overs gracefully, more would audibly squash the mix
+        bus = min(1.0, 10.0 ** (3.0 / 20.0) / raw_peak) if raw_peak > 0 else 1.0
+        for s in stems:
+            stems[s] *= np.float32(bus)
+        mix = soft_limit(raw * np.float32(bus), threshold_db=c.limiter_threshold_db,
+                         ceiling_db=c.limiter_ceiling_db).astype(np.float32)
+        timings["mix"] = time.perf_counter() - t
+        timings["total"] = sum(timings.values())
+
+        info = self._info(analysis, plan, unit, drum_choice, gains, bus, mix, notes, timings, seed,
+                          peak_dbfs(audio))
+        return Performance(mix, {s: stems[s] for s in STEM_ORDER if s in stems}, info, sr, analysis,
+                           plan, drum_choice, loud_out)
+
+    def _info(self, analysis: LeaderAnalysis, plan: HarmonyPlan | None, unit: str,
+              choice: DrumChoice | None, gains: dict, bus: float, mix: np.ndarray,
+              notes: list[str], timings: dict, seed: int, leader_peak_db: float) -> dict:
+        c = self.config
+        sr = self.features.sample_rate
+        n = analysis.n_samples
+        dur = n / sr
+        beats = analysis.beats.times_s
+        inside = (beats >= 0) & (beats < dur)
+        info: dict = {
+            "format_version": FORMAT_VERSION,
+            "sample_rate": sr, "n_samples": n, "seconds": round(dur, 4),
+            "followers": list(c.followers), "seed": seed,
+            "leader": {"silent": analysis.silent, "pitched": analysis.pitched,
+                       "voiced_fraction": analysis.voiced_fraction,
+                       "active_fraction": round(float(analysis.active.mean()), 4),
+                       "peak_dbfs": round(leader_peak_db, 2) if np.isfinite(leader_peak_db) else None},
+            "tempo_bpm": analysis.beats.tempo_bpm,
+            "beat_source": analysis.beats.source,
+            "beat_times_s": [round(float(b), 4) for b in beats[inside]],
+            "key": {"name": analysis.key.name, "tonic": PC_NAMES[analysis.key.tonic],
+                    "mode": analysis.key.mode, "confidence": analysis.key.confidence}
+            if analysis.pitched else None,
+        }
+        if plan is not None:
+            rows = []
+            for j in range(len(beats) - 1):
+                a, b = max(0.0, float(beats[j])), min(dur, float(beats[j + 1]))
+                if b <= a:
+                    continue
+                r, q, _ = plan.chords[plan.unit_of_beat[j]]
+                rows.append({"start_s": round(a, 4), "end_s": round(b, 4), "chord": chord_name(r, q),
+                             "active": bool(plan.beat_active[j]),
+                             "bass_midi": int(plan.bass_midi[j]) if plan.beat_active[j] else None})
+            info["harmony"] = {"model": plan.model, "unit": unit, "beats": rows}
+        else:
+            info["harmony"] = None
+        if choice is not None:
+            db = self.drum_db
+            seg = db.info(choice.index)
+            seg.update({"lag_beats": choice.lag_beats, "grid_ratio": choice.grid.ratio,
+                        "grid_phase": choice.grid.phase, "grid_tempo_bpm": round(choice.grid.tempo_bpm, 3),
+                        "stretch": round(choice.stretch, 4), "correlation": choice.correlation,
+                        "score": choice.score, "candidates": choice.candidates})
+            info["drums"] = {"segment": seg}
+        else:
+            info["drums"] = None
+        info["gains_db"] = {s: round(g, 2) for s, g in gains.items()}
+        info["bus_gain_db"] = round(20.0 * np.log10(bus), 2)
+        info["mix_peak_dbfs"] = round(float(peak_dbfs(mix)), 2)
+        info["models"] = self.versions
+        info["notes"] = notes
+        info["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
+        info["config"] = c.to_dict()
+        return info
+
+    def write(self, performance: Performance, out_dir: str | os.PathLike) -> Path:
+        """Same as :func:`write_performance`."""
+        return write_performance(performance, out_dir)
+
+
+def write_performance(performance: Performance, out_dir: str | os.PathLike, *,
+                      extra: dict | None = None) -> Path:
+    """Write ``mix.wav``, ``stems/<Stem>.wav`` and ``perform.json`` into ``out_dir``.
+
+    Everything is written into a temporary folder beside ``out_dir`` first; only when every file is
+    complete are they moved into ``out_dir`` (created if needed; files of the same names are
+    replaced, other files left alone). A failure leaves ``out_dir`` as it was.
+
+    Args:
+        performance: from :meth:`Performer.perform`.
+        out_dir: destination folder.
+        extra: merged into perform.json (e.g. the input file's name).
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        EnsembleError: ``out_dir`` exists and is not a folder.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise EnsembleError(f"output {str(out)!r} exists and is not a folder")
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; it may become out_dir itself
+    try:
+        sr = performance.sample_rate
+        save_wav(tmp / "mix.wav", performance.mix, sr)
+        for name, audio in performance.stems.items():
+            save_wav(tmp / "stems" / f"{name}.wav", audio, sr)
+        info = {**performance.info, **(extra or {})}
+        info["files"] = {"mix": "mix.wav", "stems": {s: f"stems/{s}.wav" for s in performance.stems}}
+        (tmp / "perform.json").write_text(json.dumps(info, indent=1) + "\n")
+        if not out.exists():
+            os.replace(tmp, out)
+            return out
+        (out / "stems").mkdir(exist_ok=True)
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                os.replace(p, out / p.relative_to(tmp))
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
