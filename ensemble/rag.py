@@ -578,9 +578,16 @@ def _score_all(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarra
                alpha: float, beta: float, mask: np.ndarray):
     """Exact scores of candidates ``idx`` for every transpose: dict of [n, n_t] arrays."""
     Q = _query_matrix(q, cfg, transposes)  # [L, n_t, 2d]
-    vecs = np.concatenate([db.ctx[:, idx], np.broadcast_to(db.seg[idx], db.ctx[:, idx].shape)], axis=2)
-    rel_l = np.einsum("lnd,ltd->lnt", vecs, Q)  # [L, n, n_t]
-    rel_l[~mask] = -np.inf
+    d = db.seg.shape[1]
+    everything = len(idx) == db.n_chunks
+    seg = db.seg if everything else db.seg[idx]  # [n, d]
+    rel_l = np.empty((len(cfg.lookbacks), len(idx), len(transposes)), np.float32)
+    for li in range(len(cfg.lookbacks)):
+        if not mask[li]:
+            rel_l[li] = -np.inf
+            continue
+        ctx = db.ctx[li] if everything else db.ctx[li, idx]  # [n, d]
+        rel_l[li] = ctx @ Q[li, :, :d].T + seg @ Q[li, :, d:].T  # [n, n_t]
     best_l = np.argmax(rel_l, axis=0)  # [n, n_t]
     rel = np.max(rel_l, axis=0)
     coh, pj, lj = _coherence(db, q, idx, transposes, cfg)
