@@ -61,6 +61,7 @@ import faiss
 import numpy as np
 import soundfile as sf
 import torch
+from threadpoolctl import ThreadpoolController
 
 from ensemble.audio import load_audio
 from ensemble.errors import EnsembleError
@@ -82,6 +83,9 @@ __all__ = [
 FEATURES = FeatureConfig()
 FPS = int(FEATURES.frame_rate)
 DB_FORMAT = 1
+# faiss-cpu ships its own OpenMP OpenBLAS; once it is loaded, numpy's small matrix products on 2
+# threads take ~16 ms instead of ~0.05 ms (measured here). Scoring runs with BLAS on one thread.
+_THREADS = ThreadpoolController()
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class RagConfig:
     crossfade_seconds: float = 0.1
     ivf_threshold: int = 200_000
     ivf_nprobe: int = 16
+    faiss_threads: int = 1  # one query at a time: extra OpenMP threads only spin (40x slower here)
     vorbis_quality: float = 0.4
 
     def __post_init__(self) -> None:
@@ -224,17 +229,22 @@ class RagDatabase:
         return self.f0[a:b], self.voiced[a:b], self.loud[a:b]
 
     def build_indexes(self) -> None:
-        """(Re)build one faiss inner-product index per lookback over [context | segment] vectors."""
+        """(Re)build one faiss inner-product index per lookback over [context | segment] vectors.
+
+        Sets faiss's OpenMP thread count to ``config.faiss_threads`` (faiss has only this global
+        setting): searches here are single queries, where more threads only add spinning.
+        """
+        faiss.omp_set_num_threads(max(1, self.config.faiss_threads))
         self.indexes = []
         for li in range(len(self.config.lookbacks)):
             vecs = np.ascontiguousarray(np.concatenate([self.ctx[li], self.seg], axis=1), np.float32)
             dim = vecs.shape[1]
             if self.n_chunks > self.config.ivf_threshold:
-                nlist = int(4 * math.sqrt(self.n_chunks))
+                nlist = int(math.sqrt(self.n_chunks))  # 1000 lists at 1M
                 quant = faiss.IndexFlatIP(dim)
                 index = faiss.IndexIVFFlat(quant, dim, nlist, faiss.METRIC_INNER_PRODUCT)
                 rng = np.random.default_rng(0)
-                sample = vecs[rng.choice(len(vecs), min(len(vecs), 40 * nlist), replace=False)]
+                sample = vecs[rng.choice(len(vecs), min(len(vecs), 30 * nlist), replace=False)]
                 index.train(sample)
                 index.add(vecs)
                 index.nprobe = self.config.ivf_nprobe
@@ -599,6 +609,15 @@ def retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = No
              beta: float | None = None, transpose: bool = False,
              continuation_seconds: float | None = None,
              lookback_mask: np.ndarray | None = None) -> list[Candidate]:
+    with _THREADS.limit(limits=1, user_api="blas"):
+        return _retrieve(db, q, k, alpha=alpha, beta=beta, transpose=transpose,
+                         continuation_seconds=continuation_seconds, lookback_mask=lookback_mask)
+
+
+def _retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = None,
+              beta: float | None = None, transpose: bool = False,
+              continuation_seconds: float | None = None,
+              lookback_mask: np.ndarray | None = None) -> list[Candidate]:
     """Top-K candidates (see the module docstring). Vectorised; exact with flat indexes.
 
     Args:
@@ -627,31 +646,37 @@ def retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = No
     if mask.shape != (len(cfg.lookbacks),) or not mask.any():
         raise EnsembleError(f"lookback_mask must select some of {list(cfg.lookbacks)}")
 
-    # faiss pre-selection by relevance, widened until provably exact (flat index)
+    # faiss pre-selection by relevance; if that cannot be proven exact (flat index), score all
+    all_idx = np.flatnonzero(long_enough)
+    n_pre = max(256, 64 * k)
+    ivf = isinstance(db.indexes[0], faiss.IndexIVFFlat)
+    if n_pre * 4 >= db.n_chunks and not ivf:
+        return _finish(db, _rank(db, q, all_idx, transposes, cfg, alpha, beta, k, min_gap, mask), transposes)
     Q = _query_matrix(q, cfg, transposes)
-    n_pre = min(db.n_chunks, max(256, 64 * k))
-    while True:
-        cand = set()
-        worst = []
-        for li, index in enumerate(db.indexes):
-            if not mask[li]:
-                continue
-            scores, ids = index.search(np.ascontiguousarray(Q[li]), n_pre)
-            cand.update(ids[ids >= 0].ravel().tolist())
-            worst.append(scores[:, -1].max() if n_pre < db.n_chunks else -np.inf)
-        idx = np.array(sorted(cand), dtype=np.int64)
-        idx = idx[long_enough[idx]]
-        picks = _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask)
-        if n_pre >= db.n_chunks or isinstance(db.indexes[0], faiss.IndexIVFFlat):
-            break
-        # An unfetched candidate's relevance is below every query's n_pre-th score, so its composite
-        # is at most alpha * max(worst) + beta: if the K-th pick beats that, nothing unfetched can
-        # enter the Top-K. A fallback pass means the strict pass ran short, which only scoring
-        # everything can confirm.
-        if len(picks) >= k and not any(p[4] for p in picks) and \
-                min(p[2] for p in picks) > alpha * max(worst) + beta:
-            break
-        n_pre = min(db.n_chunks, n_pre * 4)
+    ids, worst = [], []
+    for li, index in enumerate(db.indexes):
+        if mask[li]:
+            scores, found = index.search(np.ascontiguousarray(Q[li]), n_pre)
+            ids.append(found.ravel())
+            worst.append(float(scores[:, -1].max()))
+    idx = np.unique(np.concatenate(ids))
+    idx = idx[(idx >= 0)]
+    idx = idx[long_enough[idx]]
+    picks = _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask)
+    if ivf:
+        return _finish(db, picks, transposes)  # approximate by design above ivf_threshold
+    # An unfetched candidate's relevance is below every query's n_pre-th score, so its composite
+    # is at most alpha * max(worst) + beta: if the K-th pick beats that, nothing unfetched can
+    # enter the Top-K. A fallback pass means the strict pass ran short, which only scoring
+    # everything can confirm.
+    exact = len(picks) >= k and not any(p[4] for p in picks) and \
+        min(p[2] for p in picks) > alpha * max(worst) + beta
+    if not exact:
+        picks = _rank(db, q, all_idx, transposes, cfg, alpha, beta, k, min_gap, mask)
+    return _finish(db, picks, transposes)
+
+
+def _finish(db: RagDatabase, picks: list, transposes: np.ndarray) -> list[Candidate]:
     return [_candidate(db, r + 1, *p, transposes=transposes) for r, p in enumerate(picks)]
 
 
@@ -676,10 +701,9 @@ def _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask):
         order = np.lexsort((idx[flat_i], -fb))
         more = _select(order, idx[flat_i], flat_t, db, k, min_gap, picks)
         out += [(c, t, None, True) for c, t in more]
-    pos = {int(c): i for i, c in enumerate(idx)}
     res = []
     for c, t, _, fallback in out:
-        i = pos[c]
+        i = int(np.searchsorted(idx, c))
         comp_v = (cfg.fallback_alpha * s["rel"][i, t] + cfg.fallback_beta * s["coh"][i, t]) if fallback \
             else s["comp"][i, t]
         res.append((c, t, float(comp_v), {key: s[key][i, t] for key in ("rel", "coh", "pj", "lj", "best_l")},
