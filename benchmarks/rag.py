@@ -152,7 +152,8 @@ def main() -> None:
     print(f"{'chunks':>9} {'index':<14}{'build s':>8} {'retrieve ms':>12} {'+transpose ms':>14} "
           f"{'reference loop ms':>18} {'ratio':>8}")
     for n, kind, build, plain, trans, ref in rows:
-        print(f"{n:>9} {kind:<14}{build:>8.1f} {plain:>12.2f} {trans:>14.2f} {ref:>18.0f} {ref / plain:>8.0f}")
+        print(f"{n:>9} {kind:<14}{build:>8.1f} {plain:>12.2f} {trans:>14.2f} {ref:>18.0f} "
+              f"{ref / plain:>8.0f}")
     print(f"reference loop: {per_candidate * 1e6:.1f} us per candidate (measured on "
           f"{args.reference_sample} candidates, extrapolated linearly)")
     if not args.no_extend:

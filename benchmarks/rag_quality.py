@@ -95,7 +95,8 @@ def main() -> None:
             res["random_loudness_jump_db_median"] / max(res["top1_loudness_jump_db_median"], 0.1), 1)
         result["variants"][label] = res
         rows.append((label, res))
-    print(f"{len(queries)} test queries of {args.query_seconds:g} s; database {db.n_chunks} chunks (train+test)")
+    print(f"{len(queries)} test queries of {args.query_seconds:g} s; "
+          f"database {db.n_chunks} chunks (train+test)")
     print(f"{'relevance':<10}{'recall@10':>10}{'MRR':>7}{'top1 |dp| c':>13}{'rand |dp| c':>13}"
           f"{'top1 |dL| dB':>14}{'rand |dL| dB':>14}")
     for label, r in rows:

@@ -10,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # lower layers must not import higher ones
 LAYER = {"errors": 0, "audio": 1, "dsp": 1, "features": 1, "models": 2,
-         "perform": 3, "rag": 3, "extend": 3, "metrics": 3, "ratings": 3, "corpus": 3, "training": 3, "cli": 4, "__main__": 4}
+         "perform": 3, "rag": 3, "extend": 3, "metrics": 3, "ratings": 3, "corpus": 3, "training": 3,
+         "cli": 4, "__main__": 4}
 
 
 def imported_modules(path: Path) -> set[str]:
