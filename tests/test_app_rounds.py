@@ -1,0 +1,205 @@
+"""The app's request logic without a server (``ui.rounds``): reading uploads, checking settings,
+loudness matching, turning ranks into a log submission, what the API reveals, and the round store.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ensemble.errors import EnsembleError
+from ensemble.rag import Candidate
+from ensemble.ratings import validate_submission
+from ui.rounds import (
+    Round,
+    RoundStore,
+    Shown,
+    check_settings,
+    integrated_loudness_db,
+    match_gain_db,
+    read_clip,
+)
+
+SR = 16000
+
+
+def tone(seconds: float, amplitude: float, f: float = 330.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (amplitude * np.sin(2 * np.pi * f * t)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ input
+
+
+def test_read_clip_names_the_file_not_the_server_path(tmp_path):
+    folder = tmp_path / "upload-3f2a"
+    folder.mkdir()
+    notes = folder / "notes.txt"
+    notes.write_text("not audio")
+    with pytest.raises(EnsembleError) as err:
+        read_clip(str(notes))
+    assert "'notes.txt' is not a readable audio file" in str(err.value)
+    assert str(folder) not in str(err.value)
+    with pytest.raises(EnsembleError, match="no clip was given"):
+        read_clip(None)
+
+
+@pytest.mark.parametrize("audio, reason", [
+    (np.zeros(3 * SR, np.float32), "is silent"),
+    (tone(1.0, 0.3), "allowed: at least 2 s"),
+])
+def test_read_clip_rejects_silent_and_short(tmp_path, audio, reason):
+    path = tmp_path / "clip.wav"
+    sf.write(path, audio, SR, subtype="PCM_16")
+    with pytest.raises(EnsembleError, match=reason):
+        read_clip(str(path))
+
+
+def test_read_clip_resamples_to_mono_16k(tmp_path):
+    path = tmp_path / "stereo.wav"
+    t = np.arange(3 * 44100) / 44100
+    x = 0.2 * np.sin(2 * np.pi * 440 * t)
+    sf.write(path, np.stack([x, x], axis=1), 44100, subtype="PCM_16")
+    clip = read_clip(str(path))
+    assert clip.sample_rate == SR and clip.audio.ndim == 1 and abs(clip.seconds - 3.0) < 1e-3
+
+
+def _settings(**kw):
+    args = dict(target_seconds=12, k=3, alpha=0.8, beta=0.6, lookbacks=[7.0, 8.5],
+                followers=["Bass", "Drums"], input_seconds=8.0)
+    args.update(kw)
+    return check_settings(**args)
+
+
+def test_check_settings_accepts_the_page_values():
+    s = _settings(k=3.0, seed=7.0, transpose=True)
+    assert (s.k, s.seed, s.transpose, s.lookbacks, s.followers) == (3, 7, True, (7.0, 8.5), ("Bass", "Drums"))
+    assert s.request().k == 3 and s.request().seconds == 12.0
+    assert _settings(alpha=None, beta=None, lookbacks=None).request().alpha is None
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"target_seconds": 8.0}, "must be longer than the input (8.00 s)"),
+    ({"target_seconds": 601, "input_seconds": 20.0}, "allowed: up to 600 s"),
+    ({"target_seconds": float("nan")}, "finite"),
+    ({"k": 0}, "allowed: a whole number 1..10"),
+    ({"k": 11}, "allowed: a whole number 1..10"),
+    ({"k": 2.5}, "allowed: a whole number 1..10"),
+    ({"alpha": -1}, "alpha = -1; allowed: 0..10"),
+    ({"beta": "x"}, "beta 'x' is not a number"),
+    ({"lookbacks": []}, "at least one lookback"),
+    ({"followers": []}, "at least one follower"),
+])
+def test_check_settings_says_what_is_wrong(change, reason):
+    with pytest.raises(EnsembleError) as err:
+        _settings(**change)
+    assert reason in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------ levels
+
+
+def test_integrated_loudness_follows_level_and_ignores_rests():
+    loud, quiet = tone(3, 0.4), tone(3, 0.2)
+    diff = integrated_loudness_db(loud) - integrated_loudness_db(quiet)
+    assert diff == pytest.approx(20 * math.log10(2), abs=0.1)
+    with_rest = np.concatenate([loud, np.zeros(3 * SR, np.float32)])
+    assert integrated_loudness_db(with_rest) == pytest.approx(integrated_loudness_db(loud), abs=0.2)
+    assert integrated_loudness_db(np.zeros(SR, np.float32)) is None
+
+
+def test_match_gain_reaches_the_reference_below_the_peak_ceiling():
+    ref = integrated_loudness_db(tone(3, 0.3))
+    gain, limited = match_gain_db(tone(3, 0.1), ref)
+    assert not limited and gain == pytest.approx(20 * math.log10(3), abs=0.1)
+    gain, limited = match_gain_db(tone(3, 0.8), integrated_loudness_db(tone(3, 0.99)) + 6)
+    assert limited and 20 * math.log10(0.8) + gain == pytest.approx(-1.0, abs=1e-6)
+    assert match_gain_db(np.zeros(SR, np.float32), ref) == (0.0, False)
+
+
+# ------------------------------------------------------------------------------------------ rounds
+
+
+def fake_round(tmp_path: Path, *, order=(2, 0, 1), blind=True) -> Round:
+    """A round of 3 candidates shown in ``order`` (composite indices), without running the engine."""
+    shown = []
+    for pos, i in enumerate(order, start=1):
+        c = Candidate(rank=i + 1, chunk=100 + i, track=f"Track{i:05d}", start_seconds=2.0 * i,
+                      composite=1.2 - 0.1 * i, relevance=0.8 - 0.05 * i, coherence=0.9, lookback=7.5,
+                      transpose=0, seam_pitch_jump_cents=float("nan") if i == 1 else 12.0,
+                      seam_loudness_jump_db=-1.5, fallback=False)
+        shown.append(Shown(position=pos, candidate=c, analysis=None, audio=tmp_path / f"{pos}.wav",
+                           audio_matched=tmp_path / f"{pos}m.wav", matched_gain_db=0.5,
+                           matched_limited=False, figure=tmp_path / f"{pos}.png"))
+    return Round(round_id="r" * 32, session_id="sess1", rater_id="alice", folder=tmp_path,
+                 input_sha256="a" * 64, input_seconds=8.0, target_seconds=12.0, alpha=0.8, beta=0.6,
+                 blind=blind, shuffle_seed=1, shown=shown, report_card=tmp_path / "r.png",
+                 overview=tmp_path / "o.png", notes=[], timings={}, model_version="m1",
+                 database_version="d1")
+
+
+def test_submission_maps_shown_positions_to_composite_ranks(tmp_path):
+    rnd = fake_round(tmp_path)
+    sub = rnd.submission(["2", 3, 1.0], favourite=3, comment="nice", rater_id="bob!")
+    validate_submission(sub)
+    rows = sorted(sub.candidates, key=lambda c: c.shown_position)
+    assert [c.composite_rank for c in rows] == [3, 1, 2]
+    assert [c.human_rank for c in rows] == [2, 3, 1]
+    assert [c.db_chunk_idx for c in rows] == [102, 100, 101]
+    assert rows[2].seam_pitch_jump_cents is None and rows[0].seam_pitch_jump_cents == 12.0
+    assert (sub.rater_id, sub.session_id, sub.favourite, sub.blind, sub.k) == ("bob", "sess1", 3, True, 3)
+    assert rnd.submission([1, 2, 3], favourite=0).favourite is None
+    assert rnd.submission([1, 2, 3], rater_id="  ").rater_id == "alice"
+
+
+@pytest.mark.parametrize("ranks, reason", [([1, 2], "2 ranks were given for 3 candidates"),
+                                           ([1, 2, "two"], "is not a whole number"),
+                                           ([1, 2, 2.5], "is not a whole number")])
+def test_submission_rejects_malformed_ranks(tmp_path, ranks, reason):
+    with pytest.raises(EnsembleError, match=reason):
+        fake_round(tmp_path).submission(ranks)
+
+
+def test_incomplete_or_duplicate_ranks_fail_validation(tmp_path):
+    rnd = fake_round(tmp_path)
+    with pytest.raises(EnsembleError, match="has no rank"):
+        validate_submission(rnd.submission([1, None, 2]))
+    with pytest.raises(EnsembleError, match="exactly once"):
+        validate_submission(rnd.submission([1, 1, 2]))
+
+
+def test_public_json_hides_scores_of_blind_rounds_until_submitted(tmp_path):
+    rnd = fake_round(tmp_path)
+    assert not any("composite_rank" in c for c in rnd.public()["candidates"])
+    rnd.submission_id = "s" * 32
+    assert [c["composite_rank"] for c in rnd.public()["candidates"]] == [3, 1, 2]
+    open_round = fake_round(tmp_path, order=(0, 1, 2), blind=False)
+    assert [c["composite_rank"] for c in open_round.public()["candidates"]] == [1, 2, 3]
+    assert open_round.audio_files(True) == [str(tmp_path / f"{p}m.wav") for p in (1, 2, 3)]
+
+
+def test_store_drops_the_oldest_rounds_and_their_folders(tmp_path):
+    store = RoundStore(tmp_path / "root", max_rounds=2, max_age_s=3600)
+    rounds = []
+    for _ in range(3):
+        rid, folder = store.new_folder()
+        folder.mkdir()
+        rnd = fake_round(folder)
+        rnd.round_id = rid
+        store.add(rnd)
+        rounds.append(rnd)
+    assert len(store) == 2 and not rounds[0].folder.exists() and rounds[2].folder.exists()
+    with pytest.raises(EnsembleError, match="unknown or has expired"):
+        store.get(rounds[0].round_id)
+    assert store.get(rounds[1].round_id) is rounds[1]
+    rounds[1].created = time.time() - 7200  # too old now
+    with pytest.raises(EnsembleError, match="unknown or has expired"):
+        store.get(rounds[1].round_id)
+    assert not rounds[1].folder.exists()
+    store.close()
+    assert not (tmp_path / "root").exists()
