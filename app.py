@@ -1,0 +1,119 @@
+"""The web app: upload a clip, audition Top-K band continuations side by side, rank them.
+
+    pip install -r requirements.txt && python app.py        # http://127.0.0.1:7860
+
+``build_demo(engine)`` builds the page (:mod:`ui.page`; request work in :mod:`ui.rounds`); the
+engine (decoders, arranger, RAG database, drum database) is loaded once, here, and shared by every
+request. Library errors (:class:`ensemble.EnsembleError`) reach the user as a ``gr.Error`` with their
+message (``ui.page.user_errors``); anything else is logged with its traceback and shown as a short
+generic message.
+
+Environment:
+    GRADIO_SERVER_NAME, GRADIO_SERVER_PORT   where to serve (default 127.0.0.1:7860; Spaces sets them)
+    GRADIO_ANALYTICS_ENABLED                 default False (Gradio would otherwise call outside hosts)
+    ENSEMBLE_CHECKPOINTS                     default checkpoints/ (decoders and arranger)
+    ENSEMBLE_DATABASE                        default assets/rag (the RAG database)
+    ENSEMBLE_DRUMS                           default assets/drums (drum database, harmony model)
+    RATINGS_DIR                              the ratings log's folder (ensemble.ratings.ratings_dir)
+    ENSEMBLE_WARMUP                          1 (default): one tiny request right after start-up, so the
+                                             first user does not pay the one-off compilation
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before Gradio is imported: it reads this setting at import and when a Blocks is built.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import atexit  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ensemble.audio import LoadedAudio  # noqa: E402
+from ensemble.errors import EnsembleError  # noqa: E402
+from ensemble.extend import Engine  # noqa: E402
+from ensemble.ratings import ratings_path  # noqa: E402
+from ui.page import CSS, THEME, PageConfig, build_page  # noqa: E402
+from ui.rounds import RoundStore, Settings, make_round  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = ROOT / "assets" / "examples"
+TITLE = "ensemble: continue your melody with a band"
+log = logging.getLogger("ensemble.app")
+
+
+def build_demo(engine: Engine, *, ratings_file: str | os.PathLike | None = None,
+               store: RoundStore | None = None, engine_lock: threading.Lock | None = None) -> gr.Blocks:
+    """The page, wired to a loaded engine.
+
+    Args:
+        engine: from :meth:`ensemble.extend.Engine.load`.
+        ratings_file: the ratings log; default ``ensemble.ratings.ratings_path()`` (``$RATINGS_DIR``,
+            Spaces' ``/data``, else ``ratings/`` in this checkout).
+        store: owner of the rounds' temporary files (default: a fresh temporary folder).
+        engine_lock: serialises rendering with the start-up warm-up.
+    """
+    config = PageConfig(
+        ratings_file=Path(ratings_file) if ratings_file else ratings_path(ROOT / "ratings"),
+        store=store if store is not None else RoundStore(), examples=sorted(EXAMPLES.glob("*.wav")),
+        engine_lock=engine_lock if engine_lock is not None else threading.Lock())
+    return build_page(engine, config, title=TITLE)
+
+
+def warm_up(engine: Engine, store: RoundStore, lock: threading.Lock) -> None:
+    """One small round (a 4 s synthetic melody, K = 1) so numba/librosa compile before a user waits."""
+    t = time.perf_counter()
+    sr = 16000
+    notes = np.repeat(440.0 * 2.0 ** (np.array([0, 2, 4, 5, 7, 5, 4, 2]) / 12.0), sr // 2)
+    audio = (0.3 * np.sin(2 * np.pi * np.cumsum(notes) / sr)).astype(np.float32)
+    clip = LoadedAudio(audio, sr, sr, 1, False)
+    _, folder = store.new_folder()
+    try:
+        with lock:
+            make_round(engine, clip, Settings(target_seconds=6.0, k=1, blind=False), folder=folder)
+        log.info("warm-up done in %.1f s", time.perf_counter() - t)
+    except Exception:
+        log.exception("warm-up failed (the app still serves; the first request will be slower)")
+    finally:
+        store.discard_folder(folder)
+
+
+def _stop(signum, frame):  # SIGTERM -> the same clean shutdown as Ctrl-C (temporary files removed)
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    t0 = time.perf_counter()
+    try:
+        engine = Engine.load(os.environ.get("ENSEMBLE_CHECKPOINTS", "checkpoints"),
+                             os.environ.get("ENSEMBLE_DATABASE", "assets/rag"),
+                             os.environ.get("ENSEMBLE_DRUMS", "assets/drums"))
+    except EnsembleError as exc:
+        print(f"error: cannot load the models and databases: {exc}", file=sys.stderr)
+        return 2
+    log.info("engine loaded in %.1f s since start (models %s, database %s, %d segments)",
+             time.perf_counter() - t0, engine.model_version, engine.db.version, engine.db.n_chunks)
+    store = RoundStore()
+    atexit.register(store.close)
+    signal.signal(signal.SIGTERM, _stop)
+    lock = threading.Lock()
+    demo = build_demo(engine, store=store, engine_lock=lock)
+    if os.environ.get("ENSEMBLE_WARMUP", "1").strip() not in ("0", "false", "False", ""):
+        threading.Thread(target=warm_up, args=(engine, store, lock), name="warm-up", daemon=True).start()
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                theme=THEME, css=CSS, allowed_paths=[str(EXAMPLES)], max_file_size="200mb")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
