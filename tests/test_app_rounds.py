@@ -133,7 +133,7 @@ def fake_round(tmp_path: Path, *, order=(2, 0, 1), blind=True) -> Round:
                       composite=1.2 - 0.1 * i, relevance=0.8 - 0.05 * i, coherence=0.9, lookback=7.5,
                       transpose=0, seam_pitch_jump_cents=float("nan") if i == 1 else 12.0,
                       seam_loudness_jump_db=-1.5, fallback=False)
-        shown.append(Shown(position=pos, candidate=c, analysis=None, audio=tmp_path / f"{pos}.wav",
+        shown.append(Shown(position=pos, candidate=c, seam=None, audio=tmp_path / f"{pos}.wav",
                            audio_matched=tmp_path / f"{pos}m.wav", matched_gain_db=0.5,
                            matched_limited=False, figure=tmp_path / f"{pos}.png"))
     return Round(round_id="r" * 32, session_id="sess1", rater_id="alice", folder=tmp_path,

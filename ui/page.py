@@ -158,7 +158,7 @@ def _fmt(x: float | None, spec: str, unit: str = "") -> str:
 
 def _scores_md(rnd: Round, i: int) -> str:
     s = rnd.shown[i].scores()
-    seam = rnd.shown[i].analysis.seam
+    seam = rnd.shown[i].seam
     lines = [
         f"**Composite rank {s['composite_rank']} of {rnd.k}**"
         + (" (fallback pass)" if s["fallback"] else ""),
@@ -166,9 +166,10 @@ def _scores_md(rnd: Round, i: int) -> str:
         f"+ {rnd.beta:g} x coherence {s['coherence']:.3f}",
         f"lookback {s['lookback_s']:g} s, transpose {s['transpose']:+d} st; from {s['track']} at "
         f"{s['start_seconds']:.1f} s (chunk {s['db_chunk_idx']})",
-        f"seam: pitch jump {_fmt(seam.pitch_jump_cents, '+.0f', ' cents')}, loudness jump "
-        f"{seam.loudness_jump_db:+.1f} dB",
     ]
+    if seam is not None:
+        lines.append(f"seam: pitch jump {_fmt(seam.pitch_jump_cents, '+.0f', ' cents')}, loudness jump "
+                     f"{seam.loudness_jump_db:+.1f} dB")
     return "  \n".join(lines)
 
 
@@ -396,7 +397,9 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
                         rater = gr.Textbox(label="Rater id (or open the page with ?rater=NAME)",
                                            value="", placeholder="anonymous", max_length=64, elem_id="rater")
                         generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
-                status = gr.Markdown(label="Round status", elem_id="generate-status")
+                # the progress bar runs here, so the report card stays visible once it is drawn
+                status = gr.Markdown(label="Round status", elem_id="generate-status", min_height=90,
+                                     container=True, padding=True)
                 report = gr.Image(label="Report card of your clip", show_label=False, type="filepath",
                                   interactive=False,
                                   buttons=["download", "fullscreen"], elem_id="report-card")
@@ -485,7 +488,7 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
                [audio_in, target, k_in, alpha, beta, lookbacks, followers, transpose, seed, blind, matched,
                 rater, session_state],
                [report, status, round_json, files_out, round_state, session_state],
-               api_name="generate", concurrency_limit=1, concurrency_id="engine")
+               api_name="generate", concurrency_limit=1, concurrency_id="engine", show_progress_on=[status])
          .success(show_round, [round_state, matched], show_outputs, api_visibility="private"))
         matched.change(switch_audio, [round_state, matched], audios, api_visibility="private")
         (submit

@@ -36,7 +36,7 @@ from ensemble.extend import Engine, ExtendRequest, Extension, extend
 from ensemble.features import FeatureConfig, loudness_db
 from ensemble.metrics import (
     Analysis,
-    CandidateAnalysis,
+    SeamMetrics,
     SegmentFeatures,
     analyze_clip,
     candidate_analysis,
@@ -228,7 +228,9 @@ class Shown:
     Attributes:
         position: 1..K, its place on the page.
         candidate: the retrieval result (``candidate.rank`` is the composite rank).
-        analysis: input + continuation analysed from stored features (seam metrics, figure).
+        seam: pitch and loudness jumps at the seam, measured on the input + continuation analysed
+            from stored features (the analysis itself is dropped once the figures are drawn: a
+            session keeps its round in memory).
         audio: PCM-16 WAV of the performed mix, as rendered.
         audio_matched: the same mix scaled to the input's integrated loudness.
         matched_gain_db: the gain of ``audio_matched``; ``matched_limited`` when the peak ceiling cut it.
@@ -238,7 +240,7 @@ class Shown:
 
     position: int
     candidate: Candidate
-    analysis: CandidateAnalysis
+    seam: SeamMetrics | None
     audio: Path
     audio_matched: Path
     matched_gain_db: float
@@ -454,7 +456,7 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
         _renumber_legend(fig, pos)
         fig_path = write_figure(fig, folder / _opaque_name(".png"))
         report(0.86 + 0.12 * pos / k, f"drew candidate {pos} of {k}")
-        shown.append(Shown(position=pos, candidate=c, analysis=analyses[i], audio=mix_path,
+        shown.append(Shown(position=pos, candidate=c, seam=analyses[i].seam, audio=mix_path,
                            audio_matched=matched, matched_gain_db=gain, matched_limited=limited,
                            figure=fig_path, notes=list(perf.info.get("notes", []))))
     overview = write_figure(
@@ -490,7 +492,7 @@ class RoundStore:
         max_age_s: rounds older than this are dropped.
     """
 
-    def __init__(self, root: str | Path | None = None, *, max_rounds: int = 64,
+    def __init__(self, root: str | Path | None = None, *, max_rounds: int = 200,
                  max_age_s: float = 6 * 3600.0) -> None:
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="ensemble-app-"))
         self.root.mkdir(parents=True, exist_ok=True)
