@@ -25,6 +25,8 @@ import inspect
 import io
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -250,8 +252,9 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
                 gr.update(interactive=False), "", *hidden)
 
     def show_round(rnd: Round | None, matched: bool):
-        if rnd is None:
-            return [gr.skip()] * len(show_outputs)
+        if rnd is None:  # the request failed (its error is shown on the Generate tab)
+            return [gr.skip(), "Nothing to rate yet: generate candidates first.",
+                    *[gr.skip()] * (len(show_outputs) - 2)]
         files = rnd.audio_files(bool(matched))
         out: list = [gr.Tabs(selected="listen"), _round_status(rnd),
                      gr.update(value=str(rnd.overview), visible=True)]
@@ -318,12 +321,11 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
                    for p in summary["per_submission"]]
         shown = frame.iloc[::-1].head(LOG_ROWS_SHOWN)
         csv_copy = None
-        if config.ratings_file.exists():
-            export = store.root / "export"
-            export.mkdir(exist_ok=True)
-            tmp = export / ".ratings.csv.tmp"
-            tmp.write_bytes(config.ratings_file.read_bytes())
-            csv_copy = str(tmp.replace(export / "ratings.csv"))
+        if config.ratings_file.exists():  # a snapshot to download, in a folder of its own per request
+            export = Path(tempfile.mkdtemp(prefix="export-", dir=store.root))
+            csv_copy = str(export / "ratings.csv")
+            Path(csv_copy).write_bytes(config.ratings_file.read_bytes())
+            _prune_exports(store.root, keep=export)
         label = (f"Ratings log: {len(frame)} rows, newest first"
                  + (f" (showing {LOG_ROWS_SHOWN})" if len(frame) > LOG_ROWS_SHOWN else ""))
         return (format_summary(summary), _image(first_choice_figure(summary)),
@@ -489,7 +491,7 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
                 rater, session_state],
                [report, status, round_json, files_out, round_state, session_state],
                api_name="generate", concurrency_limit=1, concurrency_id="engine", show_progress_on=[status])
-         .success(show_round, [round_state, matched], show_outputs, api_visibility="private"))
+         .then(show_round, [round_state, matched], show_outputs, api_visibility="private"))
         matched.change(switch_audio, [round_state, matched], audios, api_visibility="private")
         (submit
          .click(rate_ui, [round_state, rater, favourite, comment, *ranks], rate_outputs,
@@ -511,6 +513,17 @@ def _image(fig) -> Image.Image:
     """
     fig.set_size_inches(8.0, 4.2)
     return Image.open(io.BytesIO(figure_png(fig)))
+
+
+def _prune_exports(root: Path, *, keep: Path, max_age_s: float = 600.0) -> None:
+    """Delete CSV snapshots older than ``max_age_s`` (Gradio has served its own copy by then)."""
+    now = time.time()
+    for folder in root.glob("export-*"):
+        try:
+            if folder != keep and now - folder.stat().st_mtime > max_age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _analytics_enabled() -> bool:
