@@ -21,7 +21,13 @@ from ensemble.models.arranger import make_debug_arranger
 from ensemble.models.decoder import make_debug_decoder
 from ensemble.models.io import save_checkpoint
 from ensemble.perform import PerformConfig, Performer, parse_followers, write_performance
-from ensemble.perform.analysis import analyze_leader, plan_harmony
+from ensemble.perform.analysis import (
+    _features,
+    analyze_leader,
+    chunked_features,
+    chunked_loudness,
+    plan_harmony,
+)
 from ensemble.perform.assets import build_assets
 from ensemble.perform.drums import DrumDB, LoopCut, leader_pattern, place_loop, select_loop
 from ensemble.perform.evaluate import drum_onset_errors
@@ -210,6 +216,18 @@ def test_harmony_counts_and_model_roundtrip():
     assert np.allclose(again.log_emission, model.log_emission, atol=1e-5)
     with pytest.raises(EnsembleError, match="rebuild"):
         HarmonyModel.from_dict({"name": "learned"})
+
+
+def test_chunked_analysis_matches_whole_clip_analysis():
+    audio = np.tile(melody([(60, 1), (64, 1), (67, 1), (71, 2)], 0.3), 12)[: int(17.3 * SR) + 51]
+    whole, parts = _features(audio, FC), chunked_features(audio, FC, chunk_seconds=5.0)
+    for k in ("f0_hz", "voiced", "loudness_db", "rms", "chroma"):
+        assert np.array_equal(getattr(whole, k), getattr(parts, k)), k
+    assert np.mean(np.abs(whole.onset - parts.onset)) < 0.02  # per-chunk dB reference
+    assert np.array_equal(chunked_loudness(audio, FC, chunk_seconds=5.0), whole.loudness_db)
+    exact = audio[: 15 * SR]  # a whole number of chunks: the last frame must not be lost
+    assert len(chunked_features(exact, FC, chunk_seconds=5.0).f0_hz) == n_frames(len(exact), FC)
+    assert np.array_equal(chunked_loudness(exact, FC, chunk_seconds=5.0), _features(exact, FC).loudness_db)
 
 
 # ----------------------------------------------------------------------------- rhythm & drums

@@ -63,6 +63,7 @@ class PerformConfig:
             to follow.
         bass_note_gap_s: loudness dip before each new bass note (re-articulation).
         limiter_threshold_db, limiter_ceiling_db: soft limiter on the mix (ceiling < 0 dBFS).
+        analysis_chunk_seconds: the leader is analysed in chunks of this length (bounds memory).
         render_chunk_seconds: the keys voices are rendered one at a time above this length to bound
             memory (a 10-minute clip).
     """
@@ -95,6 +96,7 @@ class PerformConfig:
     bass_note_gap_s: float = 0.03
     limiter_threshold_db: float = -6.0
     limiter_ceiling_db: float = -1.0
+    analysis_chunk_seconds: float = 30.0
     render_chunk_seconds: float = 120.0
 
     def __post_init__(self) -> None:

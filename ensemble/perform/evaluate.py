@@ -7,10 +7,14 @@ Per track the Guitar stem is performed and compared with the track's ground trut
   pitch classes agree. Measured on the *planned* bass f0 (what the decoder was asked to play) and on
   the *rendered* bass stem (pYIN, 38-220 Hz). Two baselines on the same frames: a constant bass on
   the estimated key's tonic, and chance (the planned pitch classes shuffled over the frames).
-* **drum timing** -- onsets detected in the rendered drum stem (librosa ``onset_detect``), each one's
-  distance to the nearest beat of the leader's grid (the grid perform.json reports) and of the
-  ground-truth grid (the track's ``beat_bpm`` from its first drum hit); also the share of leader
-  beats that have a drum onset within 40 ms. Baseline: the same drum stem shifted by half a beat.
+* **drum timing** -- onsets detected in the rendered drum stem (librosa ``onset_detect``, which
+  reports drum hits ~10 ms late), each one's distance to the nearest point of the *grid a groove
+  plays on*: the beats split into the loop's subdivisions (eighths; thirds in compound meters).
+  Against the performer's own grid (the chosen drum grid, from the leader's tracked beats) and
+  against the true grid (the track's ``beat_bpm`` from its first drum hit, split by its meter).
+  Baseline: the same drum stem shifted by half a subdivision. Also the share of the leader's beats
+  with a drum onset within 40 ms, and -- for reference -- the distance to the beats alone (off-beat
+  hi-hats sit half a beat away from it by design).
 * **mix peak** in dBFS.
 
 Frames are pooled over tracks for the pitch-class scores; medians are over all onsets.
@@ -29,10 +33,16 @@ from ensemble.audio import load_audio, peak_dbfs
 from ensemble.corpus.layout import list_tracks
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig
+from ensemble.models.arranger import Arranger, ArrangerConfig
+from ensemble.models.decoder import DecoderConfig, InstrumentDecoder
+from ensemble.models.io import load_arranger, load_decoder
+from ensemble.perform.config import PerformConfig
+from ensemble.perform.drums import DrumDB, meter_of
 from ensemble.perform.harmony import PC_NAMES, hz_to_midi
 from ensemble.perform.performer import Performance, Performer
 
-__all__ = ["EvalConfig", "evaluate_tracks", "drum_onset_errors", "pitch_class_agreement"]
+__all__ = ["EvalConfig", "evaluate_tracks", "drum_onset_errors", "pitch_class_agreement",
+           "load_performer", "subdivide"]
 
 _PC = {**{n: i for i, n in enumerate(PC_NAMES)}, "Db": 1, "D#": 3, "Gb": 6, "G#": 8, "A#": 10,
        "Cb": 11, "E#": 5, "Fb": 4, "B#": 0}
@@ -60,6 +70,46 @@ class EvalConfig:
     tolerance_s: float = 0.04
     max_tracks: int | None = None
     seed: int = 0
+
+
+def load_performer(config: PerformConfig = PerformConfig(), *, allow_untrained: bool = False
+                   ) -> tuple[Performer, list[str]]:
+    """:meth:`Performer.load`, or -- for benchmarks run before training ends -- the same with
+    untrained full-size models standing in for missing checkpoints.
+
+    Args:
+        config: settings (``checkpoints_dir``, ``drum_db``, ``followers``).
+        allow_untrained: replace a missing ``arranger.pt``/``decoder_<Name>.pt`` by an untrained
+            model of the default size (same compute, meaningless sound) instead of raising.
+
+    Returns:
+        (performer, names of the models that are untrained stand-ins).
+    """
+    if not allow_untrained:
+        return Performer.load(config), []
+    ckpt = Path(config.checkpoints_dir)
+    untrained, versions = [], {}
+    if (ckpt / "arranger.pt").is_file():
+        arranger, meta = load_arranger(ckpt / "arranger.pt")
+        versions["arranger"] = {"file": "arranger.pt", **{k: meta.get(k) for k in ("steps", "complete")}}
+    else:
+        arranger = Arranger(ArrangerConfig())
+        untrained.append("arranger")
+    decoders = {}
+    for name in ("Bass", "Keys"):
+        if name not in config.followers:
+            continue
+        path = ckpt / f"decoder_{name}.pt"
+        if path.is_file():
+            decoders[name], meta = load_decoder(path)
+            versions[name] = {"file": path.name, **{k: meta.get(k) for k in ("steps", "complete")}}
+        else:
+            decoders[name] = InstrumentDecoder(DecoderConfig(instrument=name))
+            untrained.append(name)
+    for name in untrained:
+        versions[name] = {"source": "untrained stand-in (no checkpoint yet)"}
+    db = DrumDB.load(config.drum_db)
+    return Performer(arranger, decoders, db, config, versions=versions), untrained
 
 
 def _pcs(f0_hz: np.ndarray) -> np.ndarray:
@@ -97,6 +147,15 @@ def drum_onset_errors(drums: np.ndarray, beats_s: np.ndarray, *, sample_rate: in
     return np.min(np.abs(onsets[:, None] - beats[None, :]), axis=1)
 
 
+def subdivide(beats_s: np.ndarray, k: int) -> np.ndarray:
+    """[B] beat times -> [(B - 1) * k + 1] times with each beat split into ``k`` equal parts."""
+    b = np.asarray(beats_s, dtype=np.float64)
+    if k <= 1 or len(b) < 2:
+        return b
+    frac = np.arange(k) / k
+    return np.append((b[:-1, None] + np.diff(b)[:, None] * frac[None, :]).reshape(-1), b[-1])
+
+
 def _gt_beats(meta: dict, duration: float) -> np.ndarray | None:
     try:
         bpm = float(meta["beat_bpm"])
@@ -132,7 +191,7 @@ def evaluate_tracks(performer: Performer, data_dir: str | Path, *,
     rng = np.random.default_rng(config.seed)
     rows = []
     pooled = {"plan": [0, 0], "rendered": [0, 0], "tonic": [0, 0], "chance": [0.0, 0]}
-    errs_est, errs_gt, errs_shift, beats_err = [], [], [], []
+    errs_est, errs_gt, errs_shift, errs_beats, beats_err = [], [], [], [], []
     recall = [0, 0]
     peaks = []
     tracks = [t for t in list_tracks(data_dir)
@@ -188,25 +247,30 @@ def evaluate_tracks(performer: Performer, data_dir: str | Path, *,
                 pooled["rendered"][1] += tot
         if "Drums" in perf.stems and perf.drums is not None:
             drums = perf.stems["Drums"]
-            est = np.asarray(perf.info["beat_times_s"])
-            e = drum_onset_errors(drums, est, sample_rate=sr)
+            sub = int(perf.info["drums"]["segment"]["subdivision"])
+            est_beats = np.asarray(perf.info["beat_times_s"])
+            est_grid = subdivide(perf.drums.grid.times_s, sub)
+            e = drum_onset_errors(drums, est_grid, sample_rate=sr)
             errs_est.append(e)
             row["drum_err_ms_est"] = round(1000 * float(np.median(e)), 1) if e.size else None
+            e = drum_onset_errors(drums, est_beats, sample_rate=sr)
+            errs_beats.append(e)
             gt = _gt_beats(meta, perf.info["seconds"])
             if gt is not None:
-                e = drum_onset_errors(drums, gt, sample_rate=sr)
+                gt_sub = meter_of(meta.get("time_signature", "4/4"))[1]
+                e = drum_onset_errors(drums, subdivide(gt, gt_sub), sample_rate=sr)
                 errs_gt.append(e)
                 row["drum_err_ms_gt"] = round(1000 * float(np.median(e)), 1) if e.size else None
-                if est.size:
-                    be = np.min(np.abs(est[:, None] - gt[None, :]), axis=1)
+                if est_beats.size:
+                    be = np.min(np.abs(est_beats[:, None] - gt[None, :]), axis=1)
                     beats_err.append(be)
                     row["beat_err_ms"] = round(1000 * float(np.median(be)), 1)
-            ibi = 60.0 / perf.info["tempo_bpm"]
-            shift = int(round(0.5 * ibi * sr))
-            e = drum_onset_errors(np.roll(drums, shift), est, sample_rate=sr)
+            # baseline: the same drums half a subdivision late (as far off the grid as they can be)
+            shift = int(round(float(np.median(np.diff(perf.drums.grid.times_s))) / sub / 2 * sr))
+            e = drum_onset_errors(np.roll(drums, shift), est_grid, sample_rate=sr)
             errs_shift.append(e)
-            h, t = _beat_recall(drums, est[(est > 0.5) & (est < perf.info["seconds"] - 0.5)],
-                                config.tolerance_s, sr)
+            inner = est_beats[(est_beats > 0.5) & (est_beats < perf.info["seconds"] - 0.5)]
+            h, t = _beat_recall(drums, inner, config.tolerance_s, sr)
             recall[0] += h
             recall[1] += t
             row["drums_segment"] = perf.info["drums"]["segment"]["track"]
@@ -230,9 +294,10 @@ def evaluate_tracks(performer: Performer, data_dir: str | Path, *,
         "key_accuracy": round(float(np.mean([r["key_est"] is not None and r["key_true"] is not None
                                              and _same_key(r["key_est"], r["key_true"])
                                              for r in rows])), 4),
-        "drum_onset_err_ms_median_vs_est_beats": med_ms(errs_est),
-        "drum_onset_err_ms_median_vs_true_beats": med_ms(errs_gt),
+        "drum_onset_err_ms_median_vs_est_grid": med_ms(errs_est),
+        "drum_onset_err_ms_median_vs_true_grid": med_ms(errs_gt),
         "drum_onset_err_ms_median_shifted_baseline": med_ms(errs_shift),
+        "drum_onset_err_ms_median_vs_est_beats_only": med_ms(errs_beats),
         "beats_with_drum_onset_within_40ms": frac(recall),
         "beat_err_ms_median_est_vs_true": med_ms(beats_err),
         "mix_peak_dbfs_max": max(peaks) if peaks else None,

@@ -40,11 +40,17 @@ import torch
 from ensemble.audio import peak_dbfs, save_wav, to_float32
 from ensemble.dsp import soft_limit
 from ensemble.errors import EnsembleError
-from ensemble.features import FeatureConfig, loudness_db
+from ensemble.features import FeatureConfig
 from ensemble.models.arranger import Arranger
 from ensemble.models.decoder import LOUDNESS_FLOOR_DB, InstrumentDecoder, denormalize_loudness
 from ensemble.models.io import load_arranger, load_decoder
-from ensemble.perform.analysis import HarmonyPlan, LeaderAnalysis, analyze_leader, plan_harmony
+from ensemble.perform.analysis import (
+    HarmonyPlan,
+    LeaderAnalysis,
+    analyze_leader,
+    chunked_loudness,
+    plan_harmony,
+)
 from ensemble.perform.config import PerformConfig
 from ensemble.perform.drums import DrumChoice, DrumDB, place_loop, select_loop
 from ensemble.perform.harmony import PC_NAMES, HarmonyModel, chord_name
@@ -275,7 +281,7 @@ class Performer:
         # hits set the detail (a frame-by-frame gain would flatten every hit)
         win = int(fr)
         target = _moving_average(10.0 ** (target_db / 10.0), win)
-        have = _moving_average(10.0 ** (loudness_db(placed, config=self.features) / 10.0), win)
+        have = _moving_average(10.0 ** (chunked_loudness(placed, self.features) / 10.0), win)
         gain = np.sqrt(target / np.maximum(have, 1e-10))
         gain = np.where(target_db.max() <= LOUDNESS_FLOOR_DB + 1e-6, 0.0, gain)
         gain = _moving_average(np.clip(gain, 0.0, 10.0), int(0.25 * fr))  # [T]
