@@ -344,6 +344,7 @@ def build_database(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.exists()
                                 else None))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the database is shipped
     (tmp / "audio").mkdir()
     chunk_step = int(round(config.chunk_seconds * FPS))
     seg_frames = int(round(config.segment_seconds * FPS))

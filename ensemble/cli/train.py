@@ -67,6 +67,7 @@ def _eval_decoder(args: argparse.Namespace) -> int:
     res = evaluate_decoder(args.data, ckpt, figure=args.figure, progress=not args.quiet)
     rows = [(name, res["mrstft"][name], res["f0_error_cents_median"].get(name, "-"))
             for name in ("trained", "untrained", "additive_baseline")]
+    rows.append(("target (pYIN on the real audio)", "-", res["f0_error_cents_median"].get("target", "-")))
     print(f"decoder {res['instrument']} on the test split: {res['windows']} windows of "
           f"{res['window_seconds']} s")
     _print_table(rows, ("model", "MR-STFT loss", "median |f0 err| (cents)"))
