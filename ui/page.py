@@ -224,6 +224,7 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
             analysis = analyse_input(clip.audio)
             png = write_figure(report_card(analysis, title=f"Your clip ({clip.seconds:.1f} s)"),
                                folder / "input_report.png")
+            report_s = time.perf_counter() - started
             yield (png, f"Analysed your {clip.seconds:.1f} s clip; retrieving and performing "
                         f"{settings.k} candidates...", gr.skip(), gr.skip(), gr.skip(), session_id)
             if not config.engine_lock.acquire(blocking=False):
@@ -239,6 +240,7 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
         except BaseException:
             store.discard_folder(folder)  # a failed (or abandoned) request leaves nothing behind
             raise
+        rnd.timings["input_report"] = report_s  # read, analysed and drawn before the round began
         rnd.timings["total"] = time.perf_counter() - started
         store.add(rnd)
         log.info("round %s: K=%d, %.1f s input -> %.1f s, %.1f s", round_id, rnd.k, rnd.input_seconds,
