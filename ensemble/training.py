@@ -69,6 +69,7 @@ class TrainConfig:
     max_minutes: float = 45.0
     checkpoint_every: int = 50
     min_active: float = 0.3  # windows need this fraction of sounding frames
+    fft_sizes: tuple[int, ...] = (1024, 512, 256, 128, 64)  # MR-STFT resolutions
 
 
 @dataclass
@@ -266,7 +267,7 @@ def train_decoder(data_dir: str | os.PathLike, instrument: str, out_dir: str | o
         loud_t = torch.tensor(np.stack(loud))[..., None]
         target = torch.tensor(np.stack([np.pad(a, (0, frames * HOP - len(a))) for a in audio]))
         pred = model(f0_t, loud_t, n_samples=frames * HOP, generator=gen)
-        return multi_resolution_stft_loss(pred, target)
+        return multi_resolution_stft_loss(pred, target, fft_sizes=tuple(cfg.fft_sizes))
 
     name = f"decoder_{instrument}"
     step, losses, wall, early = _run(name, model, batch_loss, cfg, out_dir, rng, progress)

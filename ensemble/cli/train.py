@@ -26,6 +26,8 @@ def _train_config(args: argparse.Namespace, **defaults):
     cfg = TrainConfig(**defaults)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "window_seconds", "learning_rate",
                                                "seed", "max_minutes") if getattr(args, k) is not None}
+    if getattr(args, "fft_sizes", None):
+        overrides["fft_sizes"] = tuple(int(x) for x in args.fft_sizes.split(","))
     return replace(cfg, **overrides)
 
 
@@ -121,6 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d = tsub.add_parser("decoder", help="train an instrument decoder")
     d.add_argument("--instrument", required=True)
     d.add_argument("--hidden", type=int, default=256)
+    d.add_argument("--fft-sizes", help="MR-STFT sizes, e.g. 2048,1024,512,256,128,64 (larger resolve bass)")
     _train_args(d)
     d.set_defaults(func=_train_decoder)
     a = tsub.add_parser("arranger", help="train the arranger")
