@@ -7,10 +7,12 @@ RAG database, the performer); :func:`extend` serves one request; :func:`write_ex
 into a temporary folder renamed into place, so a failed request leaves nothing behind.
 
 Sharing work across the K candidates: the user's clip is analysed once for the query (YIN, loudness,
-chroma, one GRU pass); candidates' features come from the database (no per-candidate analysis);
-transposed winners are re-synthesised together in one batch. Each stitched candidate is then
-performed whole, so the harmony plan, tempo grid and drum loop are chosen for the full piece and run
-through the seam instead of being spliced.
+chroma, one GRU pass) and **performed once**; candidates' features come from the database (no
+per-candidate analysis); transposed winners are re-synthesised together in one batch; only the K
+continuations (plus the crossfade) are performed, two at a time on the 2 cores, and each band stem is
+joined to the input's with the same equal-power crossfade as the leader. The continuation's
+accompaniment is planned from the continuation alone (its own key, beat grid and drum loop), which
+the crossfade smooths but does not make one plan.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 
 from ensemble.audio import save_wav
-from ensemble.dsp import crossfade
+from ensemble.dsp import crossfade, soft_limit
 from ensemble.errors import EnsembleError
 from ensemble.models.decoder import InstrumentDecoder
 from ensemble.models.io import load_decoder
@@ -226,14 +229,50 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     if req.followers != performer.config.followers:
         performer = Performer(performer.arranger, performer.decoders, performer.drum_db,
                               replace(performer.config, followers=req.followers), versions=performer.versions)
-    performances = []
-    for i, leader in enumerate(leaders):
-        report(0.15 + 0.8 * i / len(leaders), f"performing candidate {i + 1} of {len(leaders)}")
-        performances.append(performer.perform(leader, seed=req.seed))
-    timings["perform"] = time.perf_counter() - t
+    report(0.15, "performing the input")
+    user_perf = performer.perform(audio, seed=req.seed)
+    timings["perform_input"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    conts = [leader[len(audio) - xfade:] for leader in leaders]  # the continuation incl. the fade
+    done = [0]
+
+    def perform_one(leader: np.ndarray) -> Performance:
+        perf = performer.perform(leader, seed=req.seed)
+        done[0] += 1
+        report(0.2 + 0.75 * done[0] / len(conts), f"performed {done[0]} of {len(conts)} continuations")
+        return perf
+
+    with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+        cont_perfs = list(pool.map(perform_one, conts))
+    performances = [_stitch(user_perf, p, xfade, performer.config) for p in cont_perfs]
+    timings["perform_continuations"] = time.perf_counter() - t
     report(1.0, "done")
     versions = {"model": engine.model_version, "database": engine.db.version}
     return Extension(audio, q, cands, performances, leaders, req, notes, timings, versions)
+
+
+def _stitch(user: Performance, cont: Performance, xfade: int, config: PerformConfig) -> Performance:
+    """Join the input's performance and a continuation's, stem by stem, with the same equal-power
+    crossfade as the leader, then re-mix through the soft limiter (peak stays below 0 dBFS)."""
+    stems = {}
+    n = len(user.mix) + len(cont.mix) - xfade
+    for name in dict.fromkeys([*user.stems, *cont.stems]):
+        a = user.stems.get(name, np.zeros(len(user.mix), np.float32))
+        b = cont.stems.get(name, np.zeros(len(cont.mix), np.float32))
+        stems[name] = crossfade(a, b, xfade, kind="equal_power").astype(np.float32)
+    raw = np.sum(list(stems.values()), axis=0) if stems else np.zeros(n, np.float32)
+    peak = float(np.max(np.abs(raw))) if raw.size else 0.0
+    bus = min(1.0, 10.0 ** (3.0 / 20.0) / peak) if peak > 0 else 1.0
+    for name in stems:
+        stems[name] *= np.float32(bus)
+    mix = soft_limit(raw * np.float32(bus), threshold_db=config.limiter_threshold_db,
+                     ceiling_db=config.limiter_ceiling_db).astype(np.float32)
+    info = {"stitched": True, "seam_seconds": round((len(user.mix) - xfade / 2) / SR, 3),
+            "crossfade_seconds": round(xfade / SR, 3), "bus_gain": round(bus, 4),
+            "peak_dbfs": round(20 * np.log10(max(float(np.max(np.abs(mix))), 1e-12)), 2),
+            "input_part": user.info, "continuation_part": cont.info}
+    return replace(cont, mix=mix, stems=stems, info=info)
 
 
 def _results_csv(ext: Extension) -> str:
