@@ -1,0 +1,100 @@
+"""extend end to end on the shipped assets: file formats, a 3 s clip, results files, bad requests."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ensemble.audio import load_audio
+from ensemble.errors import EnsembleError
+from ensemble.extend import Engine, ExtendRequest, extend, write_extension
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.wav"))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine.load(ROOT / "checkpoints", ROOT / "assets" / "rag", ROOT / "assets" / "drums")
+
+
+@pytest.fixture(scope="module")
+def clip():
+    assert EXAMPLES, "assets/examples is empty: run scripts/make_examples.py"
+    return load_audio(EXAMPLES[0]).audio[: 6 * 16000]
+
+
+@pytest.mark.parametrize("fmt", ["wav44k_stereo_24bit", "flac", "ogg"])
+def test_extend_reads_common_formats(tmp_path, engine, clip, fmt):
+    import soxr
+
+    path = tmp_path / f"in.{fmt.split('_')[0][:4]}"
+    if fmt.startswith("wav"):
+        hi = soxr.resample(clip, 16000, 44100)
+        stereo = np.stack([hi, 0.5 * hi], axis=1)
+        path = tmp_path / "in.wav"
+        sf.write(path, stereo, 44100, subtype="PCM_24")
+    elif fmt == "flac":
+        sf.write(path, clip, 16000, format="FLAC")
+    else:
+        path = tmp_path / "in.ogg"
+        sf.write(path, clip, 16000, format="OGG", subtype="VORBIS")
+    audio = load_audio(path).audio
+    ext = extend(engine, audio, ExtendRequest(seconds=9.0, k=2, followers=("Bass", "Drums")))
+    assert len(ext.candidates) == 2
+    for perf in ext.performances:
+        assert abs(len(perf.mix) / 16000 - 9.0) < 0.05  # target length, nothing truncated
+        assert 20 * np.log10(np.max(np.abs(perf.mix))) <= 0.0
+
+
+def test_three_second_clip_and_results_files(tmp_path, engine, clip):
+    ext = extend(engine, clip[: 3 * 16000], ExtendRequest(seconds=6.0, k=3))
+    assert any("shorter than the smallest lookback" in n for n in ext.notes)
+    out = write_extension(ext, tmp_path / "out")
+    for rank in (1, 2, 3):
+        d = out / f"rank{rank:02d}"
+        assert (d / "mix.wav").is_file() and (d / "perform.json").is_file()
+        info = sf.info(d / "mix.wav")
+        assert info.subtype == "PCM_16" and info.samplerate == 16000
+    results = json.loads((out / "results.json").read_text())
+    assert [c["rank"] for c in results["candidates"]] == [1, 2, 3]
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 3 and {"composite", "relevance", "coherence", "lookback", "transpose",
+                               "seam_pitch_jump_cents", "seam_loudness_jump_db", "fallback"} <= set(rows[0])
+
+
+def test_bad_requests(tmp_path, engine, clip):
+    with pytest.raises(EnsembleError, match="longer than the input"):
+        extend(engine, clip, ExtendRequest(seconds=5.0, k=2))
+    with pytest.raises(EnsembleError, match="silent"):
+        extend(engine, np.zeros(5 * 16000, np.float32), ExtendRequest(seconds=9.0, k=2))
+    with pytest.raises(EnsembleError, match="K = 11"):
+        extend(engine, clip, ExtendRequest(seconds=9.0, k=11))
+    with pytest.raises(EnsembleError, match="lookbacks"):
+        extend(engine, clip, ExtendRequest(seconds=9.0, k=2, lookbacks=(6.0,)))
+    with pytest.raises(EnsembleError, match="at least 2 s"):
+        extend(engine, clip[:16000], ExtendRequest(seconds=9.0, k=2))
+
+
+def test_cli_extend_and_error_message(tmp_path):
+    src = tmp_path / "clip.flac"
+    sf.write(src, load_audio(EXAMPLES[0]).audio[: 5 * 16000], 16000, format="FLAC")
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "ensemble", "extend", str(src), "--seconds", "8", "--top-k", "2",
+                          "--followers", "bass", "--out", str(out), "--quiet"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (out / "rank02" / "mix.wav").is_file()
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    run = subprocess.run([sys.executable, "-m", "ensemble", "extend", str(bad), "--out", str(tmp_path / "o2")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "not a readable audio file" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "o2").exists()
