@@ -68,13 +68,13 @@ def main() -> None:
               "Decoders: multi-resolution STFT loss of resynthesis with ground-truth f0 and loudness in",
               "(lower is better), and median |f0 error| in cents of pYIN on the output vs the input f0.", "",
               "| instrument | windows | trained | untrained | additive 1/k baseline | f0 err trained (c) | "
-              "f0 err baseline (c) |", "|---|---|---|---|---|---|---|"]
+              "f0 err baseline (c) | f0 err of pYIN on the real audio (c) |", "|---|---|---|---|---|---|---|---|"]
     for d in DECODERS:
         ev = _load(ck / "eval" / f"decoder_{d}.json")
         if ev:
             m, c = ev["mrstft"], ev["f0_error_cents_median"]
             lines.append(f"| {d} | {ev['windows']} | {m['trained']} | {m['untrained']} | {m['additive_baseline']} | "
-                         f"{c.get('trained')} | {c.get('additive_baseline')} |")
+                         f"{c.get('trained')} | {c.get('additive_baseline')} | {c.get('target')} |")
     lines += ["", "Commands: `python -m ensemble eval decoder --instrument NAME --figure "
               "checkpoints/figures/NAME.png --json-out checkpoints/eval/decoder_NAME.json`.", "",
               "Arranger: MSE of predicted follower loudness (normalised to [0, 1]: 0 = -80 dB, 1 = 0 dB) vs ground",
