@@ -63,7 +63,11 @@ def main() -> None:
               "d_model 128, 4 heads) over frames pooled by 4 (25 steps/s), 10 s windows, MSE on normalised",
               "follower loudness. Training stopped at the `--max-minutes` budgets (2-core CPU shared with",
               "other jobs); `complete = False` means fewer than the planned 900/1500 steps. Running the same",
-              "command again resumes from `checkpoints/.train-<name>/` (not shipped).", "",
+              "command again resumes from `checkpoints/.train-<name>/` (not shipped). Each model was trained",
+              "in resumed runs of that command with growing `--max-minutes`; the table shows the last one.",
+              "The Bass decoder's last run added a 2048-point STFT to the loss: with FFT sizes up to 1024",
+              "(15.6 Hz bins) it had learned too little energy at the fundamental (pYIN on its output",
+              "tracked the 3rd harmonic: median f0 error 1740 cents at 372 steps; 0.12 cents after).", "",
               "## Evaluation (test split)", "",
               "Decoders: multi-resolution STFT loss of resynthesis with ground-truth f0 and loudness in",
               "(lower is better), and median |f0 error| in cents of pYIN on the output vs the input f0.", "",
@@ -92,8 +96,12 @@ def main() -> None:
             pf = ev["mse_per_follower"][k]
             lines.append(f"| {label} | {','.join(ev['inputs']) if k == 'arranger' else '-'} | {ev['mse'][k]} | "
                          f"{pf.get('Bass')} | {pf.get('Drums')} | {pf.get('Keys')} |")
-    lines += ["", "The shipped `arranger.pt` is the variant with the lower test MSE above (the input ablation:",
-              "leader loudness only vs loudness + onset strength + f0 + voicing).", "",
+    early = _load(ck / "eval" / "arranger_at_340_steps.json")
+    lines += ["", "Input ablation at an equal budget (~350 steps each): loudness + onset strength + f0 + voicing",
+              f"MSE {early['mse']['arranger'] if early else '?'} vs loudness only "
+              f"{(_load(ck / 'eval' / 'arranger_loudness.json') or {}).get('mse', {}).get('arranger', '?')}: "
+              "onset, f0 and voicing help, so the shipped `arranger.pt` uses them (and trained on to the",
+              "step count in the table). `arranger_loudness.pt` is not shipped; its evaluation is kept.", "",
               "## Spectrograms (target vs resynthesis, first test window)", ""]
     for d in DECODERS:
         if (ck / "figures" / f"{d}.png").is_file():
