@@ -75,6 +75,8 @@ def main() -> None:
                        ("baseline: constant tonic of estimated key", "bass_pc_tonic_baseline"),
                        ("baseline: chance (shuffled frames)", "bass_pc_chance_baseline")):
         print(f"{label:<44}{_fmt(s[key]):>16}")
+    print(f"rendered bass: pYIN finds a pitch on {_fmt(s['rendered_bass_pitched_share'])} of the planned "
+          f"note frames ({s['bass_frames_both_sound_rendered']} frames compared)")
     print(f"key accuracy {_fmt(s['key_accuracy'])}; beat tracking median |error| "
           f"{_fmt(s['beat_err_ms_median_est_vs_true'], '.1f')} ms")
     print(f"{'drum onsets: median |distance| to grid':<44}{'ms':>16}")

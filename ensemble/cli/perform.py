@@ -36,6 +36,10 @@ def _perform(args: argparse.Namespace) -> int:
     from ensemble.audio import load_audio
     from ensemble.perform import PerformConfig, Performer, write_performance
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     config = PerformConfig(followers=args.followers, checkpoints_dir=args.checkpoints,
                            drum_db=args.drum_db, seed=args.seed, harmony_model=args.harmony)
     config = replace(config, **_gains(args.gains))
@@ -92,6 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--harmony", default="auto", choices=("auto", "rules", "learned"),
                    help="harmony model (auto: the learned one shipped with the drum database)")
     p.add_argument("--gains", help="mix gains in dB, e.g. bass=-3,keys=-6")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 is steadier on a "
+                   "busy machine)")
     p.add_argument("--quiet", action="store_true", help="print only the JSON line")
     p.set_defaults(func=_perform)
 

@@ -5,8 +5,10 @@ Per track the Guitar stem is performed and compared with the track's ground trut
 * **bass pitch class** -- on frames where both the performed bass and the ground-truth Bass stem
   sound (``features.npz`` ``Bass/f0_hz``/``voiced``, from the notes), the share of frames whose
   pitch classes agree. Measured on the *planned* bass f0 (what the decoder was asked to play) and on
-  the *rendered* bass stem (pYIN, 38-220 Hz). Two baselines on the same frames: a constant bass on
-  the estimated key's tonic, and chance (the planned pitch classes shuffled over the frames).
+  the *rendered* bass stem (pYIN, 38-220 Hz), with the share of planned-note frames where pYIN
+  finds a pitch at all (a decoder that renders mostly noise leaves few frames to compare). Two
+  baselines on the same frames as the planned score: a constant bass on the estimated key's tonic,
+  and chance (the planned pitch classes shuffled over the frames).
 * **drum timing** -- onsets detected in the rendered drum stem (librosa ``onset_detect``, which
   reports drum hits ~10 ms late), each one's distance to the nearest point of the *grid a groove
   plays on*: the beats split into the loop's subdivisions (eighths; thirds in compound meters).
@@ -193,6 +195,7 @@ def evaluate_tracks(performer: Performer, data_dir: str | Path, *,
     pooled = {"plan": [0, 0], "rendered": [0, 0], "tonic": [0, 0], "chance": [0.0, 0]}
     errs_est, errs_gt, errs_shift, errs_beats, beats_err = [], [], [], [], []
     recall = [0, 0]
+    tracked = [0, 0]  # planned bass frames where pYIN finds a pitch in the rendered bass
     peaks = []
     tracks = [t for t in list_tracks(data_dir)
               if json.loads((t / "metadata.json").read_text()).get("split") == config.split]
@@ -245,6 +248,9 @@ def evaluate_tracks(performer: Performer, data_dir: str | Path, *,
                 row["bass_pc_rendered"] = round(hit / tot, 4) if tot else None
                 pooled["rendered"][0] += hit
                 pooled["rendered"][1] += tot
+                m = min(len(rv), len(on))
+                tracked[0] += int((rv[:m].astype(bool) & on[:m]).sum())
+                tracked[1] += int(on[:m].sum())
         if "Drums" in perf.stems and perf.drums is not None:
             drums = perf.stems["Drums"]
             sub = int(perf.info["drums"]["segment"]["subdivision"])
@@ -291,6 +297,8 @@ def evaluate_tracks(performer: Performer, data_dir: str | Path, *,
         "bass_pc_tonic_baseline": frac(pooled["tonic"]),
         "bass_pc_chance_baseline": frac(pooled["chance"]),
         "bass_frames_both_sound": pooled["plan"][1],
+        "bass_frames_both_sound_rendered": pooled["rendered"][1],
+        "rendered_bass_pitched_share": frac(tracked),
         "key_accuracy": round(float(np.mean([r["key_est"] is not None and r["key_true"] is not None
                                              and _same_key(r["key_est"], r["key_true"])
                                              for r in rows])), 4),

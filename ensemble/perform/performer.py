@@ -180,8 +180,11 @@ class Performer:
                 path = ckpt / f"decoder_{name}.pt"
                 decoders[name], meta = load_decoder(path)
                 versions[name] = _model_version(path, decoders[name], meta)
-        need_db = "Drums" in config.followers or config.harmony_model != "rules"
-        drum_db = DrumDB.load(config.drum_db) if need_db else None
+        need_db = "Drums" in config.followers or config.harmony_model == "learned"
+        # "auto" harmony without drums: the learned model when the asset is there, else the rules
+        want_db = need_db or (config.harmony_model == "auto"
+                              and (Path(config.drum_db) / "manifest.json").is_file())
+        drum_db = DrumDB.load(config.drum_db) if want_db else None
         return cls(arranger, decoders, drum_db, config, versions=versions)
 
     # ------------------------------------------------------------------ helpers
