@@ -7,6 +7,7 @@ from a synthetic two-track corpus (tests never read data/ or the shipped checkpo
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -397,8 +398,13 @@ def test_perform_json_contents_and_seed(performer, tmp_path):
     json.dumps(info)  # JSON-able
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    write_performance(a, tmp_path / "out")
+    (tmp_path / "out" / "stems").mkdir()
+    (tmp_path / "out" / "stems" / "Keys.wav").write_bytes(b"old take")
+    no_keys = replace(a, stems={k: v for k, v in a.stems.items() if k != "Keys"})
+    write_performance(no_keys, tmp_path / "out")
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "out" / "stems").iterdir()) == [
+        "Bass.wav", "Drums.wav", "Leader.wav"]
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 

@@ -464,7 +464,8 @@ def write_performance(performance: Performance, out_dir: str | os.PathLike, *,
 
     Everything is written into a temporary folder beside ``out_dir`` first; only when every file is
     complete are they moved into ``out_dir`` (created if needed; files of the same names are
-    replaced, other files left alone). A failure leaves ``out_dir`` as it was.
+    replaced, stems this performance lacks are removed, other files left alone). A failure leaves
+    ``out_dir`` as it was.
 
     Args:
         performance: from :meth:`Performer.perform`.
@@ -499,6 +500,9 @@ def write_performance(performance: Performance, out_dir: str | os.PathLike, *,
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
                 os.replace(p, out / p.relative_to(tmp))
+        for name in STEM_ORDER:  # a stem of an earlier take with other followers would mislead
+            if name not in performance.stems:
+                (out / "stems" / f"{name}.wav").unlink(missing_ok=True)
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
