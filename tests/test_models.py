@@ -77,7 +77,7 @@ def test_decoder_learns_a_target_timbre():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.6 * losses[0]
 
 
