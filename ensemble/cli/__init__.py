@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ensemble.models.decoder import enable_fast_cpu_inference
+
+    enable_fast_cpu_inference()  # an entry point: flush denormals (10x faster GRU inference here)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
