@@ -19,7 +19,7 @@ import numpy as np
 
 from ensemble.errors import EnsembleError
 
-__all__ = ["BeatGrid", "track_beats", "default_grid", "extend_grid", "DrumGrid", "drum_grids"]
+__all__ = ["BeatGrid", "track_beats", "estimate_tempo", "default_grid", "extend_grid", "DrumGrid", "drum_grids"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,37 @@ def default_grid(duration_s: float, tempo_bpm: float = 100.0) -> BeatGrid:
     return BeatGrid(np.arange(max(n, 2)) * ibi, float(tempo_bpm), "default", 0)
 
 
+def estimate_tempo(onset: np.ndarray, *, frame_rate: float, start_bpm: float = 110.0,
+                   chunk_seconds: float = 60.0, ac_seconds: float = 8.0) -> float:
+    """librosa's global tempo estimate, with the tempogram averaged chunk by chunk.
+
+    ``librosa.feature.tempo`` averages an autocorrelation tempogram over the whole clip and picks
+    its peak under a log-normal prior around ``start_bpm``; the tempogram of a 10-minute clip takes
+    ~2 GB. Its columns depend only on ``ac_seconds`` of envelope around them, so summing them over
+    chunks padded by that window gives the same average in bounded memory.
+
+    Args:
+        onset: [T] onset strength.
+        frame_rate: frames/s.
+
+    Returns:
+        Tempo in BPM.
+    """
+    win = int(librosa.time_to_frames(ac_seconds, sr=frame_rate, hop_length=1))
+    T = len(onset)
+    chunk = int(chunk_seconds * frame_rate)
+    total = np.zeros((win, 1))
+    for start in range(0, T, chunk if T > 1.5 * chunk else T):
+        stop = min(T, start + chunk) if T > 1.5 * chunk else T
+        lo, hi = max(0, start - win), min(T, stop + win)
+        tg = librosa.feature.tempogram(onset_envelope=onset[lo:hi], sr=frame_rate, hop_length=1,
+                                       win_length=win)  # [win, hi - lo]
+        total += tg[:, start - lo:stop - lo].sum(axis=1, keepdims=True)
+    tempo = librosa.feature.tempo(tg=total / T, sr=frame_rate, hop_length=1, start_bpm=start_bpm,
+                                  aggregate=None)
+    return float(np.asarray(tempo).reshape(-1)[0])
+
+
 def track_beats(onset: np.ndarray, *, frame_rate: float, duration_s: float,
                 default_tempo_bpm: float = 100.0, min_beats: int = 4,
                 start_bpm: float = 110.0, max_shift_s: float = 0.06) -> BeatGrid:
@@ -97,8 +128,9 @@ def track_beats(onset: np.ndarray, *, frame_rate: float, duration_s: float,
         raise EnsembleError(f"onset envelope must be [T >= 1], got {onset.shape}")
     if not np.any(onset > 1e-6):
         return default_grid(duration_s, default_tempo_bpm)
+    bpm = estimate_tempo(onset, frame_rate=frame_rate, start_bpm=start_bpm)
     _, frames = librosa.beat.beat_track(onset_envelope=onset, sr=frame_rate, hop_length=1,
-                                        start_bpm=start_bpm, units="frames", trim=True)
+                                        bpm=bpm, units="frames", trim=True)
     frames = np.unique(np.asarray(frames, dtype=np.int64))
     shift = 0.0
     if len(frames):
