@@ -42,7 +42,12 @@ from ensemble.dsp import soft_limit
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig
 from ensemble.models.arranger import Arranger
-from ensemble.models.decoder import LOUDNESS_FLOOR_DB, InstrumentDecoder, denormalize_loudness
+from ensemble.models.decoder import (
+    LOUDNESS_FLOOR_DB,
+    InstrumentDecoder,
+    denormalize_loudness,
+    enable_fast_cpu_inference,
+)
 from ensemble.models.io import load_arranger, load_decoder
 from ensemble.perform.analysis import (
     HarmonyPlan,
@@ -170,8 +175,6 @@ class Performer:
         Raises:
             EnsembleError: a missing or damaged checkpoint or database file.
         """
-        from ensemble.models.decoder import enable_fast_cpu_inference
-
         enable_fast_cpu_inference()  # denormals make the GRUs 10x slower (see its docstring)
         ckpt = Path(config.checkpoints_dir)
         arranger_path = ckpt / "arranger.pt"
@@ -313,6 +316,7 @@ class Performer:
         """
         c = self.config
         seed = c.seed if seed is None else int(seed)
+        enable_fast_cpu_inference()  # per thread: callers may perform from worker threads
         audio = self._check_audio(audio)
         n = len(audio)
         sr = self.features.sample_rate
