@@ -19,15 +19,15 @@ arranged whole, never truncated.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from ensemble.errors import EnsembleError
+from ensemble.models._config import config_from_dict, config_to_json
 
 __all__ = ["ArrangerConfig", "Arranger", "make_debug_arranger", "ARRANGER_INPUTS"]
 
@@ -69,19 +69,11 @@ class ArrangerConfig:
                 f"overlap {self.overlap_seconds} s must be in [0, window {self.window_seconds} s)")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return config_to_json(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ArrangerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise EnsembleError(f"unknown ArrangerConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
-        d = dict(d)
-        for key in ("inputs", "followers"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     @property
     def window_frames(self) -> int:

@@ -22,8 +22,7 @@ a style embedding of a window used by the RAG for relevance.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 
 from ensemble import dsp
 from ensemble.errors import EnsembleError
+from ensemble.models._config import config_from_dict, config_to_json
 
 __all__ = [
     "enable_fast_cpu_inference",
@@ -106,15 +106,11 @@ class DecoderConfig:
     n_noise_bands: int = 65
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return config_to_json(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> DecoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise EnsembleError(f"unknown DecoderConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 def _mlp(n_in: int, n_hidden: int, n_layers: int = 2) -> nn.Sequential:
