@@ -8,9 +8,12 @@ into a temporary folder renamed into place, so a failed request leaves nothing b
 
 Sharing work across the K candidates: the user's clip is analysed once for the query (YIN, loudness,
 chroma, one GRU pass) and **performed once**; candidates' features come from the database (no
-per-candidate analysis); transposed winners are re-synthesised together in one batch; only the K
-continuations (plus the crossfade) are performed, two at a time on the 2 cores, and each band stem is
-joined to the input's with the same equal-power crossfade as the leader. The continuation's
+per-candidate analysis); transposed winners are re-synthesised together in one batch. The input and
+the K continuations (each with the crossfade's overlap) go through
+:meth:`~ensemble.perform.Performer.perform_batch` together: each is analysed and planned (two at a
+time on the 2 cores), then the Bass decoder renders all K continuations' voices as one batch, and so
+does the Keys decoder. Each band stem is joined to the input's with the same equal-power crossfade as
+the leader. The continuation's
 accompaniment is planned from the continuation alone (its own key, beat grid and drum loop), which
 the crossfade smooths but does not make one plan.
 """
@@ -26,7 +29,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -230,24 +232,19 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     if req.followers != performer.config.followers:
         performer = Performer(performer.arranger, performer.decoders, performer.drum_db,
                               replace(performer.config, followers=req.followers), versions=performer.versions)
-    report(0.15, "performing the input")
-    user_perf = performer.perform(audio, seed=req.seed)
-    timings["perform_input"] = time.perf_counter() - t
-
-    t = time.perf_counter()
+    report(0.15, "performing the input and the continuations")
     conts = [leader[len(audio) - xfade:] for leader in leaders]  # the continuation incl. the fade
-    done = [0]
 
-    def perform_one(leader: np.ndarray) -> Performance:
-        perf = performer.perform(leader, seed=req.seed)
-        done[0] += 1
-        report(0.2 + 0.75 * done[0] / len(conts), f"performed {done[0]} of {len(conts)} continuations")
-        return perf
+    def step(fraction: float, message: str) -> None:
+        report(0.15 + 0.8 * fraction, message)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
-        cont_perfs = list(pool.map(perform_one, conts))
+    # one batch: the input and the K continuations are planned in two threads, then each follower
+    # decoder renders all K continuations' voices in one pass (the input is its own length group)
+    perfs = performer.perform_batch([audio, *conts], seed=req.seed, workers=min(2, os.cpu_count() or 1),
+                                    progress=step)
+    user_perf, cont_perfs = perfs[0], perfs[1:]
     performances = [_stitch(user_perf, p, xfade, performer.config) for p in cont_perfs]
-    timings["perform_continuations"] = time.perf_counter() - t
+    timings["perform"] = time.perf_counter() - t
     report(1.0, "done")
     versions = {"model": engine.model_version, "database": engine.db.version}
     return Extension(audio, q, cands, performances, leaders, req, notes, timings, versions)

@@ -509,8 +509,9 @@ def _spectrogram_figure(target: np.ndarray, resynth: np.ndarray, instrument: str
     io._atomic(buf_path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def evaluate_arranger(data_dir: str | os.PathLike, checkpoint: str | os.PathLike) -> dict:
-    """Test-split MSE of predicted follower loudness vs two baselines.
+def evaluate_arranger(data_dir: str | os.PathLike, checkpoint: str | os.PathLike, *,
+                      split: str = "test") -> dict:
+    """``split`` (test) MSE of predicted follower loudness vs two baselines.
 
     Baselines: (1) the leader's normalised loudness scaled per follower (least-squares a*x + b fitted
     on the train split), (2) the per-follower training mean. All on normalised loudness in [0, 1].
@@ -518,7 +519,7 @@ def evaluate_arranger(data_dir: str | os.PathLike, checkpoint: str | os.PathLike
     model, meta = io.load_arranger(checkpoint)
     cfg = model.config
     train = _load_arranger_tracks(Path(data_dir), "train", cfg)
-    test = _load_arranger_tracks(Path(data_dir), "test", cfg)
+    test = _load_arranger_tracks(Path(data_dir), split, cfg)
     x_tr = np.concatenate([normalize_loudness(t.leader["loud"]) for t in train])
     y_tr = np.concatenate([t.targets for t in train])
     fits = [np.polyfit(x_tr, y_tr[:, j], 1) for j in range(y_tr.shape[1])]
@@ -532,7 +533,8 @@ def evaluate_arranger(data_dir: str | os.PathLike, checkpoint: str | os.PathLike
         err["arranger"].append((pred - y) ** 2)
         err["leader_scaled"].append((scaled - y) ** 2)
         err["train_mean"].append((means[None] - y) ** 2)
-    result = {"checkpoint": str(checkpoint), "inputs": list(cfg.inputs), "test_tracks": len(test),
+    result = {"checkpoint": str(checkpoint), "inputs": list(cfg.inputs), "split": split,
+              "data_dir": str(data_dir), "test_tracks": len(test),
               "train_steps": meta.get("steps"), "mse": {}, "mse_per_follower": {}}
     for k, v in err.items():
         allv = np.concatenate(v)

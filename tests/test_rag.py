@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -84,13 +85,65 @@ def test_strict_pass_respects_floor_and_fallback_is_flagged(db, query):
     assert flags == sorted(flags)
 
 
+def _penalty(join: float, approach: float) -> float:
+    known = [abs(x) for x in (join, approach) if x is not None and not math.isnan(x)]
+    return min(known) if known else float("nan")
+
+
 def test_coherence_units(db, query):
-    """coherence = mean(exp(-a*semitones), exp(-b*dB)) with 2 st and 6 dB half-lives."""
+    """coherence = mean(exp(-a*semitones), exp(-b*dB)) with 2 st and 6 dB half-lives; by default the
+    pitch penalty is the distance from the user's last note to the source's approach, the loudness
+    penalty the smaller of the jump at the join and the distance to the approach."""
+    assert (db.config.seam_match, db.config.loudness_match) == ("approach", "either")
     for c in rag.retrieve(db, query, 5):
-        p = 0.5 if c.seam_pitch_jump_cents is None or math.isnan(c.seam_pitch_jump_cents) else \
-            math.exp(-math.log(2) / 2 * abs(c.seam_pitch_jump_cents) / 100)
-        want = 0.5 * (p + math.exp(-math.log(2) / 6 * abs(c.seam_loudness_jump_db)))
-        assert c.coherence == pytest.approx(want, abs=2e-3)
+        pp = abs(db.pre_pitch[c.chunk] + 100 * c.transpose - query.seam_pitch)
+        lp = _penalty(c.seam_loudness_jump_db, db.pre_loud[c.chunk] - query.seam_loud)
+        p = 0.5 if math.isnan(pp) else math.exp(-math.log(2) / 2 * pp / 100)
+        loud = 0.5 if math.isnan(lp) else math.exp(-math.log(2) / 6 * lp)
+        assert c.coherence == pytest.approx(0.5 * (p + loud), abs=2e-3)
+
+
+def _two_note_track(tmp_path, decoder, seam_match):
+    """One track: A3 for 10 s, then D4 (+5 semitones). The query is its first 10 s (ends on A3)."""
+    t = np.arange(20 * 16000) / 16000
+    f = np.where(t < 10.0, 220.0, 220.0 * 2 ** (5 / 12))
+    y = (0.3 * np.sin(2 * np.pi * np.cumsum(f) / 16000)).astype(np.float32)
+    root = tmp_path / seam_match
+    (root / "c" / "Track00000" / "stems").mkdir(parents=True)
+    import soundfile as sf
+
+    sf.write(root / "c" / "Track00000" / "stems" / "Guitar.flac", y, 16000)
+    (root / "c" / "Track00000" / "metadata.json").write_text(json.dumps({"split": "train"}))
+    rag.build_database(root / "c", root / "db", decoder, splits=("train",), progress=False,
+                       config=rag.RagConfig(seam_match=seam_match, min_remaining_seconds=2.0))
+    small = rag.RagDatabase.load(root / "db")
+    q = rag.analyze_query(y[: 10 * 16000], small, decoder)
+    truth = int(np.flatnonzero(small.chunk_start == 1000)[0])  # the chunk at 10.0 s: the new note
+    return small, q, truth
+
+
+@pytest.mark.parametrize("seam_match", ["join", "approach", "either"])
+def test_seam_match_the_sources_own_move_is_coherent(tmp_path, decoder, seam_match):
+    """The true continuation starts on a new note 5 semitones up. Judged at the join it is a 500-cent
+    jump (pitch term exp(-ln2/2 * 5) = 0.18); judged by the source's approach (it was played right
+    after the same A3) it is the source's own move, pitch term 1."""
+    small, q, truth = _two_note_track(tmp_path, decoder, seam_match)
+    small = replace(small, config=replace(small.config, loudness_match=seam_match))
+    c, _, _ = rag._coherence(small, q, np.array([truth]), np.array([0]), small.config)
+    pitch_jump = small.seam_pitch[truth] - q.seam_pitch
+    assert pitch_jump == pytest.approx(500, abs=15)  # cents, measured by YIN on both sides
+    join_db = small.seam_loud[truth] - q.seam_loud
+    approach_db = small.pre_loud[truth] - q.seam_loud  # ~0: the same A3 was playing
+    loud_db = {"join": abs(join_db), "approach": abs(approach_db),
+               "either": _penalty(join_db, approach_db)}[seam_match]
+    loud_term = math.exp(-math.log(2) / 6 * loud_db)
+    want_pitch = math.exp(-math.log(2) / 2 * 5) if seam_match == "join" else 1.0
+    assert float(c[0, 0]) == pytest.approx(0.5 * (want_pitch + loud_term), abs=0.02)
+
+
+def test_seam_match_is_validated():
+    with pytest.raises(EnsembleError, match="seam_match"):
+        rag.RagConfig(seam_match="nearest")
 
 
 def test_transpose_finds_a_shifted_copy(tmp_path, decoder):

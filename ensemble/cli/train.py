@@ -82,10 +82,10 @@ def _eval_arranger(args: argparse.Namespace) -> int:
     from ensemble.training import evaluate_arranger
 
     ckpt = Path(args.checkpoints) / f"{args.name}.pt"
-    res = evaluate_arranger(args.data, ckpt)
+    res = evaluate_arranger(args.data, ckpt, split=args.split)
     followers = list(next(iter(res["mse_per_follower"].values())))
     rows = [(k, res["mse"][k], *(res["mse_per_follower"][k][f] for f in followers)) for k in res["mse"]]
-    print(f"arranger ({','.join(res['inputs'])}) on the test split: {res['test_tracks']} tracks, "
+    print(f"arranger ({','.join(res['inputs'])}) on the {res['split']} split: {res['test_tracks']} tracks, "
           "MSE of normalised loudness")
     _print_table(rows, ("model", "MSE all", *followers))
     _write_json(args.json_out, res)
@@ -145,6 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a = esub.add_parser("arranger", help="evaluate the arranger")
     a.add_argument("--checkpoints", default="checkpoints")
     a.add_argument("--name", default="arranger")
+    a.add_argument("--split", default="test", choices=("test", "valid"),
+                   help="tracks to score (choose settings on valid, report test)")
     a.add_argument("--json-out", help="also write the result JSON here")
     _common(a)
     a.set_defaults(func=_eval_arranger)

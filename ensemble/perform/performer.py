@@ -30,6 +30,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +95,22 @@ class Performance:
     plan: HarmonyPlan | None = None
     drums: DrumChoice | None = None
     loudness_db: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class _Take:
+    """One clip on its way through :meth:`Performer.perform_batch` (planned, then rendered)."""
+
+    audio: np.ndarray
+    seed: int
+    analysis: LeaderAnalysis
+    notes: list[str]
+    timings: dict[str, float]
+    stems: dict[str, np.ndarray]
+    loud_out: dict[str, np.ndarray] = field(default_factory=dict)
+    drum_choice: DrumChoice | None = None
+    plan: HarmonyPlan | None = None
+    unit: str = "beat"
 
 
 def _model_version(path: Path | None, model: torch.nn.Module, meta: dict | None) -> dict:
@@ -228,21 +246,6 @@ class Performer:
                 notes.append(f"the arranger predicts no {name} curve; {name} follows the leader")
         return curves, notes
 
-    def _render(self, name: str, f0_hz: np.ndarray, loud_db: np.ndarray, n: int, seed: int
-                ) -> np.ndarray:
-        """Decoder ``name`` on [V, T] f0 / loudness -> [n] audio (voices summed)."""
-        dec = self.decoders[name]
-        f0 = torch.from_numpy(np.ascontiguousarray(f0_hz, dtype=np.float32))[..., None]  # [V, T, 1]
-        ld = torch.from_numpy(np.ascontiguousarray(loud_db, dtype=np.float32))[..., None]
-        gen = torch.Generator().manual_seed(int(seed))
-        limit = self.config.render_chunk_seconds * self.features.frame_rate
-        groups = [slice(0, len(f0))] if f0.shape[1] <= limit else [slice(v, v + 1) for v in range(len(f0))]
-        out = np.zeros(n, np.float32)
-        with torch.inference_mode():
-            for g in groups:  # one voice at a time for long clips: bounds memory
-                out += dec(f0[g], ld[g], n_samples=n, generator=gen).sum(dim=0).numpy()
-        return out
-
     def _bass_loudness(self, plan: HarmonyPlan, curve: np.ndarray) -> np.ndarray:
         """[T] dB: the arranger's curve where the bass plays, a dip before each new note."""
         loud = denormalize_loudness(np.asarray(curve, dtype=np.float64))
@@ -314,12 +317,66 @@ class Performer:
         Raises:
             EnsembleError: not a 1-D finite array, empty, or a length outside the allowed range.
         """
+        return self.perform_batch([audio], seed=seed)[0]
+
+    def perform_batch(self, audios: list[np.ndarray], *, seed: int | None = None, workers: int = 1,
+                      progress: Callable[[float, str], None] | None = None) -> list[Performance]:
+        """Arrange several leader clips, rendering each follower's voices for all of them together.
+
+        Every clip is analysed and planned on its own (in ``workers`` threads); then the Bass
+        voices of all clips of one length go through the Bass decoder as one batch, and likewise
+        the Keys voices, which is what makes K continuations cheaper than K calls of
+        :meth:`perform`. Each clip's decoder noise comes from its own generator seeded as in
+        :meth:`perform`, so ``perform_batch(clips)[i]`` equals ``perform(clips[i])`` up to float
+        rounding of the batched GRU (< 1e-6 measured).
+
+        Args:
+            audios: clips as for :meth:`perform` (any lengths; equal lengths batch together).
+            seed: as for :meth:`perform`, shared by all clips.
+            workers: threads for the per-clip analysis and planning.
+            progress: called as ``progress(fraction, message)`` after each clip is planned and
+                after each follower is rendered.
+
+        Raises:
+            EnsembleError: as :meth:`perform`, for any of the clips (naming its index when several).
+        """
+        if isinstance(audios, np.ndarray) and audios.ndim == 1:
+            raise EnsembleError("perform_batch() takes a list of [n_samples] clips; use perform() "
+                                "for one clip")
+        audios = list(audios)
+        if not audios:
+            return []
+        seed = self.config.seed if seed is None else int(seed)
+
+        def prepare(item: tuple[int, np.ndarray]) -> _Take:
+            i, audio = item
+            enable_fast_cpu_inference()  # per thread: callers may perform from worker threads
+            try:
+                return self._prepare(audio, seed)
+            except EnsembleError as exc:
+                if len(audios) == 1:
+                    raise
+                raise EnsembleError(f"clip {i}: {exc}") from None
+
+        report = progress or (lambda f, m: None)
+        renders = [(n, o) for n, o in (("Bass", 0), ("Keys", 1)) if n in self.config.followers]
+        steps = len(audios) + len(renders)
+        enable_fast_cpu_inference()
+        takes = []
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(audios)))) as pool:
+            for take in pool.map(prepare, enumerate(audios)):
+                takes.append(take)
+                report(len(takes) / steps, f"planned {len(takes)} of {len(audios)} clips")
+        for j, (name, offset) in enumerate(renders):
+            self._render_takes(name, [t for t in takes if t.plan is not None], offset)
+            report((len(audios) + j + 1) / steps, f"rendered {name} for {len(audios)} clips")
+        return [self._finish(t) for t in takes]
+
+    def _prepare(self, audio: np.ndarray, seed: int) -> _Take:
+        """Analysis, arranger curves, drums and the harmony plan of one clip (no decoder yet)."""
         c = self.config
-        seed = c.seed if seed is None else int(seed)
-        enable_fast_cpu_inference()  # per thread: callers may perform from worker threads
         audio = self._check_audio(audio)
         n = len(audio)
-        sr = self.features.sample_rate
         timings: dict[str, float] = {}
         notes: list[str] = []
         rng = np.random.default_rng(seed)
@@ -343,47 +400,84 @@ class Performer:
         notes += curve_notes
         timings["arranger"] = time.perf_counter() - t
 
-        stems: dict[str, np.ndarray] = {"Leader": audio.copy()}
-        loud_out: dict[str, np.ndarray] = {}
-        drum_choice = None
+        take = _Take(audio=audio, seed=seed, analysis=analysis, notes=notes, timings=timings,
+                     stems={"Leader": audio.copy()})
         if "Drums" in c.followers:
             t = time.perf_counter()
-            stems["Drums"], drum_choice, loud_out["Drums"] = self._drums(
+            take.stems["Drums"], take.drum_choice, take.loud_out["Drums"] = self._drums(
                 analysis, None if analysis.silent else curves["Drums"], n, rng)
             timings["drums"] = time.perf_counter() - t
 
-        plan = None
-        unit = "beat"
         want_harmony = any(f in c.followers for f in ("Bass", "Keys"))
         if want_harmony and analysis.pitched:
             bpb, downbeat = None, 0
-            if drum_choice is not None and drum_choice.grid.ratio == 1.0 and c.harmony_unit != "beat":
-                bpb = int(self.drum_db.table["beats_per_bar"][drum_choice.index])
-                downbeat = (-drum_choice.lag_beats) % bpb
-                unit = c.harmony_unit
+            choice = take.drum_choice
+            if choice is not None and choice.grid.ratio == 1.0 and c.harmony_unit != "beat":
+                bpb = int(self.drum_db.table["beats_per_bar"][choice.index])
+                downbeat = (-choice.lag_beats) % bpb
+                take.unit = c.harmony_unit
             elif c.harmony_unit != "beat":
                 notes.append(f"harmony unit {c.harmony_unit!r} needs the bar from a drum loop laid "
                              "on the leader's own beats; a chord per beat is used")
             t = time.perf_counter()
-            plan = plan_harmony(analysis, self.harmony, c, beats_per_bar=bpb, downbeat=downbeat)
+            take.plan = plan_harmony(analysis, self.harmony, c, beats_per_bar=bpb, downbeat=downbeat)
             timings["harmony"] = time.perf_counter() - t
         for name in ("Bass", "Keys"):
             if name not in c.followers:
                 continue
-            t = time.perf_counter()
-            if plan is None:
-                stems[name] = np.zeros(n, np.float32)
-                loud_out[name] = np.full(analysis.n_frames, LOUDNESS_FLOOR_DB)
+            if take.plan is None:
+                take.stems[name] = np.zeros(n, np.float32)
+                take.loud_out[name] = np.full(analysis.n_frames, LOUDNESS_FLOOR_DB)
             elif name == "Bass":
-                loud_out[name] = self._bass_loudness(plan, curves[name])
-                stems[name] = self._render(name, plan.bass_f0_hz[None], loud_out[name][None], n, seed)
+                take.loud_out[name] = self._bass_loudness(take.plan, curves[name])
             else:
-                loud_out[name] = self._keys_loudness(plan, curves[name])
-                stems[name] = self._render(name, plan.keys_f0_hz,
-                                           np.repeat(loud_out[name][None], 3, axis=0), n, seed + 1)
-            timings[name.lower()] = time.perf_counter() - t
+                take.loud_out[name] = self._keys_loudness(take.plan, curves[name])
+        return take
 
+    def _render_takes(self, name: str, takes: list[_Take], seed_offset: int) -> None:
+        """Render follower ``name`` for every take, batching takes of equal length.
+
+        The decoder's network (MLP, GRU, heads) runs once on the stacked voices of all takes of one
+        length; the synth then renders each take's voices from its slice of the controls, with noise
+        from ``Generator(take.seed + seed_offset)`` exactly as a single :meth:`perform` draws it.
+        Above ``render_chunk_seconds`` voices are synthesised one at a time to bound memory.
+        """
+        dec = self.decoders[name]
+        limit_frames = self.config.render_chunk_seconds * self.features.frame_rate
+        by_len: dict[int, list[_Take]] = {}
+        for t in takes:
+            by_len.setdefault(len(t.audio), []).append(t)
+        for n, group in by_len.items():
+            start = time.perf_counter()
+            f0, loud = [], []
+            for t in group:
+                f0_t = t.plan.bass_f0_hz[None] if name == "Bass" else t.plan.keys_f0_hz  # [V, T]
+                f0.append(f0_t)
+                loud.append(np.repeat(t.loud_out[name][None], len(f0_t), axis=0))
+            f0_b = torch.from_numpy(np.ascontiguousarray(np.concatenate(f0), dtype=np.float32))[..., None]
+            ld_b = torch.from_numpy(np.ascontiguousarray(np.concatenate(loud), dtype=np.float32))[..., None]
+            T = f0_b.shape[1]
+            with torch.inference_mode():
+                controls = dec.controls(f0_b, ld_b)  # [V_total, T, ...]
+                v0 = 0
+                for t, voices in zip(group, (len(v) for v in f0), strict=True):
+                    gen = torch.Generator().manual_seed(int(t.seed) + seed_offset)
+                    step = voices if T <= limit_frames else 1
+                    audio = np.zeros(n, np.float32)
+                    for v in range(v0, v0 + voices, step):
+                        part = {k: x[v:v + step] for k, x in controls.items()}
+                        audio += dec.render(part, n_samples=n, generator=gen).sum(dim=0).numpy()
+                    t.stems[name] = audio
+                    v0 += voices
+            share = (time.perf_counter() - start) / len(group)
+            for t in group:
+                t.timings[name.lower()] = share
+
+    def _finish(self, take: _Take) -> Performance:
+        """Mix gains, bus gain and limiter -> the Performance."""
+        c = self.config
         t = time.perf_counter()
+        stems = take.stems
         gains = {s: c.gain_db(s) for s in stems}
         for s in stems:
             stems[s] = (stems[s] * np.float32(10.0 ** (gains[s] / 20.0))).astype(np.float32)
@@ -396,13 +490,14 @@ class Performer:
             stems[s] *= np.float32(bus)
         mix = soft_limit(raw * np.float32(bus), threshold_db=c.limiter_threshold_db,
                          ceiling_db=c.limiter_ceiling_db).astype(np.float32)
-        timings["mix"] = time.perf_counter() - t
-        timings["total"] = sum(timings.values())
+        take.timings["mix"] = time.perf_counter() - t
+        take.timings["total"] = sum(v for k, v in take.timings.items() if k != "total")
 
-        info = self._info(analysis, plan, unit, drum_choice, gains, bus, mix, notes, timings, seed,
-                          peak_dbfs(audio))
-        return Performance(mix, {s: stems[s] for s in STEM_ORDER if s in stems}, info, sr, analysis,
-                           plan, drum_choice, loud_out)
+        info = self._info(take.analysis, take.plan, take.unit, take.drum_choice, gains, bus, mix,
+                          take.notes, take.timings, take.seed, peak_dbfs(take.audio))
+        return Performance(mix, {s: stems[s] for s in STEM_ORDER if s in stems}, info,
+                           self.features.sample_rate, take.analysis, take.plan, take.drum_choice,
+                           take.loud_out)
 
     def _info(self, analysis: LeaderAnalysis, plan: HarmonyPlan | None, unit: str,
               choice: DrumChoice | None, gains: dict, bus: float, mix: np.ndarray,
