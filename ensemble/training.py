@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ensemble.audio import load_audio
+from ensemble.beats import beat_phase_features, track_beats
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig, f0_pyin, loudness_db, onset_strength
 from ensemble.models import io
@@ -284,25 +285,34 @@ def train_decoder(data_dir: str | os.PathLike, instrument: str, out_dir: str | o
 
 def arranger_features(audio: np.ndarray | None, f0_hz: np.ndarray, voiced: np.ndarray,
                       loud_db: np.ndarray, inputs: tuple[str, ...],
-                      onset: np.ndarray | None = None) -> np.ndarray:
-    """Leader features [T, C] in the order of ``inputs`` (see :mod:`ensemble.models.arranger`)."""
+                      onset: np.ndarray | None = None, beats_s: np.ndarray | None = None) -> np.ndarray:
+    """Leader features [T, C] in the order of ``inputs`` (see :mod:`ensemble.models.arranger`).
+
+    ``onset`` is computed from ``audio`` when not given; ``beats_s`` (a grid spanning the clip, e.g.
+    the performer's) is tracked on the onset envelope when not given, with the performer's defaults.
+    """
     T = len(loud_db)
+    if onset is None and any(i in inputs for i in ("onset", "beat")):
+        if audio is None:
+            raise EnsembleError("onset and beat inputs need the leader audio or its onset envelope")
+        onset = onset_strength(audio, config=FEATURES)
     cols = []
     for name in inputs:
         if name == "loudness":
-            cols.append(normalize_loudness(loud_db))
+            cols.append(normalize_loudness(loud_db)[:, None])
         elif name == "onset":
-            if onset is None:
-                if audio is None:
-                    raise EnsembleError("onset input needs the leader audio")
-                onset = onset_strength(audio, config=FEATURES)
-            cols.append(np.log1p(np.maximum(onset[:T], 0.0)))
+            cols.append(np.log1p(np.maximum(onset[:T], 0.0))[:, None])
         elif name == "f0":
             f0 = torch.tensor(np.where(voiced, f0_hz, 1.0), dtype=torch.float32)
-            cols.append(np.where(voiced, normalize_f0(f0).numpy(), 0.0))
+            cols.append(np.where(voiced, normalize_f0(f0).numpy(), 0.0)[:, None])
         elif name == "voiced":
-            cols.append(voiced.astype(np.float32))
-    return np.stack(cols, axis=-1).astype(np.float32)
+            cols.append(voiced.astype(np.float32)[:, None])
+        elif name == "beat":
+            if beats_s is None:
+                beats_s = track_beats(onset[:T], frame_rate=FEATURES.frame_rate,
+                                      duration_s=T / FEATURES.frame_rate).times_s
+            cols.append(beat_phase_features(beats_s, T, FEATURES.frame_rate))
+    return np.concatenate(cols, axis=-1).astype(np.float32)
 
 
 @dataclass

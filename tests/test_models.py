@@ -218,3 +218,46 @@ def test_shipped_embeddings_group_windows_of_the_same_piece():
     chance = float(np.mean((same & allowed).sum(axis=1) / allowed.sum(axis=1)))
     print(f"nearest neighbour from the same piece: {rate:.3f} (chance {chance:.3f})")
     assert rate > 3 * chance
+
+
+def test_beat_phase_on_a_known_grid():
+    """Beats every 0.5 s (120 BPM): phase 0 on the beats, 0.5 half-way, 0.25 a quarter in; the
+    features are sin/cos of 2*pi*k*phase for k = 1..4."""
+    from ensemble.beats import beat_phase, beat_phase_features
+
+    beats = np.arange(-0.5, 11.0, 0.5)
+    phase = beat_phase(beats, 1000, 100.0)  # 10 s at 100 frames/s
+    assert phase[[0, 50, 100, 950]] == pytest.approx([0.0, 0.0, 0.0, 0.0], abs=1e-9)
+    assert phase[[25, 125]] == pytest.approx([0.5, 0.5]) and phase[12] == pytest.approx(0.24)
+    f = beat_phase_features(beats, 1000, 100.0)
+    assert f.shape == (1000, 8)
+    assert f[25, :4] == pytest.approx(np.sin(np.pi * np.arange(1, 5)), abs=1e-6)
+    assert f[25, 4:] == pytest.approx(np.cos(np.pi * np.arange(1, 5)), abs=1e-6)
+    with pytest.raises(EnsembleError, match="increasing"):
+        beat_phase(np.array([1.0]), 10, 100.0)
+
+
+def test_arranger_beat_input_follows_a_click_track():
+    """A 120 BPM click leader: the tracked grid puts the clicks at beat phase ~0 (within 40 ms = 0.08
+    of a beat), and an arranger with the beat input takes the 12 feature columns."""
+    from ensemble.training import arranger_features
+
+    sr, bpm = 16000, 120.0
+    clicks = np.arange(0.25, 9.9, 60.0 / bpm)
+    y = np.zeros(10 * sr, np.float32)
+    t = np.arange(int(0.03 * sr)) / sr
+    for c in clicks:
+        i = int(c * sr)
+        y[i:i + len(t)] += 0.5 * np.sin(2 * np.pi * 1000 * t) * np.exp(-t * 150)
+    T = 1 + len(y) // HOP
+    inputs = ("loudness", "onset", "f0", "voiced", "beat")
+    x = arranger_features(y, np.zeros(T), np.zeros(T, bool), np.full(T, -30.0), inputs)
+    assert x.shape == (T, 12)
+    phase = np.arctan2(x[:, 4], x[:, 8]) / (2 * np.pi) % 1.0  # k = 1: sin and cos columns
+    at_clicks = phase[(clicks * 100).astype(int)]
+    dist = np.minimum(at_clicks, 1 - at_clicks)
+    assert np.median(dist) < 0.08
+    model = Arranger(ArrangerConfig(inputs=inputs, d_model=16, n_heads=2, n_layers=1))
+    assert model.predict(x).shape == (T, 3)
+    with pytest.raises(EnsembleError, match="12"):
+        model.predict(x[:, :5])

@@ -433,6 +433,33 @@ def test_perform_batch_equals_one_call_per_clip(performer):
     assert performer.perform_batch([]) == []
 
 
+def test_arranger_with_the_beat_input_reads_the_performers_grid(drum_db_dir, monkeypatch):
+    """An arranger trained with the ``beat`` input gets the beat grid the drums are laid on (not a
+    second tracking of the clip)."""
+    import torch
+
+    from ensemble.models.arranger import Arranger, ArrangerConfig
+
+    torch.manual_seed(0)
+    inputs = ("loudness", "onset", "f0", "voiced", "beat")
+    arranger = Arranger(ArrangerConfig(inputs=inputs, d_model=16, n_heads=2, n_layers=1))
+    p = Performer(arranger, {"Bass": make_debug_decoder("Bass"), "Keys": make_debug_decoder("Keys")},
+                  DrumDB.load(drum_db_dir), PerformConfig())
+    seen = []
+    import ensemble.perform.performer as performer_module
+
+    real = performer_module.arranger_features
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("beats_s"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(performer_module, "arranger_features", spy)
+    perf = p.perform(melody([(62, 1), (66, 1), (69, 1), (74, 1)] * 4, 0.25, lead_s=0.3))
+    assert set(perf.stems) == {"Leader", "Bass", "Drums", "Keys"}
+    assert np.array_equal(seen[0], perf.analysis.beats.times_s)
+
+
 def test_bad_input_raises_and_writes_nothing(performer, tmp_path):
     for bad, match in ((np.zeros(SR, np.float32), "allowed: 2 s"), (np.zeros(0), "empty"),
                        (np.zeros((2, 3 * SR)), "mono"), (np.full(3 * SR, np.nan), "NaN")):

@@ -48,8 +48,10 @@ def _train_arranger(args: argparse.Namespace) -> int:
     from ensemble.training import train_arranger
 
     inputs = tuple(x.strip() for x in args.inputs.split(",") if x.strip())
-    model_cfg = ArrangerConfig(inputs=inputs)
     cfg = _train_config(args, steps=1500, window_seconds=10.0, learning_rate=5e-4, lr_final=5e-5)
+    # the model predicts long clips in windows of the length it was trained on
+    model_cfg = ArrangerConfig(inputs=inputs, window_seconds=cfg.window_seconds,
+                               overlap_seconds=min(2.0, cfg.window_seconds / 4))
     meta = train_arranger(args.data, args.out, model_config=model_cfg, train_config=cfg,
                           command=_command_line(), progress=not args.quiet, name=args.name)
     print(json.dumps({k: meta[k] for k in ("name", "steps", "complete", "wall_seconds")}))

@@ -5,7 +5,12 @@ Inputs per frame (100 frames/s), chosen by ``ArrangerConfig.inputs``:
 * ``loudness`` -- leader loudness, normalised to [0, 1] (:func:`normalize_loudness`);
 * ``onset``    -- leader onset strength, ``log1p``-compressed;
 * ``f0``       -- leader f0 as normalised MIDI (0 where unvoiced);
-* ``voiced``   -- 1 where the leader is voiced.
+* ``voiced``   -- 1 where the leader is voiced;
+* ``beat``     -- where the frame sits in the leader's beat: sin and cos of 2*pi*k*phase, k = 1..4
+  (8 columns), from the beat grid tracked on the leader's onset envelope
+  (:func:`ensemble.beats.track_beats`, the grid the performer lays its drums on). Drum and keys
+  loudness rise and fall with the beat's subdivisions; from onsets alone the model has to find that
+  grid itself (measured: see the model card).
 
 Outputs: one loudness curve per follower (``followers``, default Bass, Drums, Keys) in [0, 1] on the
 same scale, i.e. directly usable as the loudness input of that follower's decoder.
@@ -29,9 +34,15 @@ from torch import nn
 from ensemble.errors import EnsembleError
 from ensemble.models._config import config_from_dict, config_to_json
 
-__all__ = ["ArrangerConfig", "Arranger", "make_debug_arranger", "ARRANGER_INPUTS"]
+__all__ = ["ArrangerConfig", "Arranger", "make_debug_arranger", "ARRANGER_INPUTS", "input_columns"]
 
-ARRANGER_INPUTS = ("loudness", "onset", "f0", "voiced")
+ARRANGER_INPUTS = ("loudness", "onset", "f0", "voiced", "beat")
+INPUT_COLUMNS = {"loudness": 1, "onset": 1, "f0": 1, "voiced": 1, "beat": 8}
+
+
+def input_columns(inputs: tuple[str, ...]) -> int:
+    """Feature columns of a set of arranger inputs (``beat`` has 8)."""
+    return sum(INPUT_COLUMNS[i] for i in inputs)
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,10 @@ class ArrangerConfig:
         return config_from_dict(cls, d)
 
     @property
+    def n_columns(self) -> int:
+        return input_columns(self.inputs)
+
+    @property
     def window_frames(self) -> int:
         return int(round(self.window_seconds * self.frame_rate))
 
@@ -101,7 +116,7 @@ class Arranger(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.input_proj = nn.Linear(len(c.inputs) * c.pool, c.d_model)
+        self.input_proj = nn.Linear(c.n_columns * c.pool, c.d_model)
         layer = nn.TransformerEncoderLayer(c.d_model, c.n_heads, 4 * c.d_model, c.dropout,
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, c.n_layers, enable_nested_tensor=False)
@@ -109,10 +124,10 @@ class Arranger(nn.Module):
         self.head = nn.Linear(c.d_model, len(c.followers) * c.pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, T, C] leader features (C = len(config.inputs)) -> [B, T, F] in [0, 1]."""
+        """x: [B, T, C] leader features (C = config.n_columns) -> [B, T, F] in [0, 1]."""
         c = self.config
-        if x.ndim != 3 or x.shape[-1] != len(c.inputs):
-            raise EnsembleError(f"arranger input must be [B, T, {len(c.inputs)}], got {tuple(x.shape)}")
+        if x.ndim != 3 or x.shape[-1] != c.n_columns:
+            raise EnsembleError(f"arranger input must be [B, T, {c.n_columns}], got {tuple(x.shape)}")
         B, T, C = x.shape
         pad = (-T) % c.pool
         if pad:
@@ -136,8 +151,8 @@ class Arranger(nn.Module):
         """
         c = self.config
         x = torch.as_tensor(np.asarray(x, dtype=np.float32))
-        if x.ndim != 2 or x.shape[1] != len(c.inputs) or x.shape[0] < 1:
-            raise EnsembleError(f"predict needs [T >= 1, {len(c.inputs)}] features, got {tuple(x.shape)}")
+        if x.ndim != 2 or x.shape[1] != c.n_columns or x.shape[0] < 1:
+            raise EnsembleError(f"predict needs [T >= 1, {c.n_columns}] features, got {tuple(x.shape)}")
         was_training = self.training
         self.eval()
         T, W, O = x.shape[0], c.window_frames, c.overlap_frames

@@ -235,14 +235,14 @@ class Performer:
     def _curves(self, analysis: LeaderAnalysis, audio: np.ndarray) -> tuple[dict[str, np.ndarray], list]:
         f = analysis.features
         x = arranger_features(audio, f.f0_hz, f.voiced, f.loudness_db, self.arranger.config.inputs,
-                              onset=f.onset)
+                              onset=f.onset, beats_s=analysis.beats.times_s)
         pred = self.arranger.predict(x)  # [T, F] in [0, 1]
         curves, notes = {}, []
         for name in self.config.followers:
             if name in self.arranger.config.followers:
                 curves[name] = pred[:, self.arranger.config.followers.index(name)]
             else:  # an arranger trained without this follower: follow the leader's level
-                curves[name] = x[:, 0] if "loudness" in self.arranger.config.inputs else pred.mean(1)
+                curves[name] = x[:, 0] if self.arranger.config.inputs[0] == "loudness" else pred.mean(1)
                 notes.append(f"the arranger predicts no {name} curve; {name} follows the leader")
         return curves, notes
 
