@@ -428,6 +428,13 @@ def test_perform_batch_equals_one_call_per_clip(performer):
             assert 20 * np.log10(max(err, 1e-12) / ref) < -80, name  # 80 dB below the stem's peak
         assert got.info["key"] == want.info["key"] and got.info["drums"] == want.info["drums"]
     assert "silent" in " ".join(batch[-1].info["notes"])
+    # above render_chunk_seconds each voice goes through the whole decoder alone: same audio
+    one_voice = Performer(performer.arranger, performer.decoders, performer.drum_db,
+                          replace(performer.config, render_chunk_seconds=1.0))
+    alone = one_voice.perform(clips[0], seed=4)
+    for name in ("Bass", "Keys"):
+        err = np.max(np.abs(alone.stems[name] - batch[0].stems[name]))
+        assert 20 * np.log10(max(err, 1e-12) / np.max(np.abs(alone.stems[name]))) < -80, name
     with pytest.raises(EnsembleError, match="clip 1"):
         performer.perform_batch([clips[0], np.zeros(SR, np.float32)])
     assert performer.perform_batch([]) == []

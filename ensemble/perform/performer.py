@@ -437,10 +437,11 @@ class Performer:
     def _render_takes(self, name: str, takes: list[_Take], seed_offset: int) -> None:
         """Render follower ``name`` for every take, batching takes of equal length.
 
-        The decoder's network (MLP, GRU, heads) runs once on the stacked voices of all takes of one
-        length; the synth then renders each take's voices from its slice of the controls, with noise
-        from ``Generator(take.seed + seed_offset)`` exactly as a single :meth:`perform` draws it.
-        Above ``render_chunk_seconds`` voices are synthesised one at a time to bound memory.
+        Up to ``render_chunk_seconds`` the decoder's network (MLP, GRU, heads) runs once on the
+        stacked voices of all takes of one length, and the synth renders each take's voices from
+        its slice of the controls. Longer clips go one voice at a time, network included, to bound
+        memory (a 10-minute pass holds ~0.7 GB per voice). Noise comes from
+        ``Generator(take.seed + seed_offset)``, drawn exactly as a single :meth:`perform` draws it.
         """
         dec = self.decoders[name]
         limit_frames = self.config.render_chunk_seconds * self.features.frame_rate
@@ -456,17 +457,19 @@ class Performer:
                 loud.append(np.repeat(t.loud_out[name][None], len(f0_t), axis=0))
             f0_b = torch.from_numpy(np.ascontiguousarray(np.concatenate(f0), dtype=np.float32))[..., None]
             ld_b = torch.from_numpy(np.ascontiguousarray(np.concatenate(loud), dtype=np.float32))[..., None]
-            T = f0_b.shape[1]
+            batched = f0_b.shape[1] <= limit_frames
             with torch.inference_mode():
-                controls = dec.controls(f0_b, ld_b)  # [V_total, T, ...]
+                controls = dec.controls(f0_b, ld_b) if batched else None  # [V_total, T, ...]
                 v0 = 0
                 for t, voices in zip(group, (len(v) for v in f0), strict=True):
                     gen = torch.Generator().manual_seed(int(t.seed) + seed_offset)
-                    step = voices if T <= limit_frames else 1
-                    audio = np.zeros(n, np.float32)
-                    for v in range(v0, v0 + voices, step):
-                        part = {k: x[v:v + step] for k, x in controls.items()}
-                        audio += dec.render(part, n_samples=n, generator=gen).sum(dim=0).numpy()
+                    if batched:
+                        part = {k: x[v0:v0 + voices] for k, x in controls.items()}
+                        audio = dec.render(part, n_samples=n, generator=gen).sum(dim=0).numpy()
+                    else:
+                        audio = np.zeros(n, np.float32)
+                        for v in range(v0, v0 + voices):
+                            audio += dec(f0_b[v:v + 1], ld_b[v:v + 1], n_samples=n, generator=gen)[0].numpy()
                     t.stems[name] = audio
                     v0 += voices
             share = (time.perf_counter() - start) / len(group)
