@@ -126,7 +126,8 @@ def main() -> None:
             manifest["files"][f"figures/{d}.png"] = {"sha256": sha256_file(ck / "figures" / f"{d}.png")}
     lines += ["## Limits", "",
               "- Timbres are General-MIDI SoundFont renderings, not recordings: the decoders imitate TimGM6mb.",
-              "- CPU budgets: a few hundred steps per decoder, 3000 for the arranger; longer training lowers the losses further.", ""]
+              "- CPU budgets: a few hundred steps per decoder, 3000 for the arranger; longer training lowers the",
+              "  losses further.", ""]
     atomic_write_text(ck / "MODEL_CARD.md", "\n".join(lines))
     atomic_write_text(ck / "MANIFEST.json", json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {ck / 'MODEL_CARD.md'} and {ck / 'MANIFEST.json'}")
