@@ -2,11 +2,12 @@
 
     pip install -r requirements.txt && python app.py        # http://127.0.0.1:7860
 
-``build_demo(engine)`` builds the page (:mod:`ui.page`; request work in :mod:`ui.rounds`); the
-engine (decoders, arranger, RAG database, drum database) is loaded once, here, and shared by every
-request. Library errors (:class:`ensemble.EnsembleError`) reach the user as a ``gr.Error`` with their
-message (``ui.page.user_errors``); anything else is logged with its traceback and shown as a short
-generic message.
+``build_demo(engine)`` builds the page (:mod:`ui.page`, one module per tab; request work in
+:mod:`ensemble.listening`); the engine (decoders, arranger, RAG database, drum database) is loaded
+once, here, from an :class:`ensemble.engine.EngineConfig` (which also declares every request limit),
+and shared by every request. Library errors (:class:`ensemble.EnsembleError`) reach the user as a
+``gr.Error`` with their message (``ui.errors.user_errors``); anything else is logged with its
+traceback and shown as a short generic message.
 
 Environment:
     GRADIO_SERVER_NAME, GRADIO_SERVER_PORT   where to serve (default 127.0.0.1:7860; Spaces sets them)
@@ -14,7 +15,8 @@ Environment:
     ENSEMBLE_CHECKPOINTS                     default checkpoints/ (decoders and arranger)
     ENSEMBLE_DATABASE                        default assets/rag (the RAG database)
     ENSEMBLE_DRUMS                           default assets/drums (drum database, harmony model)
-    RATINGS_DIR                              the ratings log's folder (ensemble.ratings.ratings_dir)
+                                             (the three defaults are EngineConfig's)
+    RATINGS_DIR                              the ratings log's folder (ui.config.ratings_dir)
     ENSEMBLE_WARMUP                          1 (default): one tiny request right after start-up, so the
                                              first user does not pay the one-off compilation
 """
@@ -32,17 +34,20 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ensemble.audio import LoadedAudio  # noqa: E402
+from ensemble.engine import Engine, EngineConfig  # noqa: E402
 from ensemble.errors import EnsembleError  # noqa: E402
-from ensemble.extend import Engine  # noqa: E402
-from ensemble.ratings import ratings_path  # noqa: E402
+from ensemble.listening.round import make_round  # noqa: E402
+from ensemble.listening.settings import Settings  # noqa: E402
+from ensemble.listening.store import RoundStore  # noqa: E402
+from ui.config import ratings_path  # noqa: E402
 from ui.page import CSS, THEME, PageConfig, build_page  # noqa: E402
-from ui.rounds import RoundStore, Settings, make_round  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "assets" / "examples"
@@ -55,8 +60,8 @@ def build_demo(engine: Engine, *, ratings_file: str | os.PathLike | None = None,
     """The page, wired to a loaded engine.
 
     Args:
-        engine: from :meth:`ensemble.extend.Engine.load`.
-        ratings_file: the ratings log; default ``ensemble.ratings.ratings_path()`` (``$RATINGS_DIR``,
+        engine: from :meth:`ensemble.engine.Engine.load`.
+        ratings_file: the ratings log; default ``ui.config.ratings_path()`` (``$RATINGS_DIR``,
             Spaces' ``/data``, else ``ratings/`` in this checkout).
         store: owner of the rounds' temporary files (default: a fresh temporary folder).
         engine_lock: serialises rendering with the start-up warm-up.
@@ -71,10 +76,10 @@ def build_demo(engine: Engine, *, ratings_file: str | os.PathLike | None = None,
 def warm_up(engine: Engine, store: RoundStore, lock: threading.Lock) -> None:
     """One small round (a 4 s synthetic melody, K = 1) so numba/librosa compile before a user waits."""
     t = time.perf_counter()
-    sr = 16000
+    sr = engine.config.features.sample_rate
     notes = np.repeat(440.0 * 2.0 ** (np.array([0, 2, 4, 5, 7, 5, 4, 2]) / 12.0), sr // 2)
     audio = (0.3 * np.sin(2 * np.pi * np.cumsum(notes) / sr)).astype(np.float32)
-    clip = LoadedAudio(audio, sr, sr, 1, False)
+    clip = LoadedAudio(audio, sample_rate=sr, source_sample_rate=sr, source_channels=1, silent=False)
     _, folder = store.new_folder()
     try:
         with lock:
@@ -86,6 +91,20 @@ def warm_up(engine: Engine, store: RoundStore, lock: threading.Lock) -> None:
         store.discard_folder(folder)
 
 
+def engine_config(env: Mapping[str, str] | None = None) -> EngineConfig:
+    """The engine's configuration: ``EngineConfig``'s defaults, folders overridden by the environment.
+
+    Args:
+        env: where to read ``ENSEMBLE_CHECKPOINTS``, ``ENSEMBLE_DATABASE`` and ``ENSEMBLE_DRUMS``;
+            ``None`` reads :data:`os.environ`.
+    """
+    env = os.environ if env is None else env
+    default = EngineConfig()
+    return EngineConfig(checkpoints_dir=env.get("ENSEMBLE_CHECKPOINTS", default.checkpoints_dir),
+                        database_dir=env.get("ENSEMBLE_DATABASE", default.database_dir),
+                        drums_dir=env.get("ENSEMBLE_DRUMS", default.drums_dir))
+
+
 def _stop(signum, frame):  # SIGTERM -> the same clean shutdown as Ctrl-C (temporary files removed)
     raise KeyboardInterrupt
 
@@ -94,9 +113,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     t0 = time.perf_counter()
     try:
-        engine = Engine.load(os.environ.get("ENSEMBLE_CHECKPOINTS", "checkpoints"),
-                             os.environ.get("ENSEMBLE_DATABASE", "assets/rag"),
-                             os.environ.get("ENSEMBLE_DRUMS", "assets/drums"))
+        engine = Engine.load(engine_config())
     except EnsembleError as exc:
         print(f"error: cannot load the models and databases: {exc}", file=sys.stderr)
         return 2

@@ -15,25 +15,22 @@ note envelopes and phrase-level dynamics), the kind of lead line the app receive
 
 Timings are medians over ``--repeats`` after one warm-up. Prints a table and a final JSON line.
 
-    python benchmarks/metrics.py [--repeats 3]
+    python -m benchmarks.metrics [--repeats 3]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import statistics
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ensemble import features, metrics  # noqa: E402
+from ensemble import features, metrics
+from ensemble.figures import report as report_figures
 
 SR = 16000
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
@@ -92,7 +89,7 @@ def main() -> None:
         return metrics.analyze_clip(clip30, config=config, f0_method="pyin", cache=None)
 
     def card(analysis):
-        return metrics.figure_png(metrics.report_card(analysis, config=config))
+        return report_figures.figure_png(report_figures.report_card(analysis, config=config))
 
     t_an30, an30 = timed(analyse30, args.repeats)
     t_card30, png30 = timed(lambda: card(an30), args.repeats)
@@ -118,14 +115,14 @@ def main() -> None:
 
     def candidates_all():
         cands = candidates_metrics()
-        return metrics.figure_png(metrics.compare_candidates(inp, cands))
+        return report_figures.figure_png(report_figures.compare_candidates(inp, cands))
 
     def candidates_from_audio():
         cands = [metrics.candidate_analysis(inp, metrics.SegmentFeatures.from_audio(
             chunk, f0_hz=seg.f0_hz, voiced=seg.voiced, config=grid, label=seg.label,
             f0_method="yin"), crossfade_s=0.05, config=config)
             for seg, chunk in zip(segments, chunks, strict=True)]
-        return metrics.figure_png(metrics.compare_candidates(inp, cands))
+        return report_figures.figure_png(report_figures.compare_candidates(inp, cands))
 
     t_cm, cands = timed(candidates_metrics, args.repeats)
     t_c10, png10 = timed(candidates_all, args.repeats)

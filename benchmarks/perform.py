@@ -7,28 +7,24 @@ model of the same size (same compute) and the JSON says so. One warm-up run, the
 timed runs; medians per stage (analysis, arranger, drums, harmony, bass, keys, mix) and of the
 whole call. Prints a table and a final JSON line.
 
-    python benchmarks/perform.py [--seconds 30] [--repeats 5] [--threads 2]
+    python -m benchmarks.perform [--seconds 30] [--repeats 5] [--threads 2]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import os
+import statistics
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ensemble.audio import load_audio  # noqa: E402
-from ensemble.perform import PerformConfig  # noqa: E402
-from ensemble.perform.evaluate import load_performer  # noqa: E402
+from ensemble.audio import load_audio
+from ensemble.jobs.perform_eval import load_performer
+from ensemble.perform import PerformConfig
 
 SR = 16000
 STAGES = ("analysis", "arranger", "drums", "harmony", "bass", "keys", "mix")

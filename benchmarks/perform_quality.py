@@ -1,5 +1,5 @@
 """Quality of the performer on BabyBand test tracks (leader = the Guitar stem); see
-:mod:`ensemble.perform.evaluate` for the definitions.
+:mod:`ensemble.jobs.perform_eval` for the definitions.
 
 Reports, pooled over the test split: the bass pitch class agreement with the ground-truth Bass stem
 (planned f0 and pYIN of the rendered bass) against two baselines measured in the same run (a
@@ -7,24 +7,20 @@ constant bass on the estimated key's tonic; chance = shuffled frames), the key a
 onsets' distance to the leader's beat grid (estimated and true) against a half-beat-shifted
 baseline, and the largest mix peak. Prints a per-track table and a final JSON line.
 
-    python benchmarks/perform_quality.py [--data data/babyband] [--split test] [--no-rendered-pitch]
+    python -m benchmarks.perform_quality [--data data/babyband] [--split test] [--no-rendered-pitch]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from ensemble.perform import PerformConfig  # noqa: E402
-from ensemble.perform.evaluate import EvalConfig, evaluate_tracks, load_performer  # noqa: E402
+from ensemble.jobs.perform_eval import EvalConfig, evaluate_tracks, load_performer
+from ensemble.perform import PerformConfig
 
 
 def _fmt(x, spec: str = ".3f") -> str:

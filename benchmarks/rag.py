@@ -8,24 +8,20 @@ uses an IVF index (nprobe 16). The reference design's loop (one Python iteration
 timed on a sample of candidates and extrapolated linearly. The full extend runs on the shipped
 assets with a 20 s clip from ``assets/examples`` (or a synthetic melody).
 
-    python benchmarks/rag.py [--sizes 10000,100000,1000000] [--queries 15] [--no-extend]
+    python -m benchmarks.rag [--sizes 10000,100000,1000000] [--queries 15] [--no-extend]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import statistics
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from ensemble import rag  # noqa: E402
+from ensemble import rag
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,11 +92,14 @@ def time_reference(db: rag.RagDatabase, sample: int) -> float:
 
 def time_extend(repeats: int = 5) -> dict | None:
     from ensemble.audio import load_audio
-    from ensemble.extend import Engine, ExtendRequest, extend
+    from ensemble.engine import Engine, EngineConfig
+    from ensemble.extend import ExtendRequest, extend
 
     try:
         t0 = time.perf_counter()
-        engine = Engine.load(ROOT / "checkpoints", ROOT / "assets" / "rag", ROOT / "assets" / "drums")
+        engine = Engine.load(EngineConfig(checkpoints_dir=str(ROOT / "checkpoints"),
+                                          database_dir=str(ROOT / "assets" / "rag"),
+                                          drums_dir=str(ROOT / "assets" / "drums")))
         load_s = time.perf_counter() - t0
     except Exception as exc:  # assets not built yet
         print(f"full extend skipped: {exc}")

@@ -10,26 +10,23 @@ context only, the segment itself only -- the reference design's choice -- and th
 three seam rules (``seam_match``: the jump at the join, the distance to the source's own approach,
 or the smaller of the two). The configured defaults are marked; the final JSON line holds them all.
 
-    python benchmarks/rag_quality.py [--data data/babyband] [--checkpoints checkpoints]
+    python -m benchmarks.rag_quality [--data data/babyband] [--checkpoints checkpoints]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import tempfile  # noqa: E402
-from dataclasses import replace  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from ensemble import rag  # noqa: E402
-from ensemble.audio import load_audio  # noqa: E402
-from ensemble.models.io import load_decoder  # noqa: E402
+from ensemble import rag
+from ensemble.audio import load_audio
+from ensemble.jobs.index import build_database
+from ensemble.models.io import load_decoder
 
 
 def main() -> None:
@@ -48,7 +45,7 @@ def main() -> None:
     decoder, _ = load_decoder(Path(args.checkpoints) / "decoder_Guitar.pt")
     db_dir = Path(args.db) if args.db else Path(tempfile.mkdtemp(prefix="rag_quality_")) / "db"
     if not (db_dir / "manifest.json").is_file():
-        rag.build_database(args.data, db_dir, decoder, splits=("train", args.split), progress=True,
+        build_database(args.data, db_dir, decoder, splits=("train", args.split), progress=True,
                            command="benchmarks/rag_quality.py")
     db = rag.RagDatabase.load(db_dir)
     if sorted(db.manifest.get("splits", [])) != sorted(["train", args.split]):

@@ -5,26 +5,21 @@ The control signal is a guitar-range melody (G3..A5, 196-880 Hz, with vibrato) a
 varying harmonic/noise spectra, the kind of controls the Guitar decoder produces. Both synths get
 the same masked controls. Prints a table and a final JSON line.
 
-    python benchmarks/synth.py [--seconds 30] [--repeats 7]
+    python -m benchmarks.synth [--seconds 30] [--repeats 7]
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import json
+import math
+import statistics
+import time
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ensemble import dsp  # noqa: E402
+from ensemble import dsp
 
 SR, HOP, K, M = 16000, 160, 100, 65
 

@@ -9,7 +9,6 @@ leaves a half-written file behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import soundfile as sf
 import soxr
 
 from ensemble.errors import EnsembleError
+from ensemble.files import atomic_write
 
 __all__ = [
     "DEFAULT_SAMPLE_RATE",
@@ -252,15 +252,5 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = DEFA
         raise EnsembleError(f"refusing to write {os.fspath(path)!r}: the audio has no samples")
     if not np.all(np.isfinite(audio)):
         raise EnsembleError(f"refusing to write {os.fspath(path)!r}: the audio has NaN or Inf samples")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    clipped = np.clip(audio, -1.0, 1.0)
+    return atomic_write(path, lambda tmp: sf.write(tmp, clipped, sample_rate, subtype="PCM_16", format="WAV"))

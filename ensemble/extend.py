@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,52 +37,15 @@ import torch
 
 from ensemble.audio import save_wav
 from ensemble.dsp import crossfade, soft_limit
+from ensemble.engine import Engine
 from ensemble.errors import EnsembleError
-from ensemble.models.decoder import InstrumentDecoder, enable_fast_cpu_inference
-from ensemble.models.io import load_decoder
 from ensemble.perform import Performance, PerformConfig, Performer, parse_followers, write_performance
-from ensemble.rag import FEATURES, Candidate, Query, RagDatabase, analyze_query, retrieve, segment_audio
+from ensemble.rag import Candidate, Query, RagDatabase, analyze_query, retrieve, segment_audio
 
-__all__ = ["Engine", "ExtendRequest", "Extension", "extend", "write_extension", "RESULT_COLUMNS"]
-
-SR = FEATURES.sample_rate
+__all__ = ["ExtendRequest", "Continuation", "Extension", "extend", "write_extension", "RESULT_COLUMNS"]
 RESULT_COLUMNS = ["rank", "db_chunk_idx", "track", "start_seconds", "composite", "relevance",
                   "coherence", "lookback", "transpose", "seam_pitch_jump_cents",
                   "seam_loudness_jump_db", "fallback"]
-
-
-@dataclass
-class Engine:
-    """Models and database, loaded once and shared by all requests (read-only after load)."""
-
-    guitar: InstrumentDecoder
-    db: RagDatabase
-    performer: Performer
-    versions: dict = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, checkpoints_dir: str | os.PathLike = "checkpoints",
-             database_dir: str | os.PathLike = "assets/rag",
-             drum_db: str | os.PathLike = "assets/drums") -> Engine:
-        """Load the shipped checkpoints and databases.
-
-        Raises:
-            EnsembleError: a missing or damaged file, naming it.
-        """
-        enable_fast_cpu_inference()  # denormal activations make the GRUs ~10x slower on CPU
-        guitar, meta = load_decoder(Path(checkpoints_dir) / "decoder_Guitar.pt")
-        db = RagDatabase.load(database_dir)
-        performer = Performer.load(PerformConfig(checkpoints_dir=str(checkpoints_dir), drum_db=str(drum_db)))
-        versions = {"guitar_decoder_steps": meta.get("steps"), "database": db.version,
-                    "performer": performer.versions}
-        return cls(guitar, db, performer, versions)
-
-    @property
-    def model_version(self) -> str:
-        """Short id of the shipped models: sha256 prefixes of the checkpoints."""
-        v = self.performer.versions
-        parts = [str(v.get(k, {}).get("sha256") or "")[:8] for k in ("arranger", "Bass", "Keys")]
-        return "-".join(p for p in parts if p) or "in-memory"
 
 
 @dataclass(frozen=True)
@@ -99,23 +62,64 @@ class ExtendRequest:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """What one candidate plays after the input, as controls, from the crossfade's start.
+
+    The candidate's stored controls (its database segment), transposed by ``transpose`` semitones
+    and cut or padded to the continuation's frames; a segment that runs past its track's end is
+    unvoiced and silent (-120 dB) there. The transposed winners are re-synthesised from exactly these,
+    and the listening round draws the candidates' melody from them.
+
+    Attributes:
+        f0_hz: [T] Hz, 0 where unvoiced.
+        voiced: [T] bool.
+        loudness_db: [T] dB (A-weighted).
+        transpose: semitones applied to the stored f0.
+    """
+
+    f0_hz: np.ndarray
+    voiced: np.ndarray
+    loudness_db: np.ndarray
+    transpose: int
+
+
 @dataclass
 class Extension:
-    """The result of one request."""
+    """The result of one request.
+
+    Attributes:
+        input_audio: the user's clip [n] at ``sample_rate``.
+        query: what retrieval read from it.
+        candidates: the Top-K, best first.
+        continuations: per candidate, its continuation's controls (:class:`Continuation`).
+        performances: per candidate, the band's performance of input + continuation.
+        leaders: per candidate, the stitched leader audio (input, crossfade, continuation).
+        crossfade: length of the equal-power crossfade at the seam, samples.
+        sample_rate: Hz of every audio array here.
+    """
 
     input_audio: np.ndarray
     query: Query
     candidates: list[Candidate]
+    continuations: list[Continuation]
     performances: list[Performance]
     leaders: list[np.ndarray]  # stitched leader audio per candidate
     request: ExtendRequest
     notes: list[str]
     timings: dict[str, float]
     versions: dict
+    crossfade: int
+    sample_rate: int
 
     @property
     def input_seconds(self) -> float:
-        return len(self.input_audio) / SR
+        return len(self.input_audio) / self.sample_rate
+
+    @property
+    def seam_seconds(self) -> float:
+        """Where the crossfade starts: the continuation's first sample, s."""
+        return (len(self.input_audio) - self.crossfade) / self.sample_rate
 
     def results(self) -> dict:
         return {"input_seconds": round(self.input_seconds, 3), "target_seconds": self.request.seconds,
@@ -127,18 +131,20 @@ class Extension:
                 "candidates": [c.to_dict() for c in self.candidates]}
 
 
-def _validate(audio: np.ndarray, req: ExtendRequest, db: RagDatabase) -> tuple[np.ndarray, ExtendRequest]:
+def _validate(audio: np.ndarray, req: ExtendRequest, engine: Engine) -> tuple[np.ndarray, ExtendRequest]:
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
-        raise EnsembleError(f"extend needs mono audio [n_samples] at 16 kHz, got shape {audio.shape}")
-    seconds = len(audio) / SR
+        raise EnsembleError(f"extend needs mono audio [n_samples] at {engine.sample_rate // 1000} kHz, "
+                            f"got shape {audio.shape}")
+    seconds = len(audio) / engine.sample_rate
+    limits, db = engine.config.limits, engine.db
     if not math.isfinite(req.seconds) or req.seconds <= seconds:
         raise EnsembleError(
             f"target length {req.seconds:g} s must be longer than the input ({seconds:.2f} s)")
-    if req.seconds > 600:
-        raise EnsembleError(f"target length {req.seconds:g} s; allowed: at most 600 s")
-    if not 1 <= int(req.k) <= 10:
-        raise EnsembleError(f"K = {req.k}; allowed: 1..10")
+    if req.seconds > limits.max_target_seconds:
+        raise EnsembleError(f"target length {req.seconds:g} s; allowed: at most {limits.max_target_seconds:g} s")
+    if not 1 <= int(req.k) <= limits.max_k:
+        raise EnsembleError(f"K = {req.k}; allowed: 1..{limits.max_k}")
     if db.n_chunks == 0:
         raise EnsembleError("the RAG database is empty")
     lookbacks = req.lookbacks
@@ -157,26 +163,29 @@ def _lookback_mask(db: RagDatabase, lookbacks: tuple[float, ...] | None) -> np.n
     return np.array([any(abs(L - x) < 1e-6 for x in lookbacks) for L in db.config.lookbacks])
 
 
+def _continuation(db: RagDatabase, c: Candidate, frames: int) -> Continuation:
+    """The candidate's stored controls for ``frames`` frames from its chunk's start, transposed."""
+    f0, voiced, loud = db.track_features(int(db.chunk_track[c.chunk]))
+    s = int(db.chunk_start[c.chunk])
+    v = np.asarray(voiced[s:s + frames], bool)
+    f = np.where(v, f0[s:s + frames], 0.0) * 2.0 ** (c.transpose / 12.0)
+    ld = loud[s:s + frames]
+    pad = frames - len(f)  # a segment running past its track's end: unvoiced and silent
+    return Continuation(f0_hz=np.pad(f, (0, pad)), voiced=np.pad(v, (0, pad)),
+                        loudness_db=np.pad(ld, (0, pad), constant_values=-120.0), transpose=int(c.transpose))
+
+
 @torch.inference_mode()
-def _resynthesise(engine: Engine, cands: list[Candidate], n_samples: int, seed: int) -> dict[int, np.ndarray]:
-    """Transposed winners, re-synthesised in one batch by the Guitar decoder from stored f0/loudness."""
-    todo = [c for c in cands if c.transpose != 0]
+def _resynthesise(engine: Engine, cands: list[Candidate], conts: list[Continuation], n_samples: int,
+                  seed: int) -> dict[int, np.ndarray]:
+    """Transposed winners, re-synthesised in one batch by the leader decoder from their controls."""
+    todo = [(c, k) for c, k in zip(cands, conts, strict=True) if c.transpose != 0]
     if not todo:
         return {}
-    frames = n_samples // FEATURES.hop_length + 1
-    f0s, louds = [], []
-    for c in todo:
-        f0, voiced, loud = engine.db.track_features(int(engine.db.chunk_track[c.chunk]))
-        s = int(engine.db.chunk_start[c.chunk])
-        f = np.where(voiced[s:s + frames], f0[s:s + frames], 0.0) * 2.0 ** (c.transpose / 12.0)
-        ld = loud[s:s + frames]
-        pad = frames - len(f)
-        f0s.append(np.pad(f, (0, pad)))
-        louds.append(np.pad(ld, (0, pad), constant_values=-120.0))
-    out = engine.guitar(torch.tensor(np.stack(f0s), dtype=torch.float32)[..., None],
-                        torch.tensor(np.stack(louds), dtype=torch.float32)[..., None],
+    out = engine.leader(torch.tensor(np.stack([k.f0_hz for _, k in todo]), dtype=torch.float32)[..., None],
+                        torch.tensor(np.stack([k.loudness_db for _, k in todo]), dtype=torch.float32)[..., None],
                         n_samples=n_samples, generator=torch.Generator().manual_seed(seed))
-    return {c.rank: out[i].numpy().astype(np.float32) for i, c in enumerate(todo)}
+    return {c.rank: out[i].numpy().astype(np.float32) for i, (c, _) in enumerate(todo)}
 
 
 def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendRequest(), *,
@@ -190,19 +199,20 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
         EnsembleError: target <= input length, silent or too short input, bad K/alpha/beta/lookbacks.
     """
     report = progress or (lambda f, m: None)
-    audio, req = _validate(audio, request, engine.db)
+    audio, req = _validate(audio, request, engine)
+    sr = engine.sample_rate
     timings: dict[str, float] = {}
     notes: list[str] = []
 
     t = time.perf_counter()
     report(0.02, "analysing the input")
-    q = analyze_query(audio, engine.db, engine.guitar)
+    q = analyze_query(audio, engine.db, engine.leader)
     notes += list(q.notes)
     timings["query_analysis"] = time.perf_counter() - t
 
     t = time.perf_counter()
     report(0.1, "retrieving candidates")
-    cont_seconds = req.seconds - len(audio) / SR
+    cont_seconds = req.seconds - len(audio) / sr
     cands = retrieve(engine.db, q, req.k, alpha=req.alpha, beta=req.beta, transpose=req.transpose,
                      continuation_seconds=cont_seconds,
                      lookback_mask=_lookback_mask(engine.db, req.lookbacks))
@@ -216,9 +226,11 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     timings["retrieval"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    xfade = max(1, int(round(engine.db.config.crossfade_seconds * SR)))
-    n_cont = int(round(cont_seconds * SR)) + xfade
-    resynth = _resynthesise(engine, cands, n_cont, req.seed)
+    xfade = max(1, int(round(engine.db.config.crossfade_seconds * sr)))
+    n_cont = int(round(cont_seconds * sr)) + xfade
+    frames = n_cont // engine.config.features.hop_length + 1
+    continuations = [_continuation(engine.db, c, frames) for c in cands]
+    resynth = _resynthesise(engine, cands, continuations, n_cont, req.seed)
     leaders = []
     for c in cands:
         seg = resynth.get(c.rank)
@@ -231,7 +243,8 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     performer = engine.performer
     if req.followers != performer.config.followers:
         performer = Performer(performer.arranger, performer.decoders, performer.drum_db,
-                              replace(performer.config, followers=req.followers), versions=performer.versions)
+                              replace(performer.config, followers=req.followers), versions=performer.versions,
+                              features=performer.features)
     report(0.15, "performing the input and the continuations")
     conts = [leader[len(audio) - xfade:] for leader in leaders]  # the continuation incl. the fade
 
@@ -243,14 +256,16 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     perfs = performer.perform_batch([audio, *conts], seed=req.seed, workers=min(2, os.cpu_count() or 1),
                                     progress=step)
     user_perf, cont_perfs = perfs[0], perfs[1:]
-    performances = [_stitch(user_perf, p, xfade, performer.config) for p in cont_perfs]
+    performances = [_stitch(user_perf, p, xfade, performer.config, sr) for p in cont_perfs]
     timings["perform"] = time.perf_counter() - t
     report(1.0, "done")
     versions = {"model": engine.model_version, "database": engine.db.version}
-    return Extension(audio, q, cands, performances, leaders, req, notes, timings, versions)
+    return Extension(audio, q, cands, continuations, performances, leaders, req, notes, timings, versions,
+                     crossfade=xfade, sample_rate=sr)
 
 
-def _stitch(user: Performance, cont: Performance, xfade: int, config: PerformConfig) -> Performance:
+def _stitch(user: Performance, cont: Performance, xfade: int, config: PerformConfig,
+            sr: int) -> Performance:
     """Join the input's performance and a continuation's, stem by stem, with the same equal-power
     crossfade as the leader, then re-mix through the soft limiter (peak stays below 0 dBFS)."""
     stems = {}
@@ -266,8 +281,8 @@ def _stitch(user: Performance, cont: Performance, xfade: int, config: PerformCon
         stems[name] *= np.float32(bus)
     mix = soft_limit(raw * np.float32(bus), threshold_db=config.limiter_threshold_db,
                      ceiling_db=config.limiter_ceiling_db).astype(np.float32)
-    info = {"stitched": True, "seam_seconds": round((len(user.mix) - xfade / 2) / SR, 3),
-            "crossfade_seconds": round(xfade / SR, 3), "bus_gain": round(bus, 4),
+    info = {"stitched": True, "seam_seconds": round((len(user.mix) - xfade / 2) / sr, 3),
+            "crossfade_seconds": round(xfade / sr, 3), "bus_gain": round(bus, 4),
             "peak_dbfs": round(20 * np.log10(max(float(np.max(np.abs(mix))), 1e-12)), 2),
             "input_part": user.info, "continuation_part": cont.info}
     return replace(cont, mix=mix, stems=stems, info=info)
@@ -299,7 +314,7 @@ def write_extension(ext: Extension, out_dir: str | os.PathLike) -> Path:
     try:
         for c, perf in zip(ext.candidates, ext.performances, strict=True):
             write_performance(perf, tmp / f"rank{c.rank:02d}")
-        save_wav(tmp / "input.wav", ext.input_audio, SR)
+        save_wav(tmp / "input.wav", ext.input_audio, ext.sample_rate)
         (tmp / "results.json").write_text(json.dumps(ext.results(), indent=2) + "\n")
         (tmp / "results.csv").write_text(_results_csv(ext))
         if out.exists():

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.ndimage
 
 from ensemble.errors import EnsembleError
+from ensemble.music import hz_to_cents
 
 __all__ = [
     "FeatureConfig",
@@ -41,8 +42,6 @@ __all__ = [
     "chroma",
     "onset_strength",
     "analyze",
-    "hz_to_cents",
-    "cents_between",
 ]
 
 
@@ -148,18 +147,6 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
     return np.pad(x, pad, mode="edge")
 
 
-def hz_to_cents(f_hz: np.ndarray, ref_hz: float = 440.0) -> np.ndarray:
-    """Cents above ``ref_hz`` (NaN where f <= 0)."""
-    f = np.asarray(f_hz, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(f > 0, 1200.0 * np.log2(f / ref_hz), np.nan)
-
-
-def cents_between(f_hz: np.ndarray, ref_hz: np.ndarray) -> np.ndarray:
-    """Signed interval ``f`` relative to ``ref`` in cents (NaN where either is <= 0)."""
-    return hz_to_cents(f_hz, 1.0) - hz_to_cents(ref_hz, 1.0)
-
-
 def f0_pyin(audio: np.ndarray, *, config: FeatureConfig = FeatureConfig()
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """f0 by pYIN (the reference tracker).
@@ -197,7 +184,7 @@ def f0_yin(audio: np.ndarray, *, config: FeatureConfig = FeatureConfig()
     level_db = 20.0 * np.log10(np.maximum(rms(audio, config=config), 1e-10))
     loud = (level_db > config.voicing_gate_db) & (
         level_db > level_db.max() - config.voicing_relative_db)
-    cents = 1200.0 * np.log2(f0)
+    cents = hz_to_cents(f0, 1.0, dtype=None)
     local = scipy.ndimage.median_filter(cents, size=5, mode="nearest")
     stable = np.abs(cents - local) < config.stability_cents
     inside = (f0 > config.fmin * 1.01) & (f0 < config.fmax * 0.99)

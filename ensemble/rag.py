@@ -66,14 +66,10 @@ so with the flat index the Top-K is exactly that of scoring every candidate.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import faiss
@@ -82,25 +78,24 @@ import soundfile as sf
 import torch
 from threadpoolctl import ThreadpoolController
 
-from ensemble.audio import load_audio
+from ensemble.config import config_from_dict
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig, chroma, f0_yin, loudness_db, rms
-from ensemble.models.decoder import InstrumentDecoder, normalize_f0, normalize_loudness
+from ensemble.files import sha256_file
+from ensemble.models.decoder import InstrumentDecoder
+from ensemble.music import hz_to_cents
 
 __all__ = [
     "RagConfig",
     "RagDatabase",
     "Query",
     "Candidate",
-    "build_database",
     "analyze_query",
     "retrieve",
     "reference_retrieve",
     "segment_audio",
 ]
 
-FEATURES = FeatureConfig()
-FPS = int(FEATURES.frame_rate)
 DB_FORMAT = 2  # 2: approach seam features (pre_pitch, pre_loud)
 SEAM_MATCHES = ("join", "approach", "either")
 # faiss-cpu ships its own OpenMP OpenBLAS; once it is loaded, numpy's small matrix products on 2
@@ -151,54 +146,37 @@ class RagConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RagConfig:
-        known = {f.name for f in fields(cls)}
-        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
-        return cls(**d)
+        """From a manifest's ``config`` (unknown keys refused: rebuild a database of another version)."""
+        return config_from_dict(cls, d)
 
 
 # ----------------------------------------------------------------------------- shared analysis
 
-def _l2(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     n = np.linalg.norm(x, axis=axis, keepdims=True)
     return x / np.maximum(n, 1e-8)
 
 
-def _window_means(cum: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+def window_means(cum: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Means of rows [start, end) from a cumulative sum with a leading zero row."""
     ends = np.maximum(ends, starts + 1)
     return (cum[ends] - cum[starts]) / (ends - starts)[:, None]
 
 
-def _cumsum0(x: np.ndarray) -> np.ndarray:
+def cumsum0(x: np.ndarray) -> np.ndarray:
     """[T, C] -> [T + 1, C] cumulative sum with a zero first row (float64)."""
     return np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0, dtype=np.float64)])
 
 
-@torch.inference_mode()
-def _gru_states(decoder: InstrumentDecoder, f0_hz: np.ndarray, loud_db: np.ndarray,
-                block: int = 6000) -> np.ndarray:
-    """[T, H] GRU states of the decoder run over a whole signal (in blocks, carrying the state)."""
-    from ensemble.models.decoder import hold_unvoiced
-
-    f0 = hold_unvoiced(torch.tensor(f0_hz, dtype=torch.float32)[None, :, None])
-    x = torch.cat([normalize_f0(f0), normalize_loudness(torch.tensor(
-        loud_db, dtype=torch.float32)[None, :, None])], dim=-1)
-    h, out = None, []
-    for s in range(0, x.shape[1], block):
-        y, h = decoder.gru(decoder.in_mlp(x[:, s:s + block]), h)
-        out.append(decoder.norm(y)[0])
-    return torch.cat(out).numpy().astype(np.float32)
-
-
-def _seam_stats(f0_hz: np.ndarray, voiced: np.ndarray, loud: np.ndarray) -> tuple[float, float]:
+def seam_stats(f0_hz: np.ndarray, voiced: np.ndarray, loud: np.ndarray) -> tuple[float, float]:
     """(median voiced f0 in cents re A4 or NaN, mean loudness dB) of a short window."""
     v = voiced & (f0_hz > 0)
-    pitch = float(np.median(1200 * np.log2(f0_hz[v] / 440.0))) if v.any() else float("nan")
+    pitch = float(np.median(hz_to_cents(f0_hz[v], dtype=None))) if v.any() else float("nan")
     return pitch, float(np.mean(loud)) if len(loud) else float("nan")
 
 
 @dataclass
-class _Analysis:
+class SignalAnalysis:
     f0: np.ndarray
     voiced: np.ndarray
     loud: np.ndarray
@@ -207,11 +185,15 @@ class _Analysis:
     states: np.ndarray  # [T, H]
 
 
-def _analyze(audio: np.ndarray, decoder: InstrumentDecoder) -> _Analysis:
-    f0, voiced = f0_yin(audio, config=FEATURES)
-    loud = loudness_db(audio, config=FEATURES)
-    return _Analysis(f0, voiced, loud, rms(audio, config=FEATURES), chroma(audio, config=FEATURES).T,
-                     _gru_states(decoder, f0, loud))
+def analyze_signal(audio: np.ndarray, decoder: InstrumentDecoder, features: FeatureConfig) -> SignalAnalysis:
+    """YIN f0 and voicing, loudness, RMS, chroma and the decoder's GRU states of a signal [n] at 16 kHz."""
+    f0, voiced = f0_yin(audio, config=features)
+    loud = loudness_db(audio, config=features)
+    with torch.inference_mode():
+        states = decoder.gru_states(torch.tensor(f0, dtype=torch.float32)[None, :, None],
+                                    torch.tensor(loud, dtype=torch.float32)[None, :, None])
+    return SignalAnalysis(f0, voiced, loud, rms(audio, config=features), chroma(audio, config=features).T,
+                          states[0].numpy().astype(np.float32))
 
 
 # ----------------------------------------------------------------------------- database
@@ -242,6 +224,12 @@ class RagDatabase:
     pca_mean: np.ndarray  # [H]
     pca_components: np.ndarray  # [D, H]
     indexes: list = field(default_factory=list)  # one faiss index per lookback
+    features: FeatureConfig = field(default_factory=FeatureConfig)  # the frame grid it was built on
+
+    @property
+    def fps(self) -> int:
+        """Frames per second of every per-frame array (100)."""
+        return int(self.features.frame_rate)
 
     @property
     def n_chunks(self) -> int:
@@ -281,8 +269,12 @@ class RagDatabase:
             self.indexes.append(index)
 
     @classmethod
-    def load(cls, root: str | os.PathLike) -> RagDatabase:
+    def load(cls, root: str | os.PathLike, *, features: FeatureConfig = FeatureConfig()) -> RagDatabase:
         """Load and check a database folder.
+
+        Args:
+            root: the folder written by ``python -m ensemble index build``.
+            features: the frame grid its per-frame arrays use (the project's one grid).
 
         Raises:
             EnsembleError: missing folder or files, a sha256 mismatch with the manifest, or
@@ -305,7 +297,7 @@ class RagDatabase:
             path = root / name
             if not path.is_file():
                 raise EnsembleError(f"RAG database file {str(path)!r} is missing")
-            if name.endswith(".npz") and _sha256(path) != digest:
+            if name.endswith(".npz") and sha256_file(path) != digest:
                 raise EnsembleError(f"RAG database file {str(path)!r} does not match its sha256 in "
                                     "manifest.json (damaged or replaced); rebuild the database")
         try:
@@ -332,7 +324,7 @@ class RagDatabase:
                  pre_pitch=arrays["pre_pitch"].astype(np.float32),
                  pre_loud=arrays["pre_loud"].astype(np.float32),
                  pca_mean=arrays["pca_mean"].astype(np.float32),
-                 pca_components=arrays["pca_components"].astype(np.float32))
+                 pca_components=arrays["pca_components"].astype(np.float32), features=features)
         if db.ctx.shape[:2] != (len(config.lookbacks), db.n_chunks) or db.n_chunks == 0:
             raise EnsembleError(f"RAG database {str(root)!r} is empty or inconsistent "
                                 f"(ctx {db.ctx.shape}, {db.n_chunks} chunks)")
@@ -340,159 +332,15 @@ class RagDatabase:
         return db
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _project(states_mean: np.ndarray, mean: np.ndarray, comps: np.ndarray) -> np.ndarray:
-    return _l2((states_mean - mean) @ comps.T)
-
-
-def build_database(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                   decoder: InstrumentDecoder, *, splits: tuple[str, ...] = ("train", "valid"),
-                   stem: str = "Guitar", config: RagConfig = RagConfig(), command: str = "",
-                   decoder_version: str = "", progress: bool = True) -> dict:
-    """Build a RAG database from a corpus folder into ``out_dir`` (written whole, then renamed).
-
-    Returns:
-        The manifest dict.
-    """
-    from tqdm.auto import tqdm
-
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    tracks = []
-    for meta_path in sorted(data_dir.glob("*/metadata.json")):
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if meta.get("split") in splits and (meta_path.parent / "stems" / f"{stem}.flac").is_file():
-            tracks.append(meta_path.parent)
-    if not tracks:
-        raise EnsembleError(f"no {stem!r} stems in splits {list(splits)} of {str(data_dir)!r}")
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.exists()
-                                else None))
-    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the database is shipped
-    (tmp / "audio").mkdir()
-    chunk_step = int(round(config.chunk_seconds * FPS))
-    seg_frames = int(round(config.segment_seconds * FPS))
-    seam = int(round(config.seam_seconds * FPS))
-    min_rem = int(round(config.min_remaining_seconds * FPS))
-    names, f0s, voiceds, louds, offsets = [], [], [], [], [0]
-    rows = {k: [] for k in ("track", "start", "remaining", "rms_mean", "rms_std", "seam_pitch",
-                            "seam_loud", "pre_pitch", "pre_loud")}
-    ctx_states, ctx_chroma, seg_states, seg_chroma = [], [], [], []
-    try:
-        for ti, track in enumerate(tqdm(tracks, desc="index tracks", disable=not progress)):
-            audio = load_audio(track / "stems" / f"{stem}.flac", max_seconds=3600).audio
-            an = _analyze(audio, decoder)
-            T = len(an.f0)
-            names.append(track.name)
-            f0s.append(an.f0)
-            voiceds.append(an.voiced)
-            louds.append(an.loud)
-            offsets.append(offsets[-1] + T)
-            sf.write(tmp / "audio" / f"{track.name}.ogg", audio, FEATURES.sample_rate, format="OGG",
-                     subtype="VORBIS", compression_level=1.0 - config.vorbis_quality)
-            starts = np.arange(0, T - min_rem, chunk_step)
-            if len(starts) == 0:
-                continue
-            cs, cc = _cumsum0(an.states), _cumsum0(an.chroma)
-            ends = np.minimum(starts + seg_frames, T)
-            seg_states.append(_window_means(cs, starts, ends))
-            seg_chroma.append(_window_means(cc, starts, ends))
-            per_l_s, per_l_c = [], []
-            for L in config.lookbacks:
-                lf = int(round(L * FPS))
-                b = np.maximum(starts - lf, 0)
-                per_l_s.append(np.where((starts > 0)[:, None], _window_means(cs, b, starts), np.nan))
-                per_l_c.append(np.where((starts > 0)[:, None], _window_means(cc, b, starts), np.nan))
-            ctx_states.append(np.stack(per_l_s))
-            ctx_chroma.append(np.stack(per_l_c))
-            r = an.rms
-            for s, e in zip(starts, ends, strict=True):
-                rows["rms_mean"].append(float(r[s:e].mean()))
-                rows["rms_std"].append(float(r[s:e].std()))
-                p, ld = _seam_stats(an.f0[s:s + seam], an.voiced[s:s + seam], an.loud[s:s + seam])
-                rows["seam_pitch"].append(p)
-                rows["seam_loud"].append(ld)
-                a = max(0, s - seam)
-                p, ld = _seam_stats(an.f0[a:s], an.voiced[a:s], an.loud[a:s]) if s > 0 else (np.nan, np.nan)
-                rows["pre_pitch"].append(p)
-                rows["pre_loud"].append(ld)
-            rows["track"] += [ti] * len(starts)
-            rows["start"] += starts.tolist()
-            rows["remaining"] += (T - starts).tolist()
-        if not rows["track"]:
-            raise EnsembleError(f"no track in {str(data_dir)!r} is longer than "
-                                f"{config.min_remaining_seconds} s")
-        seg_s = np.concatenate(seg_states)
-        ctx_s = np.concatenate(ctx_states, axis=1)  # [L, N, H]
-        # PCA of the GRU window means (fit on segment windows)
-        mean = seg_s.mean(axis=0)
-        _, _, vt = np.linalg.svd(seg_s - mean, full_matrices=False)
-        comps = vt[: config.embed_dims]
-        seg_vec = np.concatenate([_project(seg_s, mean, comps), _l2(np.concatenate(seg_chroma))], 1)
-        ctx_vec = []
-        for li in range(len(config.lookbacks)):
-            valid = ~np.isnan(ctx_s[li, :, 0])
-            e = np.zeros((ctx_s.shape[1], comps.shape[0]))
-            e[valid] = _project(ctx_s[li, valid], mean, comps)
-            c = np.nan_to_num(_l2(np.nan_to_num(np.concatenate(ctx_chroma, axis=1)[li])))
-            c[~valid] = 0.0
-            ctx_vec.append(np.concatenate([e, c], axis=1))
-        ctx_vec = np.stack(ctx_vec)
-        _savez(tmp / "chunks.npz", track=np.array(rows["track"], np.int32),
-               start=np.array(rows["start"], np.int32), remaining=np.array(rows["remaining"], np.int32),
-               ctx=ctx_vec.astype(np.float16), seg=seg_vec.astype(np.float16),
-               rms_mean=np.array(rows["rms_mean"], np.float32), rms_std=np.array(rows["rms_std"], np.float32),
-               seam_pitch=np.array(rows["seam_pitch"], np.float32),
-               seam_loud=np.array(rows["seam_loud"], np.float32),
-               pre_pitch=np.array(rows["pre_pitch"], np.float32),
-               pre_loud=np.array(rows["pre_loud"], np.float32),
-               pca_mean=mean.astype(np.float32), pca_components=comps.astype(np.float32))
-        _savez(tmp / "tracks.npz", names=np.array(names), offsets=np.array(offsets, np.int64),
-               f0_hz=np.concatenate(f0s).astype(np.float16), voiced=np.concatenate(voiceds),
-               loudness_db=np.concatenate(louds).astype(np.float16))
-        files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        version = hashlib.sha256("".join(files.values()).encode()).hexdigest()[:12]
-        manifest = {"format": DB_FORMAT, "version": version, "command": command,
-                    "data_dir": str(data_dir), "splits": list(splits), "stem": stem,
-                    "decoder_version": decoder_version, "config": asdict(config),
-                    "n_tracks": len(names), "n_chunks": len(rows["track"]),
-                    "minutes": round(offsets[-1] / FPS / 60, 2), "files": files,
-                    "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            out_dir.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(out_dir)
-        return manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _savez(path: Path, **arrays) -> None:
-    with open(path, "wb") as f:
-        np.savez_compressed(f, **arrays)
+def project_embeddings(states_mean: np.ndarray, mean: np.ndarray, comps: np.ndarray) -> np.ndarray:
+    return l2_normalize((states_mean - mean) @ comps.T)
 
 
 def segment_audio(db: RagDatabase, chunk: int, n_samples: int) -> np.ndarray:
     """Decode ``n_samples`` of the leader audio from a chunk's start (zero-padded at track end)."""
     track = int(db.chunk_track[chunk])
     path = db.root / "audio" / f"{db.track_names[track]}.ogg"
-    start = int(db.chunk_start[chunk]) * FEATURES.hop_length
+    start = int(db.chunk_start[chunk]) * db.features.hop_length
     try:
         with sf.SoundFile(path) as f:
             f.seek(min(start, f.frames))
@@ -527,29 +375,29 @@ def analyze_query(audio: np.ndarray, db: RagDatabase, decoder: InstrumentDecoder
         EnsembleError: shorter than ``min_input_seconds`` or silent.
     """
     cfg = db.config
-    seconds = len(audio) / FEATURES.sample_rate
+    seconds = len(audio) / db.features.sample_rate
     if seconds < cfg.min_input_seconds:
         raise EnsembleError(f"input is {seconds:.2f} s long; allowed: at least {cfg.min_input_seconds:g} s")
     if float(np.max(np.abs(audio))) < 10 ** (-70 / 20):
         raise EnsembleError("input is silent (peak below -70 dBFS): nothing to continue")
-    an = _analyze(audio, decoder)
+    an = analyze_signal(audio, decoder, db.features)
     T = len(an.f0)
-    cs, cc = _cumsum0(an.states), _cumsum0(an.chroma)
+    cs, cc = cumsum0(an.states), cumsum0(an.chroma)
     notes, used, vecs = [], [], []
     for L in cfg.lookbacks:
-        lf = min(int(round(L * FPS)), T)
+        lf = min(int(round(L * db.fps)), T)
         used.append(round(min(L, seconds), 2))
-        e = _window_means(cs, np.array([T - lf]), np.array([T]))
-        c = _window_means(cc, np.array([T - lf]), np.array([T]))
-        vecs.append(np.concatenate([_project(e, db.pca_mean, db.pca_components)[0], _l2(c)[0]]))
+        e = window_means(cs, np.array([T - lf]), np.array([T]))
+        c = window_means(cc, np.array([T - lf]), np.array([T]))
+        vecs.append(np.concatenate([project_embeddings(e, db.pca_mean, db.pca_components)[0], l2_normalize(c)[0]]))
     if seconds < min(cfg.lookbacks):
         notes.append(f"input is {seconds:.2f} s, shorter than the smallest lookback "
                      f"{min(cfg.lookbacks):g} s: the whole input was used as the query")
-    seam = int(round(cfg.seam_seconds * FPS))
-    pitch, loud = _seam_stats(an.f0[-seam:], an.voiced[-seam:], an.loud[-seam:])
+    seam = int(round(cfg.seam_seconds * db.fps))
+    pitch, loud = seam_stats(an.f0[-seam:], an.voiced[-seam:], an.loud[-seam:])
     if math.isnan(pitch):
         notes.append("the input's last 0.4 s is unvoiced: pitch coherence is neutral (0.5)")
-    w = int(round(cfg.segment_seconds * FPS))
+    w = int(round(cfg.segment_seconds * db.fps))
     tail = an.rms[-w:]
     return Query(np.stack(vecs).astype(np.float32), tuple(used), pitch, loud, float(tail.mean()),
                  float(tail.std()), seconds, tuple(notes))
@@ -690,10 +538,10 @@ def _retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = N
     if not (math.isfinite(alpha) and math.isfinite(beta) and alpha >= 0 and beta >= 0):
         raise EnsembleError(f"alpha = {alpha}, beta = {beta}; allowed: finite and >= 0")
     cont = cfg.segment_seconds if continuation_seconds is None else continuation_seconds
-    min_gap = int(round(cont * FPS))
+    min_gap = int(round(cont * db.fps))
     transposes = np.arange(-cfg.transpose_semitones, cfg.transpose_semitones + 1) if transpose \
         else np.array([0])
-    long_enough = db.chunk_remaining >= min(min_gap, int(round(cfg.min_remaining_seconds * FPS)))
+    long_enough = db.chunk_remaining >= min(min_gap, int(round(cfg.min_remaining_seconds * db.fps)))
     mask = np.ones(len(cfg.lookbacks), bool) if lookback_mask is None else np.asarray(lookback_mask, bool)
     if mask.shape != (len(cfg.lookbacks),) or not mask.any():
         raise EnsembleError(f"lookback_mask must select some of {list(cfg.lookbacks)}")
@@ -766,7 +614,7 @@ def _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask):
 def _candidate(db, rank, chunk, t_i, comp, sc, fallback, *, transposes) -> Candidate:
     cfg = db.config
     return Candidate(rank=rank, chunk=int(chunk), track=db.track_names[db.chunk_track[chunk]],
-                     start_seconds=round(int(db.chunk_start[chunk]) / FPS, 2), composite=round(comp, 6),
+                     start_seconds=round(int(db.chunk_start[chunk]) / db.fps, 2), composite=round(comp, 6),
                      relevance=round(float(sc["rel"]), 6), coherence=round(float(sc["coh"]), 6),
                      lookback=float(cfg.lookbacks[int(sc["best_l"])]), transpose=int(transposes[t_i]),
                      seam_pitch_jump_cents=round(float(sc["pj"]), 2),
@@ -783,7 +631,7 @@ def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float |
     alpha = cfg.alpha if alpha is None else alpha
     beta = cfg.beta if beta is None else beta
     cont = cfg.segment_seconds if continuation_seconds is None else continuation_seconds
-    min_gap = int(round(cont * FPS))
+    min_gap = int(round(cont * db.fps))
     ts = range(-cfg.transpose_semitones, cfg.transpose_semitones + 1) if transpose else [0]
     D = q.vectors.shape[1] - 12
     w, lam = cfg.chroma_weight, cfg.context_weight
@@ -791,7 +639,7 @@ def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float |
     b = math.log(2) / cfg.loudness_halflife_db
     scored = []
     for c in range(db.n_chunks):
-        if db.chunk_remaining[c] < min(min_gap, int(round(cfg.min_remaining_seconds * FPS))):
+        if db.chunk_remaining[c] < min(min_gap, int(round(cfg.min_remaining_seconds * db.fps))):
             continue
         for t in ts:
             rels = []

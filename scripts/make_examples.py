@@ -8,25 +8,22 @@ and SHA-256).
 Each clip starts 50 ms before a note onset and is chosen among the windows whose frames are mostly
 voiced (a melody, not a rest), with 10 ms fades at both ends so it does not click.
 
-    python scripts/make_examples.py --data data/babyband --out assets/examples
+    python -m scripts.make_examples --data data/babyband --out assets/examples
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
+import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+import numpy as np
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import shlex  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from ensemble.audio import load_audio, save_wav  # noqa: E402
-from ensemble.errors import EnsembleError  # noqa: E402
+from ensemble.audio import load_audio, save_wav
+from ensemble.errors import EnsembleError
 
 SR = 16000
 DEFAULT_SECONDS = (8.0, 12.0, 16.0, 20.0)
@@ -101,7 +98,7 @@ def make_examples(data: Path, out: Path, seconds: tuple[float, ...], seed: int) 
         })
     manifest = {
         "what": "Guitar-stem excerpts of BabyBand's test split, PCM-16 16 kHz mono",
-        "command": " ".join(["python scripts/make_examples.py", "--data", shlex.quote(str(data)),
+        "command": " ".join(["python -m scripts.make_examples", "--data", shlex.quote(str(data)),
                              "--out", shlex.quote(str(out)), "--seconds",
                              ",".join(f"{s:g}" for s in seconds), "--seed", str(seed)]),
         "seed": seed, "corpus": str(data), "clips": clips,

@@ -1,20 +1,16 @@
 """Write checkpoints/MODEL_CARD.md and checkpoints/MANIFEST.json from the shipped checkpoints'
 sidecars and the evaluation JSONs in checkpoints/eval/ (made by ``python -m ensemble eval ...``).
 
-    python scripts/model_card.py [--checkpoints checkpoints]
+    python -m scripts.model_card [--checkpoints checkpoints]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-
-from ensemble.models.io import atomic_write_text, sha256_file  # noqa: E402
+from ensemble.files import atomic_write_text, sha256_file
 
 DECODERS = ("Guitar", "Bass", "Keys")
 

@@ -159,7 +159,7 @@ def generate(client, audio: Path | None, *, target: float = 12.0, k: int = 3, bl
 
 
 def read_rows(app: App):
-    from ensemble.ratings import read_ratings
+    from ensemble.ratings.log import read_ratings
 
     return read_ratings(app.ratings_file, missing_ok=True)
 
@@ -245,7 +245,7 @@ def test_not_blind_shows_scores_in_composite_order(app, client):
     assert all({"composite", "relevance", "coherence"} <= set(c) for c in rnd["candidates"])
     # loudness-matched files: each at the input's integrated loudness (unless the peak ceiling cut it)
     from ensemble.audio import load_audio
-    from ui.rounds import integrated_loudness_db
+    from ensemble.listening.levels import integrated_loudness_db
 
     ref = integrated_loudness_db(load_audio(shortest_example()).audio)
     for f, c in zip(files, rnd["candidates"], strict=True):

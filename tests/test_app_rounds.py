@@ -1,4 +1,4 @@
-"""The app's request logic without a server (``ui.rounds``): reading uploads, checking settings,
+"""The app's request logic without a server (``ensemble.listening``): reading uploads, checking settings,
 loudness matching, turning ranks into a log submission, what the API reveals, and the round store.
 """
 
@@ -13,17 +13,12 @@ import pytest
 import soundfile as sf
 
 from ensemble.errors import EnsembleError
+from ensemble.listening.levels import integrated_loudness_db, match_gain_db
+from ensemble.listening.round import Round, Shown
+from ensemble.listening.settings import check_settings, read_clip
+from ensemble.listening.store import RoundStore
 from ensemble.rag import Candidate
-from ensemble.ratings import validate_submission
-from ui.rounds import (
-    Round,
-    RoundStore,
-    Shown,
-    check_settings,
-    integrated_loudness_db,
-    match_gain_db,
-    read_clip,
-)
+from ensemble.ratings.log import validate_submission
 
 SR = 16000
 

@@ -22,7 +22,7 @@ import pytest
 import soundfile as sf
 
 from ensemble.cli import main
-from ensemble.corpus import (
+from ensemble.jobs.corpus import (
     STEMS,
     BuildConfig,
     NoteList,
@@ -34,11 +34,12 @@ from ensemble.corpus import (
     load_track,
     notes_to_frames,
 )
-from ensemble.corpus.importers import ImportConfig, import_slakh, import_urmp
-from ensemble.corpus.layout import clean_partials, split_for, write_track
-from ensemble.corpus.stats import corpus_stats, format_stats, plot_stats
+from ensemble.jobs.corpus.importers import ImportConfig, import_slakh, import_urmp
+from ensemble.jobs.corpus.layout import clean_partials, split_for, write_track
+from ensemble.jobs.corpus.stats import corpus_stats, format_stats, plot_stats
 from ensemble.errors import EnsembleError
-from ensemble.features import FeatureConfig, cents_between, f0_pyin, n_frames
+from ensemble.features import FeatureConfig, f0_pyin, n_frames
+from ensemble.music import cents_between
 from tests.conftest import sine_from_f0
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,8 @@ import soundfile as sf
 
 from ensemble.audio import load_audio
 from ensemble.errors import EnsembleError
-from ensemble.extend import Engine, ExtendRequest, extend, write_extension
+from ensemble.engine import Engine, EngineConfig
+from ensemble.extend import ExtendRequest, extend, write_extension
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.wav"))
@@ -22,7 +23,9 @@ EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.wav"))
 
 @pytest.fixture(scope="module")
 def engine():
-    return Engine.load(ROOT / "checkpoints", ROOT / "assets" / "rag", ROOT / "assets" / "drums")
+    return Engine.load(EngineConfig(checkpoints_dir=str(ROOT / "checkpoints"),
+                                          database_dir=str(ROOT / "assets" / "rag"),
+                                          drums_dir=str(ROOT / "assets" / "drums")))
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,14 @@ import pytest
 
 from ensemble import features as fe
 from ensemble.errors import EnsembleError
+from ensemble.music import cents_between
 from tests.conftest import SR, f0_at_frames, sine_from_f0
 
 
 def median_cents_error(f0, voiced, truth_per_sample, hop):
     truth = f0_at_frames(truth_per_sample, len(f0), hop)
     assert voiced.sum() > 0.5 * len(f0) * 0.5, "too few voiced frames to judge"
-    return float(np.median(np.abs(fe.cents_between(f0[voiced], truth[voiced]))))
+    return float(np.median(np.abs(cents_between(f0[voiced], truth[voiced]))))
 
 
 def _track(method, audio, config):
@@ -61,7 +62,7 @@ def test_yin_agrees_with_pyin_on_a_melody(config):
     f_y, v_y = fe.f0_yin(audio, config=config)
     both = v_p & v_y
     assert both.sum() > 0.7 * v_p.sum()
-    agree = np.abs(fe.cents_between(f_y[both], f_p[both])) < 50.0
+    agree = np.abs(cents_between(f_y[both], f_p[both])) < 50.0
     assert agree.mean() > 0.95
 
 

@@ -16,6 +16,7 @@ import soundfile as sf
 from ensemble import features as fe
 from ensemble import metrics as M
 from ensemble.errors import EnsembleError
+from ensemble.figures import report as F
 from tests.conftest import SR, sine_from_f0
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +130,7 @@ def test_candidate_from_what_the_rag_database_stores():
     assert bare.seam.loudness_jump_db == pytest.approx(-12.0, abs=1.0)  # 0.4 -> 0.1 amplitude
     assert bare.scores.energy_rms == pytest.approx(M.clip_scores(inp).energy_rms, rel=0.02)
     assert bare.scores.rms_coverage == pytest.approx(0.5, abs=0.02)
-    fig = M.report_card(bare)
+    fig = F.report_card(bare)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "RMS not stored" in texts and "waveform not stored" in texts
 
@@ -181,16 +182,16 @@ def test_unpitched_input_gives_a_report_marked_no_pitch(kind, rng):
     assert not analysis.has_pitch
     scores = M.clip_scores(analysis)
     assert scores.melodic_complexity is None and scores.voiced_ratio == 0.0
-    fig = M.report_card(analysis)
+    fig = F.report_card(analysis)
     assert no_pitch_marked(fig)
-    assert M.figure_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert F.figure_png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_very_short_tone_is_reported_with_its_pitch():
     audio = harmonic(np.full(int(0.1 * SR), 330.0))
     analysis = M.analyze_clip(audio, f0_method="pyin", cache=None)
     assert analysis.n_frames == 11 and analysis.has_pitch
-    assert not no_pitch_marked(M.report_card(analysis))
+    assert not no_pitch_marked(F.report_card(analysis))
 
 
 # -- cache -----------------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_report_card_panels_have_titles_units_and_note_names():
     f = notes(PHRASE, 0.3)
     joined = np.concatenate([harmonic(f), harmonic(f * 2 ** (2 / 12))])
     clip = M.split_at_seam(M.analyze_clip(joined, f0_method="yin"), 1.5)
-    fig = M.report_card(clip, title="test")
+    fig = F.report_card(clip, title="test")
     panels = [ax for ax in fig.axes if ax.axison]
     assert len(panels) == 3 and all(labelled(ax) for ax in panels)
     assert all("(s)" in ax.get_xlabel() for ax in panels)
@@ -256,7 +257,7 @@ def test_compare_candidates_figure():
                                                                f0_method="yin"), label="rest"))
     cands = [M.candidate_analysis(inp, s) for s in segs]
     assert cands[-1].seam.pitch_note == "no pitch after the seam"
-    fig = M.compare_candidates(inp, cands)
+    fig = F.compare_candidates(inp, cands)
     panels = [ax for ax in fig.axes if ax.axison]
     assert len(panels) == 4 and all(labelled(ax) for ax in panels)
     assert sum("\u00b1" in ax.get_title() for ax in panels) == 2  # the zooms around the seam
@@ -267,7 +268,7 @@ def test_compare_candidates_figure():
     assert any(f"{cands[1].seam.pitch_jump_cents:+.0f} cents" in t for t in legend)
     assert any("no pitch after the seam" in t for t in legend)
     with pytest.raises(EnsembleError, match="1 to 10"):
-        M.compare_candidates(inp, cands * 3)
+        F.compare_candidates(inp, cands * 3)
 
 
 def test_bad_settings_raise_clear_errors():

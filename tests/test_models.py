@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ensemble.errors import EnsembleError
+from ensemble.files import sha256_file
 from ensemble.models import io
 from ensemble.models.arranger import Arranger, ArrangerConfig, make_debug_arranger
 from ensemble.models.decoder import (
@@ -125,7 +126,7 @@ def test_checkpoint_round_trip(tmp_path):
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     sidecar = json.loads(path.with_suffix(".json").read_text())
-    assert sidecar["sha256"] == io.sha256_file(path) and sidecar["config"]["instrument"] == "Bass"
+    assert sidecar["sha256"] == sha256_file(path) and sidecar["config"]["instrument"] == "Bass"
     arr = make_debug_arranger()
     p2 = io.save_checkpoint(tmp_path / "arranger.pt", arr, "arranger", {})
     assert io.load_arranger(p2)[0].config == arr.config
@@ -242,7 +243,7 @@ def test_beat_phase_on_a_known_grid():
 def test_arranger_beat_input_follows_a_click_track():
     """A 120 BPM click leader: the tracked grid puts the clicks at beat phase ~0 (within 40 ms = 0.08
     of a beat), and an arranger with the beat input takes the 12 feature columns."""
-    from ensemble.training import arranger_features
+    from ensemble.models.arranger import arranger_features
 
     sr, bpm = 16000, 120.0
     clicks = np.arange(0.25, 9.9, 60.0 / bpm)

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from ensemble.audio import peak_dbfs
 from ensemble.cli import main
-from ensemble.corpus.layout import NoteList, notes_to_frames, stem_features, write_track
+from ensemble.jobs.corpus.layout import NoteList, notes_to_frames, stem_features, write_track
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig, loudness_db, n_frames
 from ensemble.models.arranger import make_debug_arranger
@@ -29,17 +29,15 @@ from ensemble.perform.analysis import (
     chunked_loudness,
     plan_harmony,
 )
-from ensemble.perform.assets import build_assets
+from ensemble.jobs.drum_assets import build_assets
 from ensemble.perform.drums import DrumDB, LoopCut, leader_pattern, place_loop, select_loop
-from ensemble.perform.evaluate import drum_onset_errors
+from ensemble.jobs.perform_eval import drum_onset_errors
+from ensemble.music import Key, estimate_key, midi_to_hz
 from ensemble.perform.harmony import (
     HarmonyModel,
-    Key,
     bass_midi,
-    estimate_key,
     harmony_counts,
     keys_voicings,
-    midi_to_hz,
 )
 from ensemble.perform.rhythm import BeatGrid, drum_grids, extend_grid
 
@@ -222,8 +220,11 @@ def test_harmony_counts_and_model_roundtrip():
 def test_chunked_analysis_matches_whole_clip_analysis():
     audio = np.tile(melody([(60, 1), (64, 1), (67, 1), (71, 2)], 0.3), 12)[: int(17.3 * SR) + 51]
     whole, parts = _features(audio, FC), chunked_features(audio, FC, chunk_seconds=5.0)
-    for k in ("f0_hz", "voiced", "loudness_db", "rms", "chroma"):
+    for k in ("f0_hz", "voiced", "loudness_db", "rms"):
         assert np.array_equal(getattr(whole, k), getattr(parts, k)), k
+    # chroma's filter-bank product runs through BLAS, whose blocking (and so the last bits of a float32
+    # sum) depends on the matrix width and the CPU: equal within float32 rounding, not always bitwise
+    assert np.max(np.abs(whole.chroma - parts.chroma)) < 1e-5
     assert np.mean(np.abs(whole.onset - parts.onset)) < 0.02  # per-chunk dB reference
     assert np.array_equal(chunked_loudness(audio, FC, chunk_seconds=5.0), whole.loudness_db)
     exact = audio[: 15 * SR]  # a whole number of chunks: the last frame must not be lost

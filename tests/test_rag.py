@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ensemble import rag
+from ensemble.jobs.index import build_database
 from ensemble.errors import EnsembleError
 from ensemble.models.decoder import make_debug_decoder
 from tests.rag_fixtures import melody, write_corpus
@@ -24,7 +25,7 @@ def decoder():
 def db(tmp_path_factory, decoder):
     root = tmp_path_factory.mktemp("rag")
     write_corpus(root / "corpus", n_tracks=6, seconds=30.0, seed=0)
-    rag.build_database(root / "corpus", root / "db", decoder, splits=("train", "test"),
+    build_database(root / "corpus", root / "db", decoder, splits=("train", "test"),
                        progress=False, command="test")
     return rag.RagDatabase.load(root / "db")
 
@@ -114,7 +115,7 @@ def _two_note_track(tmp_path, decoder, seam_match):
 
     sf.write(root / "c" / "Track00000" / "stems" / "Guitar.flac", y, 16000)
     (root / "c" / "Track00000" / "metadata.json").write_text(json.dumps({"split": "train"}))
-    rag.build_database(root / "c", root / "db", decoder, splits=("train",), progress=False,
+    build_database(root / "c", root / "db", decoder, splits=("train",), progress=False,
                        config=rag.RagConfig(seam_match=seam_match, min_remaining_seconds=2.0))
     small = rag.RagDatabase.load(root / "db")
     q = rag.analyze_query(y[: 10 * 16000], small, decoder)
@@ -159,7 +160,7 @@ def test_transpose_finds_a_shifted_copy(tmp_path, decoder):
     (root / "stems").mkdir(parents=True)
     sf.write(root / "stems" / "Guitar.flac", shifted, 16000)
     (root / "metadata.json").write_text(json.dumps({"split": "train"}))
-    rag.build_database(tmp_path / "c", tmp_path / "db", decoder, splits=("train",), progress=False,
+    build_database(tmp_path / "c", tmp_path / "db", decoder, splits=("train",), progress=False,
                        config=rag.RagConfig(chroma_weight=1.0))
     small = rag.RagDatabase.load(tmp_path / "db")
     q = rag.analyze_query(y[: 10 * 16000], small, decoder)
@@ -204,7 +205,7 @@ def test_corrupt_or_missing_database(tmp_path, db):
 def test_empty_corpus_is_refused(tmp_path, decoder):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EnsembleError, match="no 'Guitar' stems"):
-        rag.build_database(tmp_path / "empty", tmp_path / "db", decoder, progress=False)
+        build_database(tmp_path / "empty", tmp_path / "db", decoder, progress=False)
     assert not (tmp_path / "db").exists()
 
 

@@ -24,23 +24,19 @@ import pytest
 
 from ensemble.cli import main as cli_main
 from ensemble.errors import EnsembleError
-from ensemble.ratings import (
+from ensemble.figures.ratings import first_choice_figure, mean_rank_figure
+from ensemble.ratings.log import (
     MAX_COMMENT_CHARS,
     RATINGS_COLUMNS,
     CandidateRating,
     Submission,
-    SummaryConfig,
     append_submission,
-    first_choice_figure,
-    format_summary,
-    mean_rank_figure,
-    ratings_dir,
-    ratings_path,
     read_ratings,
     sanitize_rater_id,
-    summarize,
     validate_submission,
 )
+from ensemble.ratings.stats import SummaryConfig, format_summary, summarize
+from ui.config import ratings_dir, ratings_path
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = ",".join(RATINGS_COLUMNS)
@@ -69,10 +65,10 @@ def subprocess_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(ROOT))
 
 
-# Child processes build submissions with ensemble.ratings alone (no pandas, no pytest: fast to start).
+# Child processes build submissions with ensemble.ratings.log alone (no pandas, no pytest: fast to start).
 CHILD_PRELUDE = """
 import sys
-from ensemble.ratings import CandidateRating, Submission, append_submission
+from ensemble.ratings.log import CandidateRating, Submission, append_submission
 
 def make(ranks, comment="", rater="child"):
     c = tuple(CandidateRating(shown_position=i + 1, composite_rank=i + 1, human_rank=r, db_chunk_idx=i,

@@ -1,6 +1,6 @@
 """``python -m ensemble corpus ...``: build BabyBand, import Slakh/BabySlakh and URMP, corpus stats.
 
-Thin argparse front over :mod:`ensemble.corpus`; every check and message lives in the library.
+Thin argparse front over :mod:`ensemble.jobs.corpus`; every check and message lives in the library.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _warn(message: str) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from ensemble.corpus import BuildConfig, build_corpus
+    from ensemble.jobs.corpus import BuildConfig, build_corpus
 
     config = BuildConfig(minutes=args.minutes, seed=args.seed, soundfont=args.soundfont)
     report = build_corpus(args.out, config, workers=args.workers, progress=not args.quiet,
@@ -42,7 +42,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _import_slakh(args: argparse.Namespace) -> int:
-    from ensemble.corpus.importers import ImportConfig, import_slakh
+    from ensemble.jobs.corpus.importers import ImportConfig, import_slakh
 
     report = import_slakh(args.path, args.out, ImportConfig(seed=args.seed, f0_method=args.f0),
                           on_message=_warn, progress=not args.quiet)
@@ -51,7 +51,7 @@ def _import_slakh(args: argparse.Namespace) -> int:
 
 
 def _import_urmp(args: argparse.Namespace) -> int:
-    from ensemble.corpus.importers import ImportConfig, import_urmp
+    from ensemble.jobs.corpus.importers import ImportConfig, import_urmp
 
     report = import_urmp(args.path, args.out, ImportConfig(seed=args.seed, f0_method=args.f0),
                          on_message=_warn, progress=not args.quiet)
@@ -60,7 +60,7 @@ def _import_urmp(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from ensemble.corpus.stats import corpus_stats, format_stats, plot_stats
+    from ensemble.jobs.corpus.stats import corpus_stats, format_stats, plot_stats
 
     stats = corpus_stats(args.dir, on_message=_warn)
     print(format_stats(stats))

@@ -67,7 +67,7 @@ def _perform(args: argparse.Namespace) -> int:
 
 
 def _drums_build(args: argparse.Namespace) -> int:
-    from ensemble.perform.assets import AssetBuildConfig, build_assets
+    from ensemble.jobs.drum_assets import AssetBuildConfig, build_assets
 
     config = AssetBuildConfig(max_loops_per_track=args.max_loops_per_track, seed=args.seed,
                               ogg_quality=args.ogg_quality)

@@ -19,15 +19,19 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _index_build(args: argparse.Namespace) -> int:
-    from ensemble.models.io import load_decoder, sha256_file
-    from ensemble.rag import RagConfig, build_database
+    from ensemble.engine import EngineConfig
+    from ensemble.files import sha256_file
+    from ensemble.jobs.index import build_database
+    from ensemble.models.io import decoder_file, load_decoder
+    from ensemble.rag import RagConfig
 
-    decoder_path = Path(args.checkpoints) / "decoder_Guitar.pt"
+    leader = args.leader or EngineConfig().leader
+    decoder_path = Path(args.checkpoints) / decoder_file(leader)
     decoder, _ = load_decoder(decoder_path)
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     config = RagConfig(lookbacks=_floats(args.lookbacks), chunk_seconds=args.chunk_seconds)
     command = "python -m ensemble " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    manifest = build_database(args.data, args.out, decoder, splits=splits, config=config,
+    manifest = build_database(args.data, args.out, decoder, splits=splits, config=config, stem=leader,
                               command=command, decoder_version=sha256_file(decoder_path)[:12],
                               progress=not args.quiet)
     print(json.dumps({k: manifest[k] for k in ("version", "n_tracks", "n_chunks", "minutes")}))
@@ -38,13 +42,15 @@ def _extend(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ensemble.audio import load_audio
-    from ensemble.extend import Engine, ExtendRequest, extend, write_extension
+    from ensemble.engine import Engine, EngineConfig
+    from ensemble.extend import ExtendRequest, extend, write_extension
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise EnsembleError(f"output folder {str(out)!r} exists and is not empty; choose a new one")
     clip = load_audio(args.input, allow_silent=False)
-    engine = Engine.load(args.checkpoints, args.database, args.drums)
+    engine = Engine.load(EngineConfig(checkpoints_dir=args.checkpoints, database_dir=args.database,
+                                      drums_dir=args.drums))
     request = ExtendRequest(seconds=args.seconds, k=args.top_k, alpha=args.alpha, beta=args.beta,
                             lookbacks=_floats(args.lookbacks) if args.lookbacks else None,
                             transpose=args.transpose, followers=tuple(args.followers.split(",")),
@@ -77,7 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b = isub.add_parser("build", help="build a RAG database from a corpus folder")
     b.add_argument("--data", default="data/babyband")
     b.add_argument("--out", default="assets/rag")
-    b.add_argument("--checkpoints", default="checkpoints", help="folder with decoder_Guitar.pt")
+    b.add_argument("--checkpoints", default="checkpoints", help="folder with the leader's decoder")
+    b.add_argument("--leader", help="the leader instrument: its stems are indexed and its decoder embeds "
+                                    "them (default: the engine's, Guitar)")
     b.add_argument("--splits", default="train,valid", help="corpus splits to index (default train,valid)")
     b.add_argument("--lookbacks", default="7,7.5,8,8.5", help="seconds, comma-separated")
     b.add_argument("--chunk-seconds", type=float, default=2.0)

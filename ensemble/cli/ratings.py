@@ -1,6 +1,6 @@
 """``python -m ensemble ratings summary PATH [--json]``: the listening-test statistics of a ratings log.
 
-Prints the tables of :func:`ensemble.ratings.format_summary` (Kendall tau between composite and human
+Prints the tables of :func:`ensemble.ratings.stats.format_summary` (Kendall tau between composite and human
 rank with its bootstrap CI, which composite rank listeners put first, mean human rank per composite
 rank) and then one JSON line with the same numbers; ``--json`` prints only the JSON line.
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from ensemble.errors import EnsembleError
-from ensemble.ratings import SummaryConfig, format_summary, read_ratings, summarize, summary_json
+from ensemble.ratings.log import read_ratings
+from ensemble.ratings.stats import SummaryConfig, format_summary, summarize, summary_json
 
 __all__ = ["register", "run_summary", "EnsembleError"]
 

@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from ensemble import __version__
 from ensemble.audio import load_audio
 from ensemble.errors import EnsembleError
-from ensemble.metrics import (
-    MetricsConfig,
-    analyze_clip,
-    clip_scores,
-    figure_png,
-    report_card,
-    split_at_seam,
-)
+from ensemble.figures.report import figure_png, report_card
+from ensemble.files import atomic_write_bytes
+from ensemble.metrics import MetricsConfig, analyze_clip, clip_scores, split_at_seam
 
 __all__ = ["register", "run_report"]
 
@@ -41,17 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="f0 tracker: pyin (reference, default), yin (fast), crepe (needs "
                              "torchcrepe)")
     parser.set_defaults(func=run_report)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -85,8 +67,10 @@ def run_report(args: argparse.Namespace) -> int:
         "config": config.to_dict(),
         "ensemble_version": __version__,
     }
-    _write_atomically(out / "metrics.json", (json.dumps(metrics, indent=2, allow_nan=False) + "\n").encode())
-    _write_atomically(out / "report.png", png)
+    # mode=None: owner-only 0o600, as this command has always written them
+    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2, allow_nan=False) + "\n").encode(),
+                       mode=None)
+    atomic_write_bytes(out / "report.png", png, mode=None)
 
     def show(x: float | None, spec: str) -> str:
         return "n/a" if x is None else format(x, spec)

@@ -19,7 +19,7 @@ def _command_line() -> str:
 def _train_config(args: argparse.Namespace, **defaults):
     import torch
 
-    from ensemble.training import TrainConfig
+    from ensemble.jobs.training import TrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -32,8 +32,8 @@ def _train_config(args: argparse.Namespace, **defaults):
 
 
 def _train_decoder(args: argparse.Namespace) -> int:
+    from ensemble.jobs.training import train_decoder
     from ensemble.models.decoder import DecoderConfig
-    from ensemble.training import train_decoder
 
     model_cfg = DecoderConfig(instrument=args.instrument, hidden=args.hidden)
     meta = train_decoder(args.data, args.instrument, args.out, model_config=model_cfg,
@@ -44,8 +44,8 @@ def _train_decoder(args: argparse.Namespace) -> int:
 
 
 def _train_arranger(args: argparse.Namespace) -> int:
+    from ensemble.jobs.training import train_arranger
     from ensemble.models.arranger import ArrangerConfig
-    from ensemble.training import train_arranger
 
     inputs = tuple(x.strip() for x in args.inputs.split(",") if x.strip())
     cfg = _train_config(args, steps=1500, window_seconds=10.0, learning_rate=5e-4, lr_final=5e-5)
@@ -65,9 +65,10 @@ def _print_table(rows: list[tuple], header: tuple) -> None:
 
 
 def _eval_decoder(args: argparse.Namespace) -> int:
-    from ensemble.training import evaluate_decoder
+    from ensemble.jobs.training import evaluate_decoder
+    from ensemble.models.io import decoder_file
 
-    ckpt = Path(args.checkpoints) / f"decoder_{args.instrument}.pt"
+    ckpt = Path(args.checkpoints) / decoder_file(args.instrument)
     res = evaluate_decoder(args.data, ckpt, figure=args.figure, progress=not args.quiet)
     rows = [(name, res["mrstft"][name], res["f0_error_cents_median"].get(name, "-"))
             for name in ("trained", "untrained", "additive_baseline")]
@@ -81,7 +82,7 @@ def _eval_decoder(args: argparse.Namespace) -> int:
 
 
 def _eval_arranger(args: argparse.Namespace) -> int:
-    from ensemble.training import evaluate_arranger
+    from ensemble.jobs.training import evaluate_arranger
 
     ckpt = Path(args.checkpoints) / f"{args.name}.pt"
     res = evaluate_arranger(args.data, ckpt, split=args.split)
@@ -97,7 +98,7 @@ def _eval_arranger(args: argparse.Namespace) -> int:
 
 def _write_json(path: str | None, obj: dict) -> None:
     if path:
-        from ensemble.models.io import atomic_write_text
+        from ensemble.files import atomic_write_text
 
         atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 

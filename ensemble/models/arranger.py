@@ -31,10 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ensemble.beats import beat_phase_features, track_beats
+from ensemble.config import config_from_dict, config_to_json
 from ensemble.errors import EnsembleError
-from ensemble.models._config import config_from_dict, config_to_json
+from ensemble.features import FeatureConfig, onset_strength
+from ensemble.models.decoder import normalize_f0, normalize_loudness
 
-__all__ = ["ArrangerConfig", "Arranger", "make_debug_arranger", "ARRANGER_INPUTS", "input_columns"]
+__all__ = ["ArrangerConfig", "Arranger", "make_debug_arranger", "ARRANGER_INPUTS", "input_columns",
+           "arranger_features"]
 
 ARRANGER_INPUTS = ("loudness", "onset", "f0", "voiced", "beat")
 INPUT_COLUMNS = {"loudness": 1, "onset": 1, "f0": 1, "voiced": 1, "beat": 8}
@@ -187,3 +191,38 @@ def make_debug_arranger() -> Arranger:
     torch.manual_seed(0)
     return Arranger(ArrangerConfig(d_model=16, n_heads=2, n_layers=1, window_seconds=2.0,
                                    overlap_seconds=0.5))
+
+
+# ----------------------------------------------------------------------------- input features
+
+def arranger_features(audio: np.ndarray | None, f0_hz: np.ndarray, voiced: np.ndarray,
+                      loud_db: np.ndarray, inputs: tuple[str, ...],
+                      onset: np.ndarray | None = None, beats_s: np.ndarray | None = None,
+                      config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """Leader features [T, C] in the order of ``inputs`` (see :mod:`ensemble.models.arranger`).
+
+    ``onset`` is computed from ``audio`` when not given; ``beats_s`` (a grid spanning the clip, e.g.
+    the performer's) is tracked on the onset envelope when not given, with the performer's defaults.
+    """
+    T = len(loud_db)
+    if onset is None and any(i in inputs for i in ("onset", "beat")):
+        if audio is None:
+            raise EnsembleError("onset and beat inputs need the leader audio or its onset envelope")
+        onset = onset_strength(audio, config=config)
+    cols = []
+    for name in inputs:
+        if name == "loudness":
+            cols.append(normalize_loudness(loud_db)[:, None])
+        elif name == "onset":
+            cols.append(np.log1p(np.maximum(onset[:T], 0.0))[:, None])
+        elif name == "f0":
+            f0 = torch.tensor(np.where(voiced, f0_hz, 1.0), dtype=torch.float32)
+            cols.append(np.where(voiced, normalize_f0(f0).numpy(), 0.0)[:, None])
+        elif name == "voiced":
+            cols.append(voiced.astype(np.float32)[:, None])
+        elif name == "beat":
+            if beats_s is None:
+                beats_s = track_beats(onset[:T], frame_rate=config.frame_rate,
+                                      duration_s=T / config.frame_rate).times_s
+            cols.append(beat_phase_features(beats_s, T, config.frame_rate))
+    return np.concatenate(cols, axis=-1).astype(np.float32)

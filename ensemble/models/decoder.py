@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from ensemble import dsp
+from ensemble.config import config_from_dict, config_to_json
 from ensemble.errors import EnsembleError
-from ensemble.models._config import config_from_dict, config_to_json
+from ensemble.music import hz_to_midi
 
 __all__ = [
     "enable_fast_cpu_inference",
@@ -59,7 +60,7 @@ def denormalize_loudness(x: torch.Tensor | np.ndarray, floor_db: float = LOUDNES
 
 def normalize_f0(f0_hz: torch.Tensor) -> torch.Tensor:
     """Hz -> MIDI note number / 127 (so 0..1 spans the MIDI range); f0 must be > 0."""
-    midi = 69.0 + 12.0 * torch.log2(f0_hz.clamp_min(1e-3) / 440.0)
+    midi = hz_to_midi(f0_hz.clamp_min(1e-3))
     return (midi / 127.0).clamp(0.0, 1.0)
 
 
@@ -160,6 +161,30 @@ class InstrumentDecoder(nn.Module):
         """[B, T, 2] normalised inputs -> [B, T, H] LayerNorm'd GRU states."""
         h, _ = self.gru(self.in_mlp(x))
         return self.norm(h)
+
+    def gru_states(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, *,
+                   block_frames: int = 6000) -> torch.Tensor:
+        """LayerNorm'd GRU states of a signal of any length: what the RAG database embeds.
+
+        The same inputs as :meth:`controls` (unvoiced f0 held, normalised); the GRU runs over blocks
+        of ``block_frames`` carrying its state, so a long track needs memory for one block only.
+
+        Args:
+            f0_hz: [B, T, 1] Hz (<= 0 or NaN = unvoiced).
+            loudness_db: [B, T, 1] dB (A-weighted).
+            block_frames: frames per GRU call (60 s at 100 frames/s).
+
+        Returns:
+            [B, T, H] states (call under ``torch.inference_mode()`` when no gradient is needed).
+        """
+        if block_frames < 1:
+            raise EnsembleError(f"block_frames must be >= 1, got {block_frames}")
+        _, x = self._inputs(f0_hz, loudness_db)  # [B, T, 2]
+        h, out = None, []
+        for s in range(0, x.shape[1], block_frames):
+            y, h = self.gru(self.in_mlp(x[:, s:s + block_frames]), h)
+            out.append(self.norm(y))
+        return torch.cat(out, dim=1)
 
     def controls(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> dict[str, torch.Tensor]:
         """Synth controls for f0 [B, T, 1] Hz and loudness [B, T, 1] dB (A-weighted)."""

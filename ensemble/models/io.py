@@ -8,50 +8,27 @@ Both are written to temp names and renamed, so an interrupted save never leaves 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ensemble.errors import EnsembleError
+from ensemble.files import atomic_write, atomic_write_text, sha256_file
 from ensemble.models.arranger import Arranger, ArrangerConfig
 from ensemble.models.decoder import DecoderConfig, InstrumentDecoder
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_decoder", "load_arranger", "sha256_file",
-           "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_decoder", "load_arranger", "decoder_file",
+           "ARRANGER_FILE"]
+
+ARRANGER_FILE = "arranger.pt"
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shipped files must be world-readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(data))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+def decoder_file(instrument: str) -> str:
+    """The file name of an instrument's decoder checkpoint in a checkpoints folder."""
+    return f"decoder_{instrument}.pt"
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, kind: str,
@@ -68,7 +45,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, kind: str,
     payload = {"kind": kind, "config_json": json.dumps(config, sort_keys=True),
                "meta_json": json.dumps(meta, sort_keys=True),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
-    _atomic(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     sidecar = {"kind": kind, "config": config, "meta": meta, "file": path.name,
                "sha256": sha256_file(path), "bytes": path.stat().st_size,
                "n_parameters": sum(p.numel() for p in model.parameters())}

@@ -9,10 +9,10 @@ The public entry points (the CLI, the app and the RAG use these)::
     write_performance(performance, "out/take1")       # mix.wav, stems/*.wav, perform.json
 
 Modules: :mod:`.config` (settings), :mod:`.analysis` (the leader analysed once, harmony plan),
-:mod:`.harmony` (key, roots, chords, voicings), :mod:`.rhythm` (beat grids), :mod:`.drums` (drum
-database: cut, store, choose, lay), :mod:`.assets` (build the shipped drum database and learned
-harmony model), :mod:`.performer` (models held once, rendering, mixing, writing),
-:mod:`.evaluate` (the BabyBand quality evaluation).
+:mod:`.harmony` (roots, chords, voicings; keys are :mod:`ensemble.music`'s), :mod:`.rhythm` (beat
+grids), :mod:`.drums` (drum database: cut, store, choose, lay), :mod:`.performer` (models held once,
+rendering, mixing, writing). Building the shipped drum database and evaluating the band are offline
+jobs: :mod:`ensemble.jobs.drum_assets`, :mod:`ensemble.jobs.perform_eval`.
 """
 
 from ensemble.perform.config import FOLLOWERS, PerformConfig, parse_followers

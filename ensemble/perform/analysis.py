@@ -18,18 +18,15 @@ import numpy as np
 from ensemble.audio import is_silent
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig, Features, analyze, loudness_db, n_frames
+from ensemble.music import Key, estimate_key, hz_to_midi, midi_to_hz
 from ensemble.perform.config import PerformConfig
 from ensemble.perform.harmony import (
     HarmonyModel,
-    Key,
     bass_midi,
     chord_for_root,
     chord_name,
     decode_roots,
-    estimate_key,
-    hz_to_midi,
     keys_voicings,
-    midi_to_hz,
     pitch_class_evidence,
     unit_evidence,
 )
@@ -93,8 +90,9 @@ def chunked_features(audio: np.ndarray, config: FeatureConfig = FeatureConfig(),
     frames are kept, so spectral features match the whole-clip analysis; what is decided per clip
     becomes per chunk: YIN's relative voicing gate (40 dB below the loudest frame), chroma's
     tuning estimate and the onset envelope's dB reference (measured on a 150 s clip: f0, voicing,
-    loudness, RMS and chroma identical, onset strength within 0.001 on average). Clips shorter
-    than 1.5 chunks are analysed whole.
+    loudness and RMS identical, chroma within float32 rounding -- its filter-bank product runs
+    through BLAS, whose blocking depends on the matrix width -- onset strength within 0.001 on
+    average). Clips shorter than 1.5 chunks are analysed whole.
 
     Returns:
         :class:`Features` with ``1 + n_samples // hop`` frames.

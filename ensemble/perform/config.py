@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
+from ensemble.audio import DEFAULT_MAX_SECONDS
+from ensemble.config import config_from_dict
 from ensemble.errors import EnsembleError
 
 __all__ = ["FOLLOWERS", "HARMONY_UNITS", "PerformConfig", "parse_followers"]
@@ -89,7 +91,7 @@ class PerformConfig:
     default_tempo_bpm: float = 100.0
     min_beats: int = 4
     min_seconds: float = 2.0
-    max_seconds: float = 600.0
+    max_seconds: float = DEFAULT_MAX_SECONDS  # the one 10-minute limit (ensemble.audio)
     drum_variety: int = 1
     drum_max_stretch: float = 0.25
     drum_level_db: float = -24.0
@@ -134,8 +136,5 @@ class PerformConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PerformConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise EnsembleError(f"unknown PerformConfig keys {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**d)
+        """From a saved ``perform.json`` ``config`` (unknown keys refused)."""
+        return config_from_dict(cls, d)

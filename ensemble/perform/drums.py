@@ -46,7 +46,7 @@ import soxr
 
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig, loudness_db, onset_strength
-from ensemble.models.io import atomic_write_bytes, atomic_write_text, sha256_file
+from ensemble.files import atomic_write_bytes, atomic_write_text, sha256_file
 from ensemble.perform.harmony import HarmonyModel
 from ensemble.perform.rhythm import DrumGrid
 

@@ -2,7 +2,7 @@
 
 The leader's pitch content per frame (:func:`pitch_class_evidence`) mixes a one-hot of its f0's
 pitch class with its chroma, weighted by the frame's activity. The key comes from Krumhansl-Kessler
-profiles on the whole clip (:func:`estimate_key`). Per harmonic unit the *root* is decoded by a
+profiles on the whole clip (:func:`ensemble.music.estimate_key`). Per harmonic unit the *root* is decoded by a
 small hidden Markov model over the 12 roots relative to the key (:class:`HarmonyModel`):
 
 * emission: multinomial naive Bayes, ``sum_pc E[u, pc] * log P(pc | root)`` with the unit's evidence
@@ -29,31 +29,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from ensemble.errors import EnsembleError
+from ensemble.music import MODES, PC_NAMES, Key, hz_to_midi
 
 __all__ = [
-    "PC_NAMES",
-    "MODES",
-    "Key",
     "HarmonyModel",
     "pitch_class_evidence",
     "unit_evidence",
-    "estimate_key",
     "decode_roots",
     "chord_for_root",
     "chord_name",
     "bass_midi",
     "keys_voicings",
-    "midi_to_hz",
-    "hz_to_midi",
     "unit_labels",
     "harmony_counts",
 ]
 
-PC_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-MODES = ("major", "minor")
-# Krumhansl-Kessler probe-tone profiles, tonic first.
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 TRIADS = {"maj": (0, 4, 7), "min": (0, 3, 7), "dim": (0, 3, 6)}
 # Triad quality on each key-relative root (natural minor, with the harmonic-minor V);
 # roots outside the scale get a major triad (secondary dominants, borrowed chords).
@@ -66,42 +56,6 @@ _RULE_PRIOR = {
     "major": {0: 1.0, 7: 0.8, 5: 0.7, 9: 0.45, 2: 0.35, 4: 0.15, 11: 0.05},
     "minor": {0: 1.0, 7: 0.8, 5: 0.7, 8: 0.45, 3: 0.45, 10: 0.35, 2: 0.05},
 }
-
-
-def midi_to_hz(midi: np.ndarray | float) -> np.ndarray:
-    """MIDI note number -> Hz (A4 = 69 = 440 Hz)."""
-    return 440.0 * 2.0 ** ((np.asarray(midi, dtype=np.float64) - 69.0) / 12.0)
-
-
-def hz_to_midi(f_hz: np.ndarray) -> np.ndarray:
-    """Hz -> fractional MIDI note number (NaN where f <= 0)."""
-    f = np.asarray(f_hz, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(f > 0, 69.0 + 12.0 * np.log2(f / 440.0), np.nan)
-
-
-@dataclass(frozen=True)
-class Key:
-    """A key estimate.
-
-    Attributes:
-        tonic: pitch class 0..11 (0 = C).
-        mode: "major" or "minor".
-        confidence: correlation of the clip's pitch-class histogram with the key's profile
-            (-1..1; 0 when there was no pitch content).
-    """
-
-    tonic: int
-    mode: str
-    confidence: float
-
-    @property
-    def name(self) -> str:
-        return f"{PC_NAMES[self.tonic]} {self.mode}"
-
-    @property
-    def mode_index(self) -> int:
-        return MODES.index(self.mode)
 
 
 def pitch_class_evidence(f0_hz: np.ndarray, voiced: np.ndarray, chroma: np.ndarray | None,
@@ -156,33 +110,6 @@ def unit_evidence(evidence: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     bounds = np.clip(np.asarray(bounds, dtype=np.int64), 0, len(evidence))
     csum = np.vstack([np.zeros((1, 12)), np.cumsum(evidence, axis=0)])
     return csum[bounds[1:]] - csum[bounds[:-1]]
-
-
-def estimate_key(histogram: np.ndarray, *, final_pc: int = -1, final_bonus: float = 0.0) -> Key:
-    """Krumhansl-Kessler key estimate from a 12-bin pitch-class histogram (C first).
-
-    Args:
-        histogram: [12] pitch-class weights.
-        final_pc: pitch class of the clip's last note (-1: unknown).
-        final_bonus: added to the correlation of keys whose tonic is ``final_pc``: tunes end on
-            their tonic, which settles the usual confusion between a key and its dominant.
-
-    Returns:
-        The best of the 24 keys; C major with confidence 0 when the histogram is flat or empty.
-    """
-    h = np.asarray(histogram, dtype=np.float64).reshape(-1)
-    if h.shape != (12,):
-        raise EnsembleError(f"key histogram must have 12 bins, got {h.shape}")
-    if not np.all(np.isfinite(h)) or h.std() <= 1e-12:
-        return Key(0, "major", 0.0)
-    best = (-np.inf, 0, "major")
-    for tonic in range(12):
-        rolled = np.roll(h, -tonic)
-        for mode, prof in (("major", KK_MAJOR), ("minor", KK_MINOR)):
-            r = float(np.corrcoef(rolled, prof)[0, 1]) + (final_bonus if tonic == final_pc else 0.0)
-            if r > best[0]:
-                best = (r, tonic, mode)
-    return Key(best[1], best[2], round(best[0], 4))
 
 
 def chord_for_root(root: int, key: Key) -> tuple[int, str, tuple[int, int, int]]:

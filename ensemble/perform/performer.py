@@ -5,7 +5,7 @@ model); :meth:`Performer.perform` is cheap enough to call per Top-K candidate:
 
 1. analyse the leader once (:func:`~ensemble.perform.analysis.analyze_leader`);
 2. the arranger predicts each follower's loudness curve from the leader's features, built with
-   :func:`ensemble.training.arranger_features` exactly as in training;
+   :func:`ensemble.models.arranger.arranger_features` exactly as in training;
 3. drums: a loop chosen by tempo and onset-pattern cross-correlation, laid beat by beat on the
    leader's beats (:mod:`.drums`), its level following the arranger's Drums curve (a gain envelope
    over 1 s windows);
@@ -43,14 +43,15 @@ from ensemble.audio import peak_dbfs, save_wav, to_float32
 from ensemble.dsp import soft_limit
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig
-from ensemble.models.arranger import Arranger
+from ensemble.models.arranger import Arranger, arranger_features
 from ensemble.models.decoder import (
     LOUDNESS_FLOOR_DB,
     InstrumentDecoder,
     denormalize_loudness,
     enable_fast_cpu_inference,
 )
-from ensemble.models.io import load_arranger, load_decoder
+from ensemble.models.io import ARRANGER_FILE, decoder_file, load_arranger, load_decoder
+from ensemble.music import PC_NAMES
 from ensemble.perform.analysis import (
     HarmonyPlan,
     LeaderAnalysis,
@@ -60,9 +61,8 @@ from ensemble.perform.analysis import (
 )
 from ensemble.perform.config import PerformConfig
 from ensemble.perform.drums import DrumChoice, DrumDB, place_loop, select_loop
-from ensemble.perform.harmony import PC_NAMES, HarmonyModel, chord_name
+from ensemble.perform.harmony import HarmonyModel, chord_name
 from ensemble.perform.rhythm import drum_grids
-from ensemble.training import arranger_features
 
 __all__ = ["Performance", "Performer", "write_performance", "STEM_ORDER"]
 
@@ -145,6 +145,7 @@ class Performer:
             used when ``config.harmony_model`` is "auto" or "learned").
         config: settings.
         versions: JSON-able model descriptions for perform.json (filled by :meth:`load`).
+        features: the frame grid the models were trained on (16 kHz, 100 frames/s).
 
     Raises:
         EnsembleError: a follower lacks its model, or "learned" harmony without a learned model.
@@ -152,12 +153,12 @@ class Performer:
 
     def __init__(self, arranger: Arranger, decoders: dict[str, InstrumentDecoder],
                  drum_db: DrumDB | None, config: PerformConfig = PerformConfig(), *,
-                 versions: dict | None = None):
+                 versions: dict | None = None, features: FeatureConfig = FeatureConfig()):
         self.config = config
         self.arranger = arranger.eval()
         self.decoders = {k: v.eval() for k, v in decoders.items()}
         self.drum_db = drum_db
-        self.features = FeatureConfig()
+        self.features = features
         missing = [f for f in config.followers if f in ("Bass", "Keys") and f not in self.decoders]
         if missing:
             raise EnsembleError(f"followers {missing} need decoders; got decoders for "
@@ -187,7 +188,8 @@ class Performer:
                 dec(torch.full((1, 8, 1), 110.0), torch.full((1, 8, 1), -40.0))
 
     @classmethod
-    def load(cls, config: PerformConfig = PerformConfig()) -> Performer:
+    def load(cls, config: PerformConfig = PerformConfig(), *,
+             features: FeatureConfig = FeatureConfig()) -> Performer:
         """Load the shipped checkpoints (``config.checkpoints_dir``) and drum database.
 
         Raises:
@@ -195,13 +197,13 @@ class Performer:
         """
         enable_fast_cpu_inference()  # denormals make the GRUs 10x slower (see its docstring)
         ckpt = Path(config.checkpoints_dir)
-        arranger_path = ckpt / "arranger.pt"
+        arranger_path = ckpt / ARRANGER_FILE
         arranger, meta = load_arranger(arranger_path)
         versions = {"arranger": _model_version(arranger_path, arranger, meta)}
         decoders = {}
         for name in ("Bass", "Keys"):
             if name in config.followers:
-                path = ckpt / f"decoder_{name}.pt"
+                path = ckpt / decoder_file(name)
                 decoders[name], meta = load_decoder(path)
                 versions[name] = _model_version(path, decoders[name], meta)
         need_db = "Drums" in config.followers or config.harmony_model == "learned"
@@ -209,7 +211,7 @@ class Performer:
         want_db = need_db or (config.harmony_model == "auto"
                               and (Path(config.drum_db) / "manifest.json").is_file())
         drum_db = DrumDB.load(config.drum_db) if want_db else None
-        return cls(arranger, decoders, drum_db, config, versions=versions)
+        return cls(arranger, decoders, drum_db, config, versions=versions, features=features)
 
     # ------------------------------------------------------------------ helpers
 
@@ -235,7 +237,7 @@ class Performer:
     def _curves(self, analysis: LeaderAnalysis, audio: np.ndarray) -> tuple[dict[str, np.ndarray], list]:
         f = analysis.features
         x = arranger_features(audio, f.f0_hz, f.voiced, f.loudness_db, self.arranger.config.inputs,
-                              onset=f.onset, beats_s=analysis.beats.times_s)
+                              onset=f.onset, beats_s=analysis.beats.times_s, config=self.features)
         pred = self.arranger.predict(x)  # [T, F] in [0, 1]
         curves, notes = {}, []
         for name in self.config.followers:

@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.audio import load_audio
-from ensemble.corpus.layout import (
+from ensemble.errors import EnsembleError
+from ensemble.features import FeatureConfig, f0_pyin, f0_yin, loudness_db, n_frames
+from ensemble.jobs.corpus.layout import (
     FORMAT_VERSION,
     NoteList,
     clean_partials,
@@ -45,8 +47,7 @@ from ensemble.corpus.layout import (
     unique_stem_name,
     write_track,
 )
-from ensemble.errors import EnsembleError
-from ensemble.features import FeatureConfig, f0_pyin, f0_yin, loudness_db, n_frames
+from ensemble.music import hz_to_midi
 
 __all__ = [
     "SLAKH_STEM_NAMES",
@@ -154,7 +155,7 @@ def _pad_all(stems: dict[str, np.ndarray], mix: np.ndarray | None) -> tuple[dict
 def _f0_summary(f0: np.ndarray, voiced: np.ndarray) -> dict:
     if not voiced.any():
         return {"pitch_min": None, "pitch_max": None, "pitch_mean": None}
-    midi = 69.0 + 12.0 * np.log2(f0[voiced] / 440.0)
+    midi = hz_to_midi(f0[voiced])
     return {"pitch_min": int(np.floor(midi.min() + 0.5)), "pitch_max": int(np.floor(midi.max() + 0.5)),
             "pitch_mean": round(float(midi.mean()), 2)}
 

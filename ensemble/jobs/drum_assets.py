@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.audio import load_audio
-from ensemble.corpus.layout import list_tracks
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig
+from ensemble.jobs.corpus.layout import list_tracks
 from ensemble.perform.analysis import analyze_leader
 from ensemble.perform.config import PerformConfig
 from ensemble.perform.drums import DrumDB, LoopCut, track_loops
@@ -143,7 +143,7 @@ def build_assets(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         harmony = HarmonyModel.from_counts(prior, emis, trans, smoothing=config.harmony_smoothing,
                                            evidence_scale=config.harmony_evidence_scale)
     db = DrumDB.from_loops(loops, subdivisions=config.subdivisions, config=fc, harmony=harmony)
-    from ensemble.training import corpus_manifest_hash
+    from ensemble.jobs.training import corpus_manifest_hash
 
     manifest = {
         "kind": "ensemble drum database + learned harmony model",

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.corpus.layout import SPLITS, TRACK_PATTERN, _atomic, is_complete_track
 from ensemble.errors import EnsembleError
+from ensemble.files import atomic_write
+from ensemble.jobs.corpus.layout import SPLITS, TRACK_PATTERN, is_complete_track
+from ensemble.music import hz_to_midi
 
 __all__ = ["SILENCE_DB", "LOUDNESS_EDGES", "CorpusStats", "corpus_stats", "format_stats",
            "plot_stats"]
@@ -101,7 +103,7 @@ def corpus_stats(root: str | os.PathLike, *,
             stats.active_minutes[stem] = (stats.active_minutes.get(stem, 0.0)
                                           + float(active.sum()) / frame_rate / 60.0)
             if voiced.any():
-                midi = 69.0 + 12.0 * np.log2(f0[voiced] / 440.0)
+                midi = hz_to_midi(f0[voiced])
                 acc = sums.setdefault(stem, [0.0, 0.0, np.inf, -np.inf])
                 acc[0] += float(midi.sum())
                 acc[1] += float(len(midi))
@@ -195,5 +197,5 @@ def plot_stats(stats: CorpusStats, path: str | os.PathLike) -> Path:
     ax2.set_ylabel("% of frames")
     ax2.set_title("loudness histogram per stem")
     ax2.legend()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     return path

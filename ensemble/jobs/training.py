@@ -25,18 +25,18 @@ import torch
 from tqdm.auto import tqdm
 
 from ensemble.audio import load_audio
-from ensemble.beats import beat_phase_features, track_beats
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig, f0_pyin, loudness_db, onset_strength
+from ensemble.files import atomic_write
 from ensemble.models import io
-from ensemble.models.arranger import Arranger, ArrangerConfig
+from ensemble.models.arranger import Arranger, ArrangerConfig, arranger_features
 from ensemble.models.decoder import (
     DecoderConfig,
     InstrumentDecoder,
-    normalize_f0,
     normalize_loudness,
 )
 from ensemble.models.losses import multi_resolution_stft_loss
+from ensemble.music import cents_between
 
 __all__ = [
     "TrainConfig",
@@ -47,12 +47,9 @@ __all__ = [
     "train_arranger",
     "evaluate_decoder",
     "evaluate_arranger",
-    "arranger_features",
     "additive_baseline",
 ]
 
-FEATURES = FeatureConfig()
-HOP = FEATURES.hop_length
 ACTIVE_DB = -50.0  # a frame "sounds" when its loudness is above this
 
 
@@ -173,7 +170,7 @@ def _save_state(path: Path, model, opt, step: int, losses: list[float], rng: np.
     state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
              "losses": torch.tensor(losses, dtype=torch.float64), "wall": wall,
              "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
-    io._atomic(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _resume(path: Path, model, opt) -> tuple[int, list[float], dict | None, float]:
@@ -237,7 +234,7 @@ def _loss_summary(losses: list[float]) -> dict:
 
 def train_decoder(data_dir: str | os.PathLike, instrument: str, out_dir: str | os.PathLike, *,
                   model_config: DecoderConfig | None = None, train_config: TrainConfig = TrainConfig(),
-                  progress: bool = True, command: str = "") -> dict:
+                  progress: bool = True, command: str = "", features: FeatureConfig = FeatureConfig()) -> dict:
     """Train one instrument decoder with the multi-resolution STFT loss.
 
     Writes ``<out>/decoder_<instrument>.pt`` (+ ``.json``) when the step count is reached, and
@@ -252,7 +249,7 @@ def train_decoder(data_dir: str | os.PathLike, instrument: str, out_dir: str | o
     if model_config.instrument != instrument:
         model_config = DecoderConfig(**{**asdict(model_config), "instrument": instrument})
     stems = load_stems(data_dir, instrument, "train")
-    frames = int(round(cfg.window_seconds * FEATURES.frame_rate))
+    frames = int(round(cfg.window_seconds * features.frame_rate))
     sampler = _WindowSampler(stems, frames, cfg.min_active, rng)
     model = InstrumentDecoder(model_config)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -263,11 +260,11 @@ def train_decoder(data_dir: str | os.PathLike, instrument: str, out_dir: str | o
             s, start = sampler.sample()
             f0.append(s.f0_hz[start:start + frames])
             loud.append(s.loudness_db[start:start + frames])
-            audio.append(s.audio[start * HOP:(start + frames) * HOP])
+            audio.append(s.audio[start * features.hop_length:(start + frames) * features.hop_length])
         f0_t = torch.tensor(np.stack(f0))[..., None]
         loud_t = torch.tensor(np.stack(loud))[..., None]
-        target = torch.tensor(np.stack([np.pad(a, (0, frames * HOP - len(a))) for a in audio]))
-        pred = model(f0_t, loud_t, n_samples=frames * HOP, generator=gen)
+        target = torch.tensor(np.stack([np.pad(a, (0, frames * features.hop_length - len(a))) for a in audio]))
+        pred = model(f0_t, loud_t, n_samples=frames * features.hop_length, generator=gen)
         return multi_resolution_stft_loss(pred, target, fft_sizes=tuple(cfg.fft_sizes))
 
     name = f"decoder_{instrument}"
@@ -276,44 +273,12 @@ def train_decoder(data_dir: str | os.PathLike, instrument: str, out_dir: str | o
             "wall_seconds": round(wall, 1), "train_config": asdict(cfg),
             "data_dir": str(data_dir), "data_manifest_sha256": corpus_manifest_hash(data_dir),
             "train_stems": len(stems), "losses": _loss_summary(losses), "command": command,
-            "n_parameters": model.n_parameters(), "feature_config": FEATURES.to_dict()}
+            "n_parameters": model.n_parameters(), "feature_config": features.to_dict()}
     io.save_checkpoint(out_dir / f"{name}.pt", model, "decoder", meta)
     return meta
 
 
 # ----------------------------------------------------------------------------- arranger
-
-def arranger_features(audio: np.ndarray | None, f0_hz: np.ndarray, voiced: np.ndarray,
-                      loud_db: np.ndarray, inputs: tuple[str, ...],
-                      onset: np.ndarray | None = None, beats_s: np.ndarray | None = None) -> np.ndarray:
-    """Leader features [T, C] in the order of ``inputs`` (see :mod:`ensemble.models.arranger`).
-
-    ``onset`` is computed from ``audio`` when not given; ``beats_s`` (a grid spanning the clip, e.g.
-    the performer's) is tracked on the onset envelope when not given, with the performer's defaults.
-    """
-    T = len(loud_db)
-    if onset is None and any(i in inputs for i in ("onset", "beat")):
-        if audio is None:
-            raise EnsembleError("onset and beat inputs need the leader audio or its onset envelope")
-        onset = onset_strength(audio, config=FEATURES)
-    cols = []
-    for name in inputs:
-        if name == "loudness":
-            cols.append(normalize_loudness(loud_db)[:, None])
-        elif name == "onset":
-            cols.append(np.log1p(np.maximum(onset[:T], 0.0))[:, None])
-        elif name == "f0":
-            f0 = torch.tensor(np.where(voiced, f0_hz, 1.0), dtype=torch.float32)
-            cols.append(np.where(voiced, normalize_f0(f0).numpy(), 0.0)[:, None])
-        elif name == "voiced":
-            cols.append(voiced.astype(np.float32)[:, None])
-        elif name == "beat":
-            if beats_s is None:
-                beats_s = track_beats(onset[:T], frame_rate=FEATURES.frame_rate,
-                                      duration_s=T / FEATURES.frame_rate).times_s
-            cols.append(beat_phase_features(beats_s, T, FEATURES.frame_rate))
-    return np.concatenate(cols, axis=-1).astype(np.float32)
-
 
 @dataclass
 class _ArrangerTrack:
@@ -323,7 +288,8 @@ class _ArrangerTrack:
 
 
 def _load_arranger_tracks(data_dir: Path, split: str, config: ArrangerConfig,
-                          leader: str = "Guitar") -> list[_ArrangerTrack]:
+                          leader: str = "Guitar", features: FeatureConfig = FeatureConfig()
+                          ) -> list[_ArrangerTrack]:
     out = []
     for track in _tracks(data_dir, split):
         try:
@@ -338,7 +304,7 @@ def _load_arranger_tracks(data_dir: Path, split: str, config: ArrangerConfig,
         except (OSError, KeyError, ValueError):
             continue
         audio = load_audio(track / "stems" / f"{leader}.flac", max_seconds=3600).audio
-        onset = onset_strength(audio, config=FEATURES)
+        onset = onset_strength(audio, config=features)
         out.append(_ArrangerTrack(track.name, {"f0": f0, "voiced": voiced, "loud": loud,
                                                "onset": onset},
                                   np.stack(targets, axis=-1).astype(np.float32)))
@@ -347,24 +313,25 @@ def _load_arranger_tracks(data_dir: Path, split: str, config: ArrangerConfig,
     return out
 
 
-def _track_features(t: _ArrangerTrack, inputs: tuple[str, ...]) -> np.ndarray:
+def _track_features(t: _ArrangerTrack, inputs: tuple[str, ...], features: FeatureConfig) -> np.ndarray:
     return arranger_features(None, t.leader["f0"], t.leader["voiced"], t.leader["loud"], inputs,
-                             onset=t.leader["onset"])
+                             onset=t.leader["onset"], config=features)
 
 
 def train_arranger(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                    model_config: ArrangerConfig = ArrangerConfig(),
                    train_config: TrainConfig = TrainConfig(steps=1500, window_seconds=10.0,
                                                            learning_rate=5e-4, lr_final=5e-5),
-                   progress: bool = True, command: str = "", name: str = "arranger") -> dict:
+                   progress: bool = True, command: str = "", name: str = "arranger",
+                   features: FeatureConfig = FeatureConfig()) -> dict:
     """Train the arranger (MSE on normalised follower loudness). Writes ``<out>/<name>.pt``."""
     out_dir = Path(out_dir)
     cfg = train_config
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    tracks = _load_arranger_tracks(Path(data_dir), "train", model_config)
-    feats = [_track_features(t, model_config.inputs) for t in tracks]
-    frames = int(round(cfg.window_seconds * FEATURES.frame_rate))
+    tracks = _load_arranger_tracks(Path(data_dir), "train", model_config, features=features)
+    feats = [_track_features(t, model_config.inputs, features) for t in tracks]
+    frames = int(round(cfg.window_seconds * features.frame_rate))
     usable = [i for i, f in enumerate(feats) if len(f) > frames]
     if not usable:
         raise EnsembleError(f"no training track is longer than {cfg.window_seconds} s")
@@ -387,14 +354,15 @@ def train_arranger(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             "train_config": asdict(cfg), "data_dir": str(data_dir),
             "data_manifest_sha256": corpus_manifest_hash(data_dir), "train_tracks": len(tracks),
             "losses": _loss_summary(losses), "command": command,
-            "n_parameters": model.n_parameters(), "feature_config": FEATURES.to_dict()}
+            "n_parameters": model.n_parameters(), "feature_config": features.to_dict()}
     io.save_checkpoint(out_dir / f"{name}.pt", model, "arranger", meta)
     return meta
 
 
 # ----------------------------------------------------------------------------- evaluation
 
-def additive_baseline(f0_hz: torch.Tensor, loud_db: torch.Tensor, n_harmonics: int = 100) -> torch.Tensor:
+def additive_baseline(f0_hz: torch.Tensor, loud_db: torch.Tensor, n_harmonics: int = 100, *,
+                      features: FeatureConfig = FeatureConfig()) -> torch.Tensor:
     """Fixed-spectrum additive synth: 1/k harmonic roll-off, amplitude from loudness, no noise.
 
     The amplitude is ``10 ** (loudness / 20)`` times one gain chosen so the baseline's own
@@ -411,13 +379,13 @@ def additive_baseline(f0_hz: torch.Tensor, loud_db: torch.Tensor, n_harmonics: i
 
     f0 = hold_unvoiced(f0_hz)
     k = torch.arange(1, n_harmonics + 1, dtype=torch.float32)
-    synth = HarmonicSynth(FEATURES.sample_rate, HOP, n_harmonics, scale_fn=False)
+    synth = HarmonicSynth(features.sample_rate, features.hop_length, n_harmonics, scale_fn=False)
     amp = 10.0 ** (loud_db / 20.0)
     controls = synth.get_controls(amp, (1.0 / k).expand(*f0.shape[:2], n_harmonics), f0)
     audio = synth.get_signal(controls)
     out = []
     for b in range(audio.shape[0]):
-        got = loudness_db(audio[b].numpy(), config=FEATURES)[: loud_db.shape[1]]
+        got = loudness_db(audio[b].numpy(), config=features)[: loud_db.shape[1]]
         want = loud_db[b, :, 0].numpy()
         sounding = want > ACTIVE_DB
         gain_db = float(np.median(want[sounding] - got[sounding])) if sounding.any() else 0.0
@@ -425,9 +393,10 @@ def additive_baseline(f0_hz: torch.Tensor, loud_db: torch.Tensor, n_harmonics: i
     return torch.stack(out)
 
 
-def _eval_windows(stems: list[StemData], seconds: float, per_track: int) -> list[tuple[StemData, int]]:
+def _eval_windows(stems: list[StemData], seconds: float, per_track: int,
+                  features: FeatureConfig) -> list[tuple[StemData, int]]:
     """Deterministic evaluation windows: the first ``per_track`` sounding windows of each stem."""
-    frames = int(round(seconds * FEATURES.frame_rate))
+    frames = int(round(seconds * features.frame_rate))
     out = []
     for s in stems:
         taken = 0
@@ -443,7 +412,7 @@ def _eval_windows(stems: list[StemData], seconds: float, per_track: int) -> list
 def evaluate_decoder(data_dir: str | os.PathLike, checkpoint: str | os.PathLike, *,
                      seconds: float = 4.0, per_track: int = 2, max_windows: int = 24,
                      pitch_windows: int = 6, seed: int = 0, figure: str | os.PathLike | None = None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, features: FeatureConfig = FeatureConfig()) -> dict:
     """Test-split resynthesis quality of a decoder vs untrained and additive baselines.
 
     Returns:
@@ -458,10 +427,10 @@ def evaluate_decoder(data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
     torch.manual_seed(seed)
     untrained = InstrumentDecoder(model.config).eval()
     stems = load_stems(data_dir, instrument, "test")
-    windows = _eval_windows(stems, seconds, per_track)[:max_windows]
+    windows = _eval_windows(stems, seconds, per_track, features)[:max_windows]
     if not windows:
         raise EnsembleError(f"no sounding {seconds} s windows of {instrument!r} in the test split")
-    frames = int(round(seconds * FEATURES.frame_rate))
+    frames = int(round(seconds * features.frame_rate))
     scores = {"trained": [], "untrained": [], "additive_baseline": []}
     cents = {"trained": [], "additive_baseline": [], "target": []}
     example = None
@@ -469,11 +438,11 @@ def evaluate_decoder(data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
     for i, (s, start) in enumerate(tqdm(windows, desc=f"eval {instrument}", disable=not progress)):
         f0 = torch.tensor(s.f0_hz[start:start + frames])[None, :, None]
         loud = torch.tensor(s.loudness_db[start:start + frames])[None, :, None]
-        target = torch.tensor(s.audio[start * HOP:(start + frames) * HOP])[None]
+        target = torch.tensor(s.audio[start * features.hop_length:(start + frames) * features.hop_length])[None]
         with torch.inference_mode():
             outs = {"trained": model(f0, loud, generator=gen),
                     "untrained": untrained(f0, loud, generator=gen),
-                    "additive_baseline": additive_baseline(f0, loud, model.config.n_harmonics)}
+                    "additive_baseline": additive_baseline(f0, loud, model.config.n_harmonics, features=features)}
         for k, y in outs.items():
             scores[k].append(float(multi_resolution_stft_loss(y, target)))
         if i < pitch_windows:
@@ -481,11 +450,11 @@ def evaluate_decoder(data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
             truth = s.f0_hz[start:start + frames]
             for k in cents:
                 y = target[0].numpy() if k == "target" else outs[k][0].numpy()
-                est, v, _ = f0_pyin(y, config=FEATURES)
+                est, v, _ = f0_pyin(y, config=features)
                 n = min(len(est), len(truth))
                 both = v[:n] & truth_v[:n] & (truth[:n] > 0)
                 if both.any():
-                    cents[k].extend(np.abs(1200 * np.log2(est[:n][both] / truth[:n][both])).tolist())
+                    cents[k].extend(np.abs(cents_between(est[:n][both], truth[:n][both])).tolist())
         if example is None:
             example = (target[0].numpy(), outs["trained"][0].numpy())
     result = {"instrument": instrument, "checkpoint": str(checkpoint), "windows": len(windows),
@@ -494,33 +463,33 @@ def evaluate_decoder(data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
               "f0_error_cents_median": {k: (round(float(np.median(v)), 2) if v else None)
                                         for k, v in cents.items()}}
     if figure is not None and example is not None:
-        _spectrogram_figure(example[0], example[1], instrument, figure)
+        _spectrogram_figure(example[0], example[1], instrument, figure, features)
     return result
 
 
 def _spectrogram_figure(target: np.ndarray, resynth: np.ndarray, instrument: str,
-                        path: str | os.PathLike) -> None:
+                        path: str | os.PathLike, features: FeatureConfig) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 5.5), dpi=100, layout="constrained")
     axes = fig.subplots(2, 1, sharex=True, sharey=True)
     for ax, y, title in zip(axes, (target, resynth), ("target (test split)", "decoder resynthesis"),
                             strict=True):
-        S = librosa.amplitude_to_db(np.abs(librosa.stft(y, n_fft=1024, hop_length=HOP)), ref=np.max,
+        S = librosa.amplitude_to_db(np.abs(librosa.stft(y, n_fft=1024, hop_length=features.hop_length)), ref=np.max,
                                     top_db=80)
-        t = np.arange(S.shape[1]) * HOP / FEATURES.sample_rate
-        f = librosa.fft_frequencies(sr=FEATURES.sample_rate, n_fft=1024)
+        t = np.arange(S.shape[1]) * features.hop_length / features.sample_rate
+        f = librosa.fft_frequencies(sr=features.sample_rate, n_fft=1024)
         mesh = ax.pcolormesh(t, f, S, shading="auto", cmap="magma", vmin=-80, vmax=0)
         ax.set_title(f"{instrument}: {title}")
         ax.set_ylabel("frequency (Hz)")
     axes[-1].set_xlabel("time (s)")
     fig.colorbar(mesh, ax=axes, label="level (dB re max)")
     buf_path = Path(path)
-    io._atomic(buf_path, lambda tmp: fig.savefig(tmp, format="png"))
+    atomic_write(buf_path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def evaluate_arranger(data_dir: str | os.PathLike, checkpoint: str | os.PathLike, *,
-                      split: str = "test") -> dict:
+                      split: str = "test", features: FeatureConfig = FeatureConfig()) -> dict:
     """``split`` (test) MSE of predicted follower loudness vs two baselines.
 
     Baselines: (1) the leader's normalised loudness scaled per follower (least-squares a*x + b fitted
@@ -528,8 +497,8 @@ def evaluate_arranger(data_dir: str | os.PathLike, checkpoint: str | os.PathLike
     """
     model, meta = io.load_arranger(checkpoint)
     cfg = model.config
-    train = _load_arranger_tracks(Path(data_dir), "train", cfg)
-    test = _load_arranger_tracks(Path(data_dir), split, cfg)
+    train = _load_arranger_tracks(Path(data_dir), "train", cfg, features=features)
+    test = _load_arranger_tracks(Path(data_dir), split, cfg, features=features)
     x_tr = np.concatenate([normalize_loudness(t.leader["loud"]) for t in train])
     y_tr = np.concatenate([t.targets for t in train])
     fits = [np.polyfit(x_tr, y_tr[:, j], 1) for j in range(y_tr.shape[1])]
@@ -537,7 +506,7 @@ def evaluate_arranger(data_dir: str | os.PathLike, checkpoint: str | os.PathLike
     err = {"arranger": [], "leader_scaled": [], "train_mean": []}
     for t in test:
         y = t.targets
-        pred = model.predict(_track_features(t, cfg.inputs))
+        pred = model.predict(_track_features(t, cfg.inputs, features))
         x = normalize_loudness(t.leader["loud"])
         scaled = np.stack([np.clip(np.polyval(f, x), 0, 1) for f in fits], axis=-1)
         err["arranger"].append((pred - y) ** 2)

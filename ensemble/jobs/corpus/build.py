@@ -47,7 +47,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.corpus.layout import (
+from ensemble.errors import EnsembleError
+from ensemble.features import FeatureConfig, loudness_db, n_frames
+from ensemble.files import write_json_atomic
+from ensemble.jobs.corpus.layout import (
     FORMAT_VERSION,
     NoteList,
     clean_partials,
@@ -56,11 +59,9 @@ from ensemble.corpus.layout import (
     notes_to_frames,
     split_for,
     stem_features,
-    write_json_atomic,
     write_track,
 )
-from ensemble.errors import EnsembleError
-from ensemble.features import FeatureConfig, loudness_db, n_frames
+from ensemble.music import PC_NAMES, estimate_key
 
 __all__ = [
     "COLLECTIONS",
@@ -87,10 +88,6 @@ DRUM_KITS = {0: "Standard", 8: "Room", 16: "Power", 32: "Jazz"}
 _KICK, _SNARE, _SIDE, _HAT, _PEDAL_HAT, _OPEN_HAT, _CRASH, _RIDE = 36, 38, 37, 42, 44, 46, 49, 51
 _TOMS = (50, 48, 47, 45, 43, 41)
 _CYMBALS = (_CRASH, _RIDE, 52, 55, 57, 59)
-_PC_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-# Krumhansl-Kessler key profiles (major, minor), tonic first
-_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 _QUALITIES = {"maj": (0, 4, 7), "min": (0, 3, 7), "dom7": (0, 4, 7, 10)}
 # (root above the tonic, quality, prior weight): the chords a folk-tune harmonization draws on
 _DIATONIC = {
@@ -462,15 +459,8 @@ def _estimate_key(notes: Sequence[tuple[float, float, int]], final_pc: int) -> t
     hist = np.zeros(12)
     for _, dur, pitch in notes:
         hist[pitch % 12] += dur
-    best = (-np.inf, 0, "major")
-    for tonic in range(12):
-        h = np.roll(hist, -tonic)
-        for mode, prof in (("major", _KK_MAJOR), ("minor", _KK_MINOR)):
-            r = float(np.corrcoef(h, prof)[0, 1]) if h.std() > 0 else 0.0
-            r += 0.15 if tonic == final_pc else 0.0  # tunes end on their tonic
-            if r > best[0]:
-                best = (r, tonic, mode)
-    return best[1], best[2]
+    key = estimate_key(hist, final_pc=final_pc, final_bonus=0.15)  # tunes end on their tonic
+    return key.tonic, key.mode
 
 
 def _segments(bars: Sequence[_Bar]) -> list[tuple[float, float]]:
@@ -519,7 +509,7 @@ def _harmonize(melody: Sequence[tuple[float, float, int]], bars: Sequence[_Bar],
                 scores.append(score)
             choice = int(np.argmax(scores))
         root, pcs, _, degree, quality = vocab[choice]
-        name = _PC_NAMES[root] + {"maj": "", "min": "m", "dom7": "7"}[quality]
+        name = PC_NAMES[root] + {"maj": "", "min": "m", "dom7": "7"}[quality]
         chords.append(_Chord(s, e, root, root, pcs, name))
         prev = choice
     return chords
@@ -898,9 +888,9 @@ def _arrange(piece: _Piece, rng: np.random.Generator, config: BuildConfig) -> _A
     stems["Drums"] = NoteList.from_rows(drum_rows)
 
     ts = f"{first_full.numerator}/{first_full.denominator}"
-    key = {"source_tonic": _PC_NAMES[tonic], "source_mode": mode, "transpose_semitones": shift,
-           "tonic": _PC_NAMES[(tonic + shift) % 12], "mode": mode,
-           "name": f"{_PC_NAMES[(tonic + shift) % 12]} {mode}"}
+    key = {"source_tonic": PC_NAMES[tonic], "source_mode": mode, "transpose_semitones": shift,
+           "tonic": PC_NAMES[(tonic + shift) % 12], "mode": mode,
+           "name": f"{PC_NAMES[(tonic + shift) % 12]} {mode}"}
     roles = {"Guitar": "melody", "Bass": "bass", "Keys": "harmony", "Drums": "drums"}
     return _Arrangement(stems, programs, roles, round(60.0 / spq, 3), round(beat_bpm, 3), ts, key,
                         passes, styles, harmony)

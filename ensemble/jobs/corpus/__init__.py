@@ -1,10 +1,10 @@
 """Multitrack corpora: the BabyBand builder, Slakh/BabySlakh and URMP importers, and statistics.
 
-All three producers write the same layout (:mod:`ensemble.corpus.layout`), so a trainer reads a
+All three producers write the same layout (:mod:`ensemble.jobs.corpus.layout`), so a trainer reads a
 built and an imported corpus the same way (:func:`load_track`, :func:`list_tracks`).
 """
 
-from ensemble.corpus.build import (
+from ensemble.jobs.corpus.build import (
     COLLECTIONS,
     STEMS,
     BuildConfig,
@@ -16,7 +16,7 @@ from ensemble.corpus.build import (
     plan_pieces,
     render_notes,
 )
-from ensemble.corpus.layout import (
+from ensemble.jobs.corpus.layout import (
     SPLITS,
     NoteList,
     Track,

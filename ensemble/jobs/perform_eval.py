@@ -32,15 +32,15 @@ import librosa
 import numpy as np
 
 from ensemble.audio import load_audio, peak_dbfs
-from ensemble.corpus.layout import list_tracks
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig
+from ensemble.jobs.corpus.layout import list_tracks
 from ensemble.models.arranger import Arranger, ArrangerConfig
 from ensemble.models.decoder import DecoderConfig, InstrumentDecoder
 from ensemble.models.io import load_arranger, load_decoder
+from ensemble.music import PC_NAMES, hz_to_midi
 from ensemble.perform.config import PerformConfig
 from ensemble.perform.drums import DrumDB, meter_of
-from ensemble.perform.harmony import PC_NAMES, hz_to_midi
 from ensemble.perform.performer import Performance, Performer
 
 __all__ = ["EvalConfig", "evaluate_tracks", "drum_onset_errors", "pitch_class_agreement",

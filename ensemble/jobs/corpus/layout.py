@@ -40,7 +40,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ import soundfile as sf
 
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig, loudness_db, n_frames
+from ensemble.files import atomic_write, write_json_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -60,7 +60,6 @@ __all__ = [
     "split_for",
     "stem_features",
     "write_track",
-    "write_json_atomic",
     "is_complete_track",
     "list_tracks",
     "clean_partials",
@@ -219,29 +218,9 @@ def unique_stem_name(name: str, taken: Iterable[str]) -> str:
     return f"{name}_{k}"
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temp name in ``path``'s folder, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; corpus files are for every user of the machine
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as indented JSON to ``path`` via a temp file and rename."""
-    text = json.dumps(data, indent=1, sort_keys=False)
-    _atomic(Path(path), lambda tmp: tmp.write_text(text + "\n"))
-
-
 def _write_flac(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     clipped = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
-    _atomic(path, lambda tmp: sf.write(str(tmp), clipped, sample_rate, format="FLAC",
+    atomic_write(path, lambda tmp: sf.write(str(tmp), clipped, sample_rate, format="FLAC",
                                        subtype="PCM_16"))
 
 
@@ -249,7 +228,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
             np.savez_compressed(fh, **arrays)
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def write_track(track_dir: str | os.PathLike, *, stems: dict[str, np.ndarray], mix: np.ndarray,
@@ -306,7 +285,7 @@ def write_track(track_dir: str | os.PathLike, *, stems: dict[str, np.ndarray], m
             _write_flac(partial / "stems" / f"{name}.flac", audio, config.sample_rate)
         _write_flac(partial / "mix.flac", mix, config.sample_rate)
         for name, write_midi in (midi or {}).items():
-            _atomic(partial / "MIDI" / f"{name}.mid", write_midi)
+            atomic_write(partial / "MIDI" / f"{name}.mid", write_midi)
         _write_npz(partial / "features.npz", arrays)
         meta = dict(metadata)
         meta["mix"] = "mix.flac"

@@ -1,0 +1,129 @@
+"""The engine: everything loaded once and shared by every request, with its one frozen configuration.
+
+:class:`EngineConfig` is the single declaration of where the models and databases live, of the
+request limits (:class:`Limits`: input and target lengths, K, the weights' range) and of the frame
+grid (:class:`~ensemble.features.FeatureConfig`). :meth:`Engine.load` builds the engine from it and
+passes the pieces down: the leader decoder (query embeddings and re-synthesis), the RAG database and
+the performer (band decoders, arranger, drum database). The engine is read-only after loading;
+:func:`ensemble.extend.extend` serves one request with it and the listening round
+(:mod:`ensemble.listening`) checks its settings against ``engine.config.limits``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ensemble.audio import DEFAULT_MAX_SECONDS
+from ensemble.config import config_from_dict, config_to_dict
+from ensemble.errors import EnsembleError
+from ensemble.features import FeatureConfig
+from ensemble.models.decoder import InstrumentDecoder, enable_fast_cpu_inference
+from ensemble.models.io import decoder_file, load_decoder
+from ensemble.perform import PerformConfig, Performer
+from ensemble.rag import RagDatabase
+
+__all__ = ["Limits", "EngineConfig", "Engine"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; every entry point checks against these.
+
+    Attributes:
+        min_input_seconds: the shortest clip (the query and the performer both need 2 s).
+        max_input_seconds: the longest clip.
+        max_target_seconds: the longest candidate (input + continuation).
+        max_k: the most candidates per request.
+        max_weight: alpha and beta lie in [0, max_weight].
+    """
+
+    min_input_seconds: float = 2.0
+    max_input_seconds: float = DEFAULT_MAX_SECONDS
+    max_target_seconds: float = DEFAULT_MAX_SECONDS
+    max_k: int = 10
+    max_weight: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_input_seconds < self.max_input_seconds <= DEFAULT_MAX_SECONDS:
+            raise EnsembleError(f"input limits {self.min_input_seconds:g}..{self.max_input_seconds:g} s; "
+                                f"allowed: 0 < min < max <= {DEFAULT_MAX_SECONDS:g} s")
+        if not 0 < self.max_target_seconds <= DEFAULT_MAX_SECONDS:
+            raise EnsembleError(f"max_target_seconds {self.max_target_seconds:g}; allowed: "
+                                f"0 < max <= {DEFAULT_MAX_SECONDS:g} s")
+        if self.max_k < 1 or self.max_weight <= 0:
+            raise EnsembleError(f"max_k {self.max_k} must be >= 1 and max_weight {self.max_weight:g} > 0")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where the engine's files are and what it allows.
+
+    Attributes:
+        checkpoints_dir: ``decoder_{leader,Bass,Keys}.pt`` and ``arranger.pt``.
+        database_dir: the RAG database (``python -m ensemble index build``).
+        drums_dir: the drum database and learned harmony model (``python -m ensemble drums build``).
+        leader: the instrument whose decoder embeds the query and re-synthesises transposed segments.
+        features: the frame grid of every model and database (16 kHz, hop 160 = 100 frames/s).
+        limits: what a request may ask for.
+    """
+
+    checkpoints_dir: str = "checkpoints"
+    database_dir: str = "assets/rag"
+    drums_dir: str = "assets/drums"
+    leader: str = "Guitar"
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def leader_checkpoint(self) -> Path:
+        return Path(self.checkpoints_dir) / decoder_file(self.leader)
+
+    def to_dict(self) -> dict:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EngineConfig:
+        """From a JSON dict (unknown keys refused, nested ``features``/``limits`` as dicts)."""
+        return config_from_dict(cls, d)
+
+
+@dataclass
+class Engine:
+    """Models and database, loaded once and shared by all requests (read-only after load)."""
+
+    leader: InstrumentDecoder
+    db: RagDatabase
+    performer: Performer
+    config: EngineConfig = field(default_factory=EngineConfig)
+    versions: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, config: EngineConfig = EngineConfig()) -> Engine:
+        """Load the shipped checkpoints and databases named by ``config``.
+
+        Raises:
+            EnsembleError: a missing or damaged file, naming it.
+        """
+        enable_fast_cpu_inference()  # denormal activations make the GRUs ~10x slower on CPU
+        leader, meta = load_decoder(config.leader_checkpoint)
+        db = RagDatabase.load(config.database_dir, features=config.features)
+        performer = Performer.load(PerformConfig(checkpoints_dir=str(config.checkpoints_dir),
+                                                 drum_db=str(config.drums_dir),
+                                                 max_seconds=config.limits.max_target_seconds),
+                                   features=config.features)
+        versions = {"guitar_decoder_steps": meta.get("steps"), "database": db.version,
+                    "performer": performer.versions}
+        return cls(leader, db, performer, config, versions)
+
+    @property
+    def model_version(self) -> str:
+        """Short id of the shipped models: sha256 prefixes of the checkpoints."""
+        v = self.performer.versions
+        parts = [str(v.get(k, {}).get("sha256") or "")[:8] for k in ("arranger", "Bass", "Keys")]
+        return "-".join(p for p in parts if p) or "in-memory"
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.features.sample_rate
+

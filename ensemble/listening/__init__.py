@@ -1,0 +1,10 @@
+"""The listening round, without Gradio: what the page (``ui/``) serves, as plain Python.
+
+Modules:
+    :mod:`.settings`  the upload decoded and checked, the page's settings checked (against the
+                      engine's :class:`~ensemble.engine.Limits`);
+    :mod:`.levels`    integrated loudness and the gain of loudness-matched playback;
+    :mod:`.round`     one round: extend, blind order, the candidates' files and figures, the rater's
+                      submission;
+    :mod:`.store`     the rounds a server holds, bounded in number and age.
+"""

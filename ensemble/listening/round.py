@@ -1,0 +1,314 @@
+"""One listening round without Gradio: an upload in, K performed candidates (files on disk) out.
+
+A *round* is what one press of Generate makes: the input clip's report card, the Top-K candidates
+of :func:`ensemble.extend.extend` (each performed by the band), their figures, and their audio as
+PCM-16 WAV files -- served as files, not float arrays, because Gradio peak-normalises arrays and
+that would erase the loudness differences between candidates. A second set of WAVs is scaled so
+each candidate's integrated loudness equals the input's (loudness-matched listening,
+:mod:`ensemble.listening.levels`).
+
+Blind rounds show the candidates in an order shuffled by a seeded RNG (the seed is kept in the
+round), under opaque random file names, and keep the scores back until the rater has submitted.
+
+Everything a round draws comes from the :class:`~ensemble.extend.Extension` (each candidate's
+continuation controls, the crossfade): nothing here reads the retrieval database. Every round owns
+one folder; :class:`~ensemble.listening.store.RoundStore` keeps the newest rounds and deletes the
+folders of the ones it drops.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ensemble.audio import LoadedAudio, save_wav
+from ensemble.engine import Engine
+from ensemble.errors import EnsembleError
+from ensemble.extend import Extension, extend
+from ensemble.features import FeatureConfig
+from ensemble.figures.report import compare_candidates, report_card, write_figure
+from ensemble.listening.levels import integrated_loudness_db, match_gain_db
+from ensemble.listening.settings import Settings
+from ensemble.metrics import (
+    Analysis,
+    CandidateAnalysis,
+    SeamMetrics,
+    SegmentFeatures,
+    analyze_clip,
+    audio_sha256,
+    candidate_analysis,
+)
+from ensemble.rag import Candidate
+from ensemble.ratings.log import CandidateRating, Submission, sanitize_rater_id
+
+__all__ = ["Shown", "Round", "analyse_input", "make_round", "new_session_id"]
+
+
+def new_session_id() -> str:
+    """A random id for one browser session (the ratings log's ``session_id``)."""
+    return uuid.uuid4().hex
+
+
+def analyse_input(audio: np.ndarray, *, features: FeatureConfig = FeatureConfig()) -> Analysis:
+    """The input's analysis for its report card and the candidates' figures.
+
+    YIN rather than pYIN on the request path: pYIN takes about as long as the clip lasts here.
+    """
+    return analyze_clip(audio, config=features, f0_method="yin")
+
+
+# ------------------------------------------------------------------------------------------ rounds
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+@dataclass
+class Shown:
+    """One candidate as the rater sees it.
+
+    Attributes:
+        position: 1..K, its place on the page.
+        candidate: the retrieval result (``candidate.rank`` is the composite rank).
+        seam: pitch and loudness jumps at the seam, measured on the input + continuation analysed
+            from stored features (the analysis itself is dropped once the figures are drawn: a
+            session keeps its round in memory).
+        audio: PCM-16 WAV of the performed mix, as rendered.
+        audio_matched: the same mix scaled to the input's integrated loudness.
+        matched_gain_db: the gain of ``audio_matched``; ``matched_limited`` when the peak ceiling cut it.
+        figure: PNG of this candidate against the input, seam marked.
+        notes: the performer's notes (silent or unpitched passages, ...).
+    """
+
+    position: int
+    candidate: Candidate
+    seam: SeamMetrics | None
+    audio: Path
+    audio_matched: Path
+    matched_gain_db: float
+    matched_limited: bool
+    figure: Path
+    notes: list[str] = field(default_factory=list)
+
+    def scores(self) -> dict:
+        """What the rater may see once scores are revealed (JSON-ready)."""
+        c = self.candidate
+        return {"position": self.position, "composite_rank": c.rank, "composite": c.composite,
+                "relevance": c.relevance, "coherence": c.coherence, "lookback_s": c.lookback,
+                "transpose": c.transpose, "track": c.track, "start_seconds": c.start_seconds,
+                "db_chunk_idx": c.chunk, "fallback": c.fallback,
+                "seam_pitch_jump_cents": _none_if_nan(c.seam_pitch_jump_cents),
+                "seam_loudness_jump_db": _none_if_nan(c.seam_loudness_jump_db)}
+
+
+@dataclass
+class Round:
+    """One press of Generate: the candidates in shown order and everything needed to log a rating."""
+
+    round_id: str
+    session_id: str
+    rater_id: str
+    folder: Path
+    input_sha256: str
+    input_seconds: float
+    target_seconds: float
+    alpha: float
+    beta: float
+    blind: bool
+    shuffle_seed: int | None
+    shown: list[Shown]
+    report_card: Path
+    overview: Path
+    notes: list[str]
+    timings: dict[str, float]
+    model_version: str
+    database_version: str
+    created: float = field(default_factory=time.time)
+    submission_id: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def k(self) -> int:
+        return len(self.shown)
+
+    def audio_files(self, matched: bool = False) -> list[str]:
+        """WAV paths in shown order."""
+        return [str(s.audio_matched if matched else s.audio) for s in self.shown]
+
+    def public(self, *, reveal: bool | None = None) -> dict:
+        """JSON for the API: what the rater may know (scores only when not blind or revealed)."""
+        reveal = (not self.blind or self.submission_id is not None) if reveal is None else reveal
+        cands = []
+        for s in self.shown:
+            item = {"position": s.position, "file": s.audio.name, "file_matched": s.audio_matched.name,
+                    "matched_gain_db": round(s.matched_gain_db, 2)}
+            if reveal:
+                item.update(s.scores())
+            cands.append(item)
+        return {"round_id": self.round_id, "k": self.k, "blind": self.blind,
+                "input_seconds": round(self.input_seconds, 3), "target_seconds": self.target_seconds,
+                "alpha": self.alpha, "beta": self.beta, "notes": list(self.notes),
+                "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+                "submitted": self.submission_id is not None, "candidates": cands}
+
+    def submission(self, ranks: Sequence[object], *, favourite: object = None, comment: str = "",
+                   rater_id: str | None = None) -> Submission:
+        """The rater's ranks (one per shown position, in shown order) as a log submission.
+
+        Ranks may be ints or numeric text; ``None`` is a missing rank (rejected by
+        :func:`ensemble.ratings.validate_submission`). ``favourite`` is a shown position, or
+        ``None``/0 for none.
+
+        Raises:
+            EnsembleError: the wrong number of ranks, or a rank or favourite that is not a number.
+        """
+        ranks = list(ranks)
+        if len(ranks) != self.k:
+            raise EnsembleError(f"{len(ranks)} ranks were given for {self.k} candidates; give one rank "
+                                f"per shown candidate, in the order shown")
+        ranks = [_as_int_or_none(f"rank of candidate {i + 1}", r) for i, r in enumerate(ranks)]
+        fav = _as_int_or_none("favourite", favourite)
+        rows = []
+        for s, rank in zip(self.shown, ranks, strict=True):
+            c = s.candidate
+            rows.append(CandidateRating(
+                shown_position=s.position, composite_rank=c.rank, human_rank=rank,
+                db_chunk_idx=int(c.chunk), composite=float(c.composite), relevance=float(c.relevance),
+                coherence=float(c.coherence), lookback_s=float(c.lookback), transpose=float(c.transpose),
+                seam_pitch_jump_cents=_none_if_nan(c.seam_pitch_jump_cents),
+                seam_loudness_jump_db=_none_if_nan(c.seam_loudness_jump_db)))
+        return Submission(
+            rater_id=sanitize_rater_id(rater_id if rater_id and str(rater_id).strip() else self.rater_id),
+            session_id=self.session_id, input_sha256=self.input_sha256,
+            input_seconds=float(self.input_seconds), target_seconds=float(self.target_seconds),
+            k=self.k, alpha=float(self.alpha), beta=float(self.beta), blind=self.blind,
+            candidates=tuple(rows), favourite=fav or None, comment=comment or "",
+            model_version=self.model_version, database_version=self.database_version)
+
+
+def _as_int_or_none(name: str, value: object) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise EnsembleError(f"{name} {value!r} is not a whole number")
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise EnsembleError(f"{name} {value!r} is not a whole number") from None
+    if not math.isfinite(x) or x != int(x):
+        raise EnsembleError(f"{name} {value!r} is not a whole number")
+    return int(x)
+
+
+def _segment_features(ext: Extension, i: int, features: FeatureConfig) -> SegmentFeatures:
+    """The i-th candidate's continuation: its controls' pitch (as the extension rendered it), audio as joined."""
+    cont = ext.continuations[i]
+    seg = ext.leaders[i][len(ext.input_audio) - ext.crossfade:]  # from the crossfade's start
+    return SegmentFeatures.from_audio(seg, f0_hz=cont.f0_hz, voiced=cont.voiced, config=features,
+                                      label="", f0_method="stored")
+
+
+def _opaque_name(suffix: str) -> str:
+    return f"{secrets.token_hex(8)}{suffix}"
+
+
+Progress = Callable[[float, str], None]
+
+
+def _shown_order(k: int, blind: bool) -> tuple[int | None, list[int]]:
+    """(shuffle seed, composite indices in shown order): shuffled by a fresh seed when blind."""
+    if not blind:
+        return None, list(range(k))
+    shuffle_seed = secrets.randbits(63)
+    return shuffle_seed, [int(i) for i in np.random.default_rng(shuffle_seed).permutation(k)]
+
+
+def _show(ext: Extension, i: int, pos: int, analysis: CandidateAnalysis, input_analysis: Analysis, *,
+          folder: Path, blind: bool, reference_db: float | None, features: FeatureConfig) -> Shown:
+    """Write the i-th candidate's files (mix, loudness-matched mix, figure) for shown position ``pos``."""
+    c, perf, sr = ext.candidates[i], ext.performances[i], ext.sample_rate
+    name = _opaque_name("") if blind else f"candidate{pos:02d}_rank{c.rank:02d}"
+    mix_path = save_wav(folder / f"{name}.wav", perf.mix, sr)
+    gain, limited = match_gain_db(perf.mix, reference_db, features=features)
+    matched_name = _opaque_name("") if blind else f"{name}_matched"
+    matched = save_wav(folder / f"{matched_name}.wav", perf.mix * np.float32(10.0 ** (gain / 20.0)), sr)
+    fig = compare_candidates(input_analysis, [analysis], dpi=56, labels=[f"#{pos} candidate {pos}"],
+                             title=f"Candidate {pos}: melody and loudness, seam marked")
+    fig_path = write_figure(fig, folder / _opaque_name(".png"))
+    return Shown(position=pos, candidate=c, seam=analysis.seam, audio=mix_path, audio_matched=matched,
+                 matched_gain_db=gain, matched_limited=limited, figure=fig_path,
+                 notes=list(perf.info.get("notes", [])))
+
+
+def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder: Path,
+               input_analysis: Analysis | None = None, report_png: Path | None = None,
+               rater_id: str = "", session_id: str = "", progress: Progress | None = None,
+               round_id: str | None = None) -> Round:
+    """Run one request and write its files into ``folder`` (created; left to the caller on failure).
+
+    Args:
+        engine: the loaded models and database.
+        clip: the input from :func:`ensemble.listening.settings.read_clip`.
+        settings: from :func:`ensemble.listening.settings.check_settings`.
+        folder: a fresh folder for this round's files.
+        input_analysis, report_png: the input's analysis and report card when already made.
+        rater_id, session_id: who asked (for the log).
+        progress: ``progress(fraction, message)``; fraction 0..1 of this function's work.
+
+    Raises:
+        EnsembleError: whatever :func:`ensemble.extend.extend` rejects (target, K, lookbacks, ...).
+    """
+    report = progress or (lambda f, m: None)
+    features = engine.config.features
+    timings: dict[str, float] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    audio = clip.audio
+    t = time.perf_counter()
+    if input_analysis is None:
+        input_analysis = analyse_input(audio, features=features)
+    if report_png is None:
+        report_png = write_figure(report_card(input_analysis, title="Your clip"),
+                                  folder / _opaque_name(".png"))
+    timings["input_report"] = time.perf_counter() - t
+
+    ext = extend(engine, audio, settings.request(), progress=lambda f, m: report(0.85 * f, m))
+    timings.update({f"extend_{k}": v for k, v in ext.timings.items()})
+    k = len(ext.candidates)
+    shuffle_seed, order = _shown_order(k, settings.blind)
+
+    t = time.perf_counter()
+    report(0.86, "drawing the candidates")
+    analyses = [candidate_analysis(input_analysis, _segment_features(ext, i, features),
+                                   crossfade_s=ext.crossfade / ext.sample_rate, label="") for i in range(k)]
+    reference_db = integrated_loudness_db(audio, features=features)
+    shown = []
+    for pos, i in enumerate(order, start=1):
+        shown.append(_show(ext, i, pos, analyses[i], input_analysis, folder=folder, blind=settings.blind,
+                           reference_db=reference_db, features=features))
+        report(0.86 + 0.12 * pos / k, f"drew candidate {pos} of {k}")
+    overview = write_figure(
+        compare_candidates(input_analysis, [analyses[i] for i in order], dpi=72,
+                           title=f"All {k} candidates (numbered as shown)"),
+        folder / _opaque_name(".png"))
+    timings["figures_and_audio"] = time.perf_counter() - t
+    cfg = engine.db.config
+    req = settings.request()
+    report(1.0, "done")
+    return Round(
+        round_id=round_id or uuid.uuid4().hex, session_id=session_id, rater_id=sanitize_rater_id(rater_id),
+        folder=folder, input_sha256=audio_sha256(audio), input_seconds=len(audio) / ext.sample_rate,
+        target_seconds=float(settings.target_seconds),
+        alpha=float(cfg.alpha if req.alpha is None else req.alpha),
+        beta=float(cfg.beta if req.beta is None else req.beta), blind=settings.blind,
+        shuffle_seed=shuffle_seed, shown=shown, report_card=report_png, overview=overview,
+        notes=list(ext.notes), timings=timings, model_version=str(ext.versions.get("model", "")),
+        database_version=str(ext.versions.get("database", "")))

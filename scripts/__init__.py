@@ -1,0 +1,1 @@
+"""Project commands that build shipped artefacts (run as ``python -m scripts.NAME``)."""
