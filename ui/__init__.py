@@ -1,11 +1,14 @@
-"""The web app's pieces (``app.py`` assembles them).
+"""The web app's pieces (``app.py`` assembles them); the only place that imports Gradio.
 
-* :mod:`ui.rounds` -- one request's work without Gradio: read the upload, run
-  :func:`ensemble.extend.extend`, analyse and draw the candidates, write PCM-16 WAVs (plain and
-  loudness-matched) into a per-request folder, shuffle for blind listening, and turn a rater's ranks
-  into an :class:`ensemble.ratings.Submission`; plus the bounded store that owns those folders.
-* :mod:`ui.page` -- the Gradio page: tabs, the grid of candidate cards, events and named API
-  endpoints.
+* :mod:`ui.page` -- ``build_page``: the Blocks, one builder per tab, and the events between them;
+  ``PageConfig``, theme and CSS.
+* :mod:`ui.generate_tab`, :mod:`ui.listen_tab`, :mod:`ui.results_tab` -- each tab's components and
+  handlers (the ``/generate``, ``/rate`` and ``/summary`` endpoints).
+* :mod:`ui.errors` -- ``EnsembleError`` -> a readable ``gr.Error``; anything else logged, shown short.
+* :mod:`ui.round_text` -- the status and score text of a round (no Gradio).
+* :mod:`ui.config` -- hosting: where the ratings log lives (``$RATINGS_DIR``, Spaces' ``/data``).
 
-Nothing under ``ensemble/`` imports Gradio (``tests/test_layout.py``); the page lives here instead.
+A request's work (reading the upload, the round, blind order, loudness matching, the round store) is
+in :mod:`ensemble.listening`, without Gradio (``tests/test_layout.py`` checks that nothing under
+``ensemble/`` imports it).
 """

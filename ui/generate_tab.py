@@ -90,7 +90,7 @@ def build_generate_tab(engine: Engine, *, examples: list[Path], default_k: int,
                                 label="Examples (melodies from BabyBand's test split)",
                                 example_labels=[p.stem for p in examples])
             with gr.Column(scale=4):
-                target = gr.Slider(4, limits.max_target_seconds, value=default_target_seconds, step=0.5,
+                target = gr.Slider(4, _plain(limits.max_target_seconds), value=default_target_seconds, step=0.5,
                                    label="Target length (s): input + continuation",
                                    elem_id="target-seconds")
                 k_in = gr.Slider(1, limits.max_k, value=default_k, step=1,
@@ -121,6 +121,11 @@ def build_generate_tab(engine: Engine, *, examples: list[Path], default_k: int,
         files_out = gr.File(label="candidates (shown order)", file_count="multiple", visible=False)
     return GenerateTab(audio_in, target, k_in, alpha, beta, lookbacks, followers, transpose, seed, blind,
                        rater, generate_btn, status, report, round_json, files_out)
+
+
+def _plain(x: float) -> float | int:
+    # a whole number as an int, so the API docs say "between 4 and 600", not "600.0"
+    return int(x) if float(x).is_integer() else x
 
 
 def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.Lock) -> Callable[..., Iterator]:

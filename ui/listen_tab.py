@@ -25,7 +25,7 @@ import gradio as gr
 from ensemble.errors import EnsembleError
 from ensemble.listening.round import Round
 from ensemble.listening.store import RoundStore
-from ensemble.ratings.log import append_submission
+from ensemble.ratings.log import MAX_COMMENT_CHARS, append_submission
 from ui.errors import user_errors, user_message
 from ui.round_text import round_status, scores_markdown
 
@@ -127,7 +127,8 @@ def build_listen_tab(n_cards: int) -> ListenTab:
                         ranks.append(gr.Radio([], label="Your rank (1 = best)", elem_id=f"rank-{i + 1}"))
                     cols.append(col)
         favourite = gr.Radio([("none", 0)], value=0, label="Favourite (optional)", elem_id="favourite")
-        comment = gr.Textbox(label="Comment (optional)", lines=2, max_length=2000, elem_id="comment")
+        comment = gr.Textbox(label="Comment (optional)", lines=2, max_length=MAX_COMMENT_CHARS,
+                             elem_id="comment")
         submit = gr.Button("Submit ranking", variant="primary", interactive=False, elem_id="submit-btn")
         submit_status = gr.Markdown(elem_id="submit-status")
     return ListenTab(status, matched, overview, rows, cols, audios, figures, scores, ranks, favourite,

@@ -74,7 +74,11 @@ class PageConfig:
     default_target_seconds: float = 30.0
 
 
-def _on_load(request: gr.Request):
+def on_load(request: gr.Request):
+    """Page load: a new session id, and the rater id from ``?rater=NAME`` when given (sanitised).
+
+    Named ``on_load``: Gradio names the (private) event after the function.
+    """
     rater = request.query_params.get("rater") if request is not None else None
     return new_session_id(), (sanitize_rater_id(rater) if rater else gr.skip())
 
@@ -115,7 +119,7 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
 
         # the events, in this order (it numbers them in the page's config)
         results_fn = make_results(ratings_file, exports_root=store.root)
-        demo.load(_on_load, None, [session_state, gen.rater], api_visibility="private")
+        demo.load(on_load, None, [session_state, gen.rater], api_visibility="private")
         demo.load(results_fn, None, res.outputs, api_visibility="private")
         (gen.generate_btn
          .click(make_clear_round(listen), None, listen.clear_outputs(round_state),
