@@ -140,6 +140,45 @@ def load_audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
         ) from None
 
 
+def _take_pair(source: tuple, max_seconds: float) -> tuple[np.ndarray, int, str]:
+    """A Gradio ``(sample_rate, array)`` pair, checked -> (array as given, rate in Hz, its name)."""
+    if len(source) != 2:
+        raise EnsembleError(
+            f"audio tuple has {len(source)} items; allowed: (sample_rate, array)"
+        )
+    src_rate, array = source
+    what = "audio array"
+    src_rate = _check_rate(src_rate, what)
+    if array is None:
+        raise EnsembleError("no audio was given (the array is None)")
+    array = np.asarray(array)
+    n_frames = array.shape[0] if array.ndim >= 1 else 0
+    if array.ndim == 2 and array.shape[0] <= _MAX_CHANNELS < array.shape[1]:
+        n_frames = array.shape[1]
+    if n_frames / src_rate > max_seconds:
+        raise EnsembleError(
+            f"{what} is {n_frames / src_rate:.1f} s long; allowed: at most {max_seconds:g} s"
+        )
+    return array, src_rate, what
+
+
+def _read_file(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndarray, int, str]:
+    """Decode an audio file, its length checked from the header first -> ([n, channels] float32,
+    rate in Hz, its name)."""
+    what = f"audio file {os.fspath(path)!r}"
+    info = load_audio_info(path)
+    src_rate = _check_rate(info.samplerate, what)
+    if info.frames / src_rate > max_seconds:
+        raise EnsembleError(
+            f"{what} is {info.frames / src_rate:.1f} s long; allowed: at most {max_seconds:g} s"
+        )
+    try:
+        array, _ = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise EnsembleError(f"{what} could not be decoded ({exc})") from None
+    return array, src_rate, what
+
+
 def load_audio(
     source: str | os.PathLike | tuple[int, np.ndarray],
     *,
@@ -171,37 +210,10 @@ def load_audio(
     _check_rate(sample_rate, "target")
     if not max_seconds > 0:
         raise EnsembleError(f"max_seconds must be > 0, got {max_seconds}")
-
     if isinstance(source, tuple):
-        if len(source) != 2:
-            raise EnsembleError(
-                f"audio tuple has {len(source)} items; allowed: (sample_rate, array)"
-            )
-        src_rate, array = source
-        what = "audio array"
-        src_rate = _check_rate(src_rate, what)
-        if array is None:
-            raise EnsembleError("no audio was given (the array is None)")
-        array = np.asarray(array)
-        n_frames = array.shape[0] if array.ndim >= 1 else 0
-        if array.ndim == 2 and array.shape[0] <= _MAX_CHANNELS < array.shape[1]:
-            n_frames = array.shape[1]
-        if n_frames / src_rate > max_seconds:
-            raise EnsembleError(
-                f"{what} is {n_frames / src_rate:.1f} s long; allowed: at most {max_seconds:g} s"
-            )
+        array, src_rate, what = _take_pair(source, max_seconds)
     elif isinstance(source, (str, os.PathLike)):
-        what = f"audio file {os.fspath(source)!r}"
-        info = load_audio_info(source)
-        src_rate = _check_rate(info.samplerate, what)
-        if info.frames / src_rate > max_seconds:
-            raise EnsembleError(
-                f"{what} is {info.frames / src_rate:.1f} s long; allowed: at most {max_seconds:g} s"
-            )
-        try:
-            array, _ = sf.read(os.fspath(source), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise EnsembleError(f"{what} could not be decoded ({exc})") from None
+        array, src_rate, what = _read_file(source, max_seconds)
     else:
         raise EnsembleError(
             f"audio source of type {type(source).__name__} is not supported; "

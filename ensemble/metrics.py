@@ -748,6 +748,39 @@ def split_at_seam(analysis: Analysis, seam_s: float, *,
                              seam=seam_metrics(analysis, seam_s, config=config), label="")
 
 
+def _join_at_seam(inp: Analysis, segment: SegmentFeatures, seam_s: float,
+                  crossfade_s: float) -> Analysis:
+    """The input's frames before ``seam_s`` followed by the segment's, on one grid (arguments checked
+    by :func:`candidate_analysis`); what the segment did not store (RMS, envelope) is NaN."""
+    fps = inp.config.frame_rate
+    k = min(int(math.ceil(seam_s * fps - 1e-9)), inp.n_frames)  # input frames with time < seam
+    offset = int(round((seam_s - crossfade_s / 2) * fps))  # joined frame of the segment's frame 0
+    j0 = min(max(k - offset, 0), segment.n_frames - 1)
+    k = offset + j0  # keep the joined curves contiguous on the grid
+    seg_env = (segment.envelope if segment.envelope is not None
+               else np.full((segment.n_frames, 2), np.nan, np.float32))
+    seg_rms = (np.asarray(segment.rms, dtype=np.float32) if segment.rms is not None
+               else np.full(segment.n_frames, np.nan, np.float32))
+
+    def join(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([a[:k], np.asarray(b)[j0:]])
+
+    f0 = join(inp.f0_hz, segment.f0_hz)
+    voiced = join(inp.voiced, np.asarray(segment.voiced, bool))
+    h = hashlib.sha256(inp.sha256.encode())
+    for arr in (segment.f0_hz, segment.voiced, segment.loudness_db, seg_rms):
+        h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    h.update(f"{seam_s!r}/{crossfade_s!r}".encode())
+    method = (inp.f0_method if segment.f0_method in (inp.f0_method, "unknown")
+              else f"{inp.f0_method}+{segment.f0_method}")
+    return Analysis(
+        times=frame_times(len(f0), inp.config), f0_hz=f0, voiced=voiced,
+        rms=join(inp.rms, seg_rms), rms_db=join(inp.rms_db, _rms_db(seg_rms)),
+        loudness_db=join(inp.loudness_db, segment.loudness_db), envelope=join(inp.envelope, seg_env),
+        duration_s=offset / fps + float(segment.duration_s), sha256=h.hexdigest(), f0_method=method,
+        config=inp.config)
+
+
 def candidate_analysis(
     input_analysis: Analysis,
     segment: SegmentFeatures | Features,
@@ -798,33 +831,7 @@ def candidate_analysis(
     if crossfade_s / 2 >= segment.duration_s:
         raise EnsembleError(f"crossfade of {crossfade_s:g} s is too long for a segment of "
                             f"{segment.duration_s:.3f} s")
-    fps = inp.config.frame_rate
-    k = min(int(math.ceil(seam_s * fps - 1e-9)), inp.n_frames)  # input frames with time < seam
-    offset = int(round((seam_s - crossfade_s / 2) * fps))  # joined frame of the segment's frame 0
-    j0 = min(max(k - offset, 0), segment.n_frames - 1)
-    k = offset + j0  # keep the joined curves contiguous on the grid
-    seg_env = (segment.envelope if segment.envelope is not None
-               else np.full((segment.n_frames, 2), np.nan, np.float32))
-    seg_rms = (np.asarray(segment.rms, dtype=np.float32) if segment.rms is not None
-               else np.full(segment.n_frames, np.nan, np.float32))
-
-    def join(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.concatenate([a[:k], np.asarray(b)[j0:]])
-
-    f0 = join(inp.f0_hz, segment.f0_hz)
-    voiced = join(inp.voiced, np.asarray(segment.voiced, bool))
-    h = hashlib.sha256(inp.sha256.encode())
-    for arr in (segment.f0_hz, segment.voiced, segment.loudness_db, seg_rms):
-        h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
-    h.update(f"{seam_s!r}/{crossfade_s!r}".encode())
-    method = (inp.f0_method if segment.f0_method in (inp.f0_method, "unknown")
-              else f"{inp.f0_method}+{segment.f0_method}")
-    joined = Analysis(
-        times=frame_times(len(f0), inp.config), f0_hz=f0, voiced=voiced,
-        rms=join(inp.rms, seg_rms), rms_db=join(inp.rms_db, _rms_db(seg_rms)),
-        loudness_db=join(inp.loudness_db, segment.loudness_db), envelope=join(inp.envelope, seg_env),
-        duration_s=offset / fps + float(segment.duration_s), sha256=h.hexdigest(), f0_method=method,
-        config=inp.config)
+    joined = _join_at_seam(inp, segment, seam_s, crossfade_s)
     return CandidateAnalysis(
         analysis=joined, scores=clip_scores(joined, config=config),
         seam=seam_metrics(joined, seam_s, crossfade_s=crossfade_s, config=config),

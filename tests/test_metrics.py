@@ -271,6 +271,28 @@ def test_compare_candidates_figure():
         F.compare_candidates(inp, cands * 3)
 
 
+def test_figure_wording_is_an_argument():
+    f = notes(PHRASE, 0.3)
+    inp = M.analyze_clip(harmonic(f), f0_method="yin")
+    card = F.report_card(inp, text={"waveform_title": "Wellenform", "melody_title": "Melodie ({f0_method})",
+                                    "time_label": "Zeit (s)"})
+    titles = [ax.get_title() for ax in card.axes]
+    assert "Wellenform" in titles and "Melodie (yin)" in titles and "Scores" in titles
+    assert sum(ax.get_xlabel() == "Zeit (s)" for ax in card.axes) == 3
+    cand = M.candidate_analysis(inp, M.SegmentFeatures.from_analysis(inp, label="same"))
+    fig = F.compare_candidates(inp, [cand], text={"melody_title": "{n} Kandidat{s}",
+                                                  "jump_legend": "Sprung {pitch_jump}"})
+    assert "1 Kandidat" in [ax.get_title() for ax in fig.axes]
+    legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().texts]
+    assert legend[1].startswith("#1 same\nSprung ") and "cents" in legend[1]
+    with pytest.raises(EnsembleError, match="unknown keys"):
+        F.report_card(inp, text={"wave_title": "x"})
+    with pytest.raises(EnsembleError, match="f0_method"):
+        F.report_card(inp, text={"melody_title": "{method}"})
+    with pytest.raises(EnsembleError, match="must be a string"):
+        F.compare_candidates(inp, [cand], text={"seam": None})
+
+
 def test_bad_settings_raise_clear_errors():
     audio = np.zeros(SR, np.float32)
     with pytest.raises(EnsembleError, match="'crest' is not one of"):

@@ -7,6 +7,8 @@
 * :func:`figure_png` renders a figure to PNG bytes; :func:`write_figure` writes one to a PNG file
   atomically (:func:`ensemble.files.atomic_write`).
 
+Their panel titles, axis labels, notes and legend wording default to the project's
+(:data:`REPORT_CARD_TEXT`, :data:`COMPARE_TEXT`); a caller's ``text=`` replaces any of them by key.
 Figures use the Agg canvas and no pyplot (see :mod:`ensemble.figures`).
 """
 
@@ -15,8 +17,9 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import librosa
 import numpy as np
@@ -38,8 +41,8 @@ from ensemble.metrics import (
     dynamics_levels,
 )
 
-__all__ = ["CANDIDATE_COLORS", "MAX_CANDIDATES", "report_card", "compare_candidates", "figure_png",
-           "write_figure"]
+__all__ = ["CANDIDATE_COLORS", "COMPARE_TEXT", "MAX_CANDIDATES", "REPORT_CARD_TEXT", "report_card",
+           "compare_candidates", "figure_png", "write_figure"]
 
 # One colour per candidate: matplotlib's default cycle "C0".."C9". Its length is the most candidates
 # one comparison draws, so no two candidates ever share a colour.
@@ -47,6 +50,82 @@ CANDIDATE_COLORS: tuple[str, ...] = tuple(f"C{i}" for i in range(10))
 MAX_CANDIDATES = len(CANDIDATE_COLORS)
 _MAX_ENVELOPE_COLUMNS = 2000  # waveform drawn as at most this many min/max columns
 _INPUT_COLOR = "0.15"
+
+
+# The wording of the figures, which a caller's ``text=`` overrides by key. Keys listed in
+# _REPORT_CARD_FIELDS / _COMPARE_FIELDS are str.format templates with those fields (e.g.
+# "{f0_method}"); the others are plain text.
+REPORT_CARD_TEXT: Mapping[str, str] = MappingProxyType({
+    "waveform_title": "Waveform (texture)",
+    "melody_title": "Melody: f0 by {f0_method} (Hz, note names)",
+    "melody_title_no_pitch": "Melody: f0 by {f0_method}",
+    "dynamics_title": "Dynamics: RMS over {window_ms:g} ms windows",
+    "scores_title": "Scores",
+    "amplitude_label": "amplitude (full scale = 1)",
+    "f0_label": "f0 (note, Hz)",
+    "rms_label": "RMS level (dBFS)",
+    "time_label": "time (s)",
+    "waveform_missing": "waveform not stored",
+    "rms_missing": "RMS not stored",
+    "silent": "silent (RMS below {silence_dbfs:g} dBFS)",
+    "no_pitch": NO_PITCH_TEXT,
+    "seam": " seam",
+})
+COMPARE_TEXT: Mapping[str, str] = MappingProxyType({
+    "melody_title": "Melody (f0, note / Hz) of the input and {n} candidate{s}",
+    "loudness_title": "Loudness (dB, A-weighted; 0 dB = full-scale 1 kHz sine)",
+    "melody_zoom_title": "Melody, seam \u00b1{zoom_s:g} s",
+    "loudness_zoom_title": "Loudness, seam \u00b1{zoom_s:g} s",
+    "legend_title": "Jumps across the seam",
+    "f0_label": "f0 (note, Hz)",
+    "loudness_label": "loudness (dB)",
+    "time_label": "time (s)",
+    "time_from_seam_label": "time from seam (s)",
+    "input_legend": "input ({duration_s:.1f} s, {f0_method})",
+    "candidate_name": "candidate {i}",
+    "candidate_legend": "#{i} {name}",
+    "cents": "{cents:+.0f} cents",
+    "jump_legend": "   pitch jump: {pitch_jump}\n   loudness jump: {loudness_jump_db:+.1f} dB",
+    "no_pitch": NO_PITCH_TEXT,
+    "seam": " seam",
+})
+# the fields of each template key, with a sample value to try a caller's template on before drawing
+_REPORT_CARD_FIELDS: Mapping[str, Mapping[str, object]] = MappingProxyType({
+    "melody_title": {"f0_method": "yin"},
+    "melody_title_no_pitch": {"f0_method": "yin"},
+    "dynamics_title": {"window_ms": 64.0},
+    "silent": {"silence_dbfs": -60.0},
+})
+_COMPARE_FIELDS: Mapping[str, Mapping[str, object]] = MappingProxyType({
+    "melody_title": {"n": 2, "s": "s"},
+    "melody_zoom_title": {"zoom_s": 1.0},
+    "loudness_zoom_title": {"zoom_s": 1.0},
+    "input_legend": {"duration_s": 12.0, "f0_method": "yin"},
+    "candidate_name": {"i": 1},
+    "candidate_legend": {"i": 1, "name": "candidate 1"},
+    "cents": {"cents": 100.0},
+    "jump_legend": {"pitch_jump": "+100 cents", "loudness_jump_db": -1.5},
+})
+
+
+def _text(defaults: Mapping[str, str], fields: Mapping[str, Mapping[str, object]],
+          text: Mapping[str, str] | None, where: str) -> Mapping[str, str]:
+    """``defaults`` with a caller's overrides, each checked before anything is drawn."""
+    if text is None:
+        return defaults
+    unknown = sorted(set(text) - set(defaults))
+    if unknown:
+        raise EnsembleError(f"{where} text has unknown keys {unknown}; allowed: {sorted(defaults)}")
+    for key, value in text.items():
+        if not isinstance(value, str):
+            raise EnsembleError(f"{where} text[{key!r}] must be a string, got {type(value).__name__}")
+        if key in fields:
+            try:
+                value.format(**fields[key])
+            except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+                raise EnsembleError(f"{where} text[{key!r}] = {value!r} is not a usable template "
+                                    f"({exc!r}); its fields: {sorted(fields[key])}") from None
+    return {**defaults, **text}
 
 
 def _downsample_envelope(times: np.ndarray, env: np.ndarray) -> tuple[np.ndarray, np.ndarray,
@@ -138,6 +217,7 @@ def report_card(
     config: MetricsConfig = MetricsConfig(),
     title: str | None = None,
     dpi: int = 100,
+    text: Mapping[str, str] | None = None,
 ) -> Figure:
     """The report card of one clip: waveform, melody, dynamics and a score box.
 
@@ -148,12 +228,21 @@ def report_card(
         config: scoring settings (when ``clip`` is an analysis).
         title: figure title; default names the duration and f0 tracker.
         dpi: resolution of the returned figure (100 -> 1200 x 800 px).
+        text: panel titles, axis labels and notes to use instead of :data:`REPORT_CARD_TEXT`'s, by
+            key (e.g. ``{"waveform_title": "Waveform"}``); keys left out keep the default. These are
+            str.format templates: ``melody_title`` and ``melody_title_no_pitch`` (``{f0_method}``),
+            ``dynamics_title`` (``{window_ms}``), ``silent`` (``{silence_dbfs}``).
 
     Returns:
         A matplotlib :class:`~matplotlib.figure.Figure` on an Agg canvas (no pyplot state), e.g.
         for ``fig.savefig(path)`` or :func:`figure_png`. Without voiced frames the melody panel
-        reads "no pitch detected".
+        reads ``text["no_pitch"]`` ("no pitch detected").
+
+    Raises:
+        EnsembleError: ``text`` has an unknown key, a value that is not a string, or a template
+            its fields cannot fill (e.g. one naming a field its key does not have).
     """
+    words = _text(REPORT_CARD_TEXT, _REPORT_CARD_FIELDS, text, "report_card")
     if isinstance(clip, CandidateAnalysis):
         analysis, scores, seam = clip.analysis, clip.scores, clip.seam if seam is None else seam
     else:
@@ -167,69 +256,86 @@ def report_card(
     ax_mel = fig.add_subplot(grid[1, 0], sharex=ax_wave)
     ax_dyn = fig.add_subplot(grid[2, 0], sharex=ax_wave)
     ax_box = fig.add_subplot(grid[:, 1])
-    t = analysis.times
     end = max(analysis.duration_s, 1.0 / analysis.config.frame_rate)
 
-    wt, lo, hi = _downsample_envelope(t, analysis.envelope)
-    ax_wave.fill_between(wt, np.ma.masked_invalid(lo), np.ma.masked_invalid(hi), color="tab:blue",
-                         lw=0.3, step="mid")
-    unknown = np.flatnonzero(~np.isfinite(analysis.envelope[:, 0]))
-    if unknown.size:  # a candidate whose segment was stored without its waveform
-        ax_wave.text(t[unknown].mean(), 0.0, "waveform not stored", ha="center", va="center",
-                     color="0.35")
-    ax_wave.set_ylim(-1.05, 1.05)
-    ax_wave.set_ylabel("amplitude (full scale = 1)")
-    ax_wave.set_title("Waveform (texture)")
-
-    f0 = _voiced_curve(analysis)
-    if analysis.has_pitch:
-        ax_mel.plot(t, f0, color="tab:orange", lw=1.5)
-        ax_mel.set_title(f"Melody: f0 by {analysis.f0_method} (Hz, note names)")
-    else:
-        ax_mel.set_title(f"Melody: f0 by {analysis.f0_method}")
-        _no_pitch(ax_mel)
-    _note_axis(ax_mel, [f0])
-    ax_mel.set_ylabel("f0 (note, Hz)")
-
-    ax_dyn.plot(t, analysis.rms_db, color="tab:green", lw=1.2, label="RMS")
-    levels = dynamics_levels(analysis, config)
-    if levels is not None:
-        for p, q in zip(levels, config.dynamics_percentiles, strict=True):
-            ax_dyn.axhline(p, color="0.4", ls=":", lw=1)
-            ax_dyn.text(end, p, f" p{q:g}", va="center", fontsize=8, color="0.3", clip_on=False)
-    else:
-        ax_dyn.text(0.5, 0.5, f"silent (RMS below {config.silence_dbfs:g} dBFS)",
-                    transform=ax_dyn.transAxes, ha="center", va="center", color="0.35")
-    known_db = analysis.rms_db[np.isfinite(analysis.rms_db)]
-    top = float(known_db.max()) if known_db.size else RMS_FLOOR_DB
-    unknown = np.flatnonzero(~np.isfinite(analysis.rms_db))
-    if unknown.size:
-        ax_dyn.text(t[unknown].mean(), top - 30.0, "RMS not stored", ha="center", va="center",
-                    color="0.35")
-    ax_dyn.set_ylim(max(top - 70.0, RMS_FLOOR_DB) - 3, max(top + 5, -60.0))
-    ax_dyn.set_ylabel("RMS level (dBFS)")
-    ax_dyn.set_xlabel("time (s)")
-    window_ms = 1000.0 * analysis.config.frame_length / analysis.config.sample_rate
-    ax_dyn.set_title(f"Dynamics: RMS over {window_ms:g} ms windows")
+    _draw_waveform(ax_wave, analysis, words)
+    _draw_melody(ax_mel, analysis, words)
+    _draw_dynamics(ax_dyn, analysis, config, end, words)
     for ax in (ax_wave, ax_mel):
         ax.tick_params(labelbottom=True)
-        ax.set_xlabel("time (s)")
+        ax.set_xlabel(words["time_label"])
     ax_wave.set_xlim(0, end)
-
     if seam is not None:
-        for ax in (ax_wave, ax_mel, ax_dyn):
-            ax.axvline(seam.seam_s, color="crimson", ls="--", lw=1.2)
-            if seam.crossfade_s > 0:
-                ax.axvspan(seam.seam_s - seam.crossfade_s / 2, seam.seam_s + seam.crossfade_s / 2,
-                           color="crimson", alpha=0.1, lw=0)
-        ax_wave.text(seam.seam_s, 1.0, " seam", color="crimson", va="top", fontsize=9)
-
+        _mark_seam(ax_wave, (ax_wave, ax_mel, ax_dyn), seam, words)
     ax_box.axis("off")
-    ax_box.set_title("Scores")
+    ax_box.set_title(words["scores_title"])
     ax_box.text(0.0, 1.0, "\n".join(_score_lines(scores, seam, analysis.f0_method, config)),
                 transform=ax_box.transAxes, va="top", ha="left", family="monospace", fontsize=9.5)
     fig.suptitle(title or f"Report card: {analysis.duration_s:.2f} s clip", fontsize=14)
     return fig
+
+
+def _draw_waveform(ax, analysis: Analysis, words: Mapping[str, str]) -> None:
+    """Min/max envelope per frame; a note where the waveform was not stored (NaN)."""
+    wt, lo, hi = _downsample_envelope(analysis.times, analysis.envelope)
+    ax.fill_between(wt, np.ma.masked_invalid(lo), np.ma.masked_invalid(hi), color="tab:blue",
+                    lw=0.3, step="mid")
+    unknown = np.flatnonzero(~np.isfinite(analysis.envelope[:, 0]))
+    if unknown.size:  # a candidate whose segment was stored without its waveform
+        ax.text(analysis.times[unknown].mean(), 0.0, words["waveform_missing"], ha="center",
+                va="center", color="0.35")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel(words["amplitude_label"])
+    ax.set_title(words["waveform_title"])
+
+
+def _draw_melody(ax, analysis: Analysis, words: Mapping[str, str]) -> None:
+    """f0 on a note axis, broken at unvoiced frames; a note when nothing is voiced."""
+    f0 = _voiced_curve(analysis)
+    if analysis.has_pitch:
+        ax.plot(analysis.times, f0, color="tab:orange", lw=1.5)
+        ax.set_title(words["melody_title"].format(f0_method=analysis.f0_method))
+    else:
+        ax.set_title(words["melody_title_no_pitch"].format(f0_method=analysis.f0_method))
+        _no_pitch(ax, words["no_pitch"])
+    _note_axis(ax, [f0])
+    ax.set_ylabel(words["f0_label"])
+
+
+def _draw_dynamics(ax, analysis: Analysis, config: MetricsConfig, end: float,
+                   words: Mapping[str, str]) -> None:
+    """RMS in dBFS with the two percentiles that define the dynamics score (labelled at ``end`` s)."""
+    t = analysis.times
+    ax.plot(t, analysis.rms_db, color="tab:green", lw=1.2, label="RMS")
+    levels = dynamics_levels(analysis, config)
+    if levels is not None:
+        for p, q in zip(levels, config.dynamics_percentiles, strict=True):
+            ax.axhline(p, color="0.4", ls=":", lw=1)
+            ax.text(end, p, f" p{q:g}", va="center", fontsize=8, color="0.3", clip_on=False)
+    else:
+        ax.text(0.5, 0.5, words["silent"].format(silence_dbfs=config.silence_dbfs),
+                transform=ax.transAxes, ha="center", va="center", color="0.35")
+    known_db = analysis.rms_db[np.isfinite(analysis.rms_db)]
+    top = float(known_db.max()) if known_db.size else RMS_FLOOR_DB
+    unknown = np.flatnonzero(~np.isfinite(analysis.rms_db))
+    if unknown.size:
+        ax.text(t[unknown].mean(), top - 30.0, words["rms_missing"], ha="center", va="center",
+                color="0.35")
+    ax.set_ylim(max(top - 70.0, RMS_FLOOR_DB) - 3, max(top + 5, -60.0))
+    ax.set_ylabel(words["rms_label"])
+    ax.set_xlabel(words["time_label"])
+    window_ms = 1000.0 * analysis.config.frame_length / analysis.config.sample_rate
+    ax.set_title(words["dynamics_title"].format(window_ms=window_ms))
+
+
+def _mark_seam(ax_top, axes: Sequence, seam: SeamMetrics, words: Mapping[str, str]) -> None:
+    """A dashed line at the seam on each of ``axes``, the crossfade shaded, named on ``ax_top``."""
+    for ax in axes:
+        ax.axvline(seam.seam_s, color="crimson", ls="--", lw=1.2)
+        if seam.crossfade_s > 0:
+            ax.axvspan(seam.seam_s - seam.crossfade_s / 2, seam.seam_s + seam.crossfade_s / 2,
+                       color="crimson", alpha=0.1, lw=0)
+    ax_top.text(seam.seam_s, 1.0, words["seam"], color="crimson", va="top", fontsize=9)
 
 
 def compare_candidates(
@@ -240,6 +346,7 @@ def compare_candidates(
     title: str | None = None,
     dpi: int = 90,
     labels: Sequence[str] | None = None,
+    text: Mapping[str, str] | None = None,
 ) -> Figure:
     """Melody and loudness of K <= :data:`MAX_CANDIDATES` candidates on one time axis, zoomed at the seam.
 
@@ -257,24 +364,26 @@ def compare_candidates(
         title: figure title; default names the input's duration.
         dpi: figure resolution (90 -> 1260 x 720 px); kept modest so 10 candidates render fast.
         labels: the first legend line of each candidate, one per candidate (the jump lines follow
-            it). Default ``"#<i> <label>"``: its 1-based index in ``candidates`` and its ``label``,
-            or ``"candidate <i>"`` when that is empty.
+            it). Default ``"#<i> <label>"`` (``text["candidate_legend"]``): its 1-based index in
+            ``candidates`` and its ``label``, or ``"candidate <i>"`` (``text["candidate_name"]``)
+            when that is empty.
+        text: panel titles, axis labels and legend wording to use instead of
+            :data:`COMPARE_TEXT`'s, by key; keys left out keep the default. These are str.format
+            templates: ``melody_title`` (``{n}``, ``{s}``: "s" or ""), ``melody_zoom_title`` and
+            ``loudness_zoom_title`` (``{zoom_s}``), ``input_legend`` (``{duration_s}``,
+            ``{f0_method}``), ``candidate_name`` (``{i}``), ``candidate_legend`` (``{i}``,
+            ``{name}``), ``cents`` (``{cents}``), ``jump_legend`` (``{pitch_jump}``,
+            ``{loudness_jump_db}``).
 
     Returns:
         A :class:`~matplotlib.figure.Figure` on an Agg canvas.
 
     Raises:
         EnsembleError: no candidates or more than :data:`MAX_CANDIDATES`; ``labels`` not one per
-            candidate.
+            candidate; ``zoom_s`` not > 0; a bad ``text`` (see :func:`report_card`).
     """
-    if not 1 <= len(candidates) <= MAX_CANDIDATES:
-        raise EnsembleError(f"compare_candidates takes 1 to {MAX_CANDIDATES} candidates, "
-                            f"got {len(candidates)}")
-    if labels is not None and len(labels) != len(candidates):
-        raise EnsembleError(f"compare_candidates got {len(labels)} labels for {len(candidates)} "
-                            "candidates; give one per candidate or None")
-    if not zoom_s > 0:
-        raise EnsembleError(f"zoom_s must be > 0 s, got {zoom_s}")
+    _check_comparison(candidates, labels, zoom_s)
+    words = _text(COMPARE_TEXT, _COMPARE_FIELDS, text, "compare_candidates")
     fig = Figure(figsize=(14, 8), dpi=dpi)  # fixed margins: see report_card
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, 3, width_ratios=[3, 1.5, 1.4], left=0.075, right=0.995,
@@ -285,79 +394,139 @@ def compare_candidates(
     ax_loud_z = fig.add_subplot(grid[1, 1], sharex=ax_mel_z)
     ax_leg = fig.add_subplot(grid[:, 2])
     inp = input_analysis
-    first_seam = min(c.seam.seam_s for c in candidates)
     in_end = int(np.searchsorted(inp.times, max(c.seam.seam_s for c in candidates)))
     f0_in = _voiced_curve(inp)
-    curves = [f0_in[:in_end]]
-    handles = []
+    f0s = [_voiced_curve(c.analysis) for c in candidates]
 
+    curves = _draw_timelines(ax_mel, ax_loud, inp, f0_in, in_end, candidates, f0s)
+    _draw_zooms(ax_mel_z, ax_loud_z, inp, f0_in, candidates, f0s, zoom_s)
+    loud_range = _loudness_range(inp, in_end, candidates)
+    _value_axes((ax_mel, ax_mel_z), curves, (ax_loud, ax_loud_z), loud_range, words)
+    _mark_seams(ax_mel, ax_loud, ax_mel_z, ax_loud_z, candidates, zoom_s, words)
+    n = len(candidates)
+    ax_mel.set_title(words["melody_title"].format(n=n, s="s" if n > 1 else ""))
+    ax_loud.set_title(words["loudness_title"])
+    ax_mel_z.set_title(words["melody_zoom_title"].format(zoom_s=zoom_s))
+    ax_loud_z.set_title(words["loudness_zoom_title"].format(zoom_s=zoom_s))
+    _draw_jump_legend(ax_leg, inp, candidates, labels, words)
+    fig.suptitle(title or f"Continuation candidates of a {inp.duration_s:.1f} s input", fontsize=14)
+    return fig
+
+
+def _check_comparison(candidates: Sequence[CandidateAnalysis], labels: Sequence[str] | None,
+                      zoom_s: float) -> None:
+    """:func:`compare_candidates`'s argument checks (see its Raises)."""
+    if not 1 <= len(candidates) <= MAX_CANDIDATES:
+        raise EnsembleError(f"compare_candidates takes 1 to {MAX_CANDIDATES} candidates, "
+                            f"got {len(candidates)}")
+    if labels is not None and len(labels) != len(candidates):
+        raise EnsembleError(f"compare_candidates got {len(labels)} labels for {len(candidates)} "
+                            "candidates; give one per candidate or None")
+    if not zoom_s > 0:
+        raise EnsembleError(f"zoom_s must be > 0 s, got {zoom_s}")
+
+
+def _draw_timelines(ax_mel, ax_loud, inp: Analysis, f0_in: np.ndarray, in_end: int,
+                    candidates: Sequence[CandidateAnalysis],
+                    f0s: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Left panels: the input's melody and loudness up to frame ``in_end``, each candidate's from its
+    seam. Returns the [T] f0 curves drawn (Hz, NaN unvoiced), for the note axis."""
     ax_mel.plot(inp.times[:in_end], f0_in[:in_end], color=_INPUT_COLOR, lw=2.0)
     ax_loud.plot(inp.times[:in_end], inp.loudness_db[:in_end], color=_INPUT_COLOR, lw=2.0)
-    handles.append(ax_leg.plot([], [], color=_INPUT_COLOR, lw=2.0,
-                               label=f"input ({inp.duration_s:.1f} s, {inp.f0_method})")[0])
-    loud_max = float(inp.loudness_db.max())
-    for i, cand in enumerate(candidates):
-        a, s, c = cand.analysis, cand.seam, CANDIDATE_COLORS[i]
-        f0 = _voiced_curve(a)
-        start = int(np.searchsorted(a.times, s.seam_s)) - 1  # one frame before: no gap at the seam
+    curves = [f0_in[:in_end]]
+    for i, (cand, f0) in enumerate(zip(candidates, f0s, strict=True)):
+        a, c = cand.analysis, CANDIDATE_COLORS[i]
+        start = int(np.searchsorted(a.times, cand.seam.seam_s)) - 1  # one frame before: no gap at the seam
         start = max(start, 0)
         ax_mel.plot(a.times[start:], f0[start:], color=c, lw=1.0, alpha=0.9)
         ax_loud.plot(a.times[start:], a.loudness_db[start:], color=c, lw=1.0, alpha=0.9)
+        curves.append(f0[start:])
+    return curves
+
+
+def _draw_zooms(ax_mel_z, ax_loud_z, inp: Analysis, f0_in: np.ndarray,
+                candidates: Sequence[CandidateAnalysis], f0s: Sequence[np.ndarray],
+                zoom_s: float) -> None:
+    """Right panels: each candidate within ``zoom_s`` of its own seam (time relative to it), and the
+    input's last ``zoom_s`` before the earliest seam."""
+    for i, (cand, f0) in enumerate(zip(candidates, f0s, strict=True)):
+        a, s, c = cand.analysis, cand.seam, CANDIDATE_COLORS[i]
         near = (a.times >= s.seam_s - zoom_s) & (a.times <= s.seam_s + zoom_s)
         rel = a.times[near] - s.seam_s
         ax_mel_z.plot(rel, f0[near], color=c, lw=1.2)
         ax_loud_z.plot(rel, a.loudness_db[near], color=c, lw=1.2)
-        curves.append(f0[start:])
-        loud_max = max(loud_max, float(a.loudness_db.max()))
-        jump = (f"{s.pitch_jump_cents:+.0f} cents" if s.pitch_jump_cents is not None
-                else s.pitch_note)
-        name = cand.label or f"candidate {i + 1}"
-        first = f"#{i + 1} {name}" if labels is None else str(labels[i])
-        handles.append(ax_leg.plot([], [], color=c, lw=2.0,
-                                   label=f"{first}\n   pitch jump: {jump}\n"
-                                         f"   loudness jump: {s.loudness_jump_db:+.1f} dB")[0])
+    first_seam = min(c.seam.seam_s for c in candidates)
     near_in = (inp.times >= first_seam - zoom_s) & (inp.times <= first_seam)
     ax_mel_z.plot(inp.times[near_in] - first_seam, f0_in[near_in], color=_INPUT_COLOR, lw=2.0)
     ax_loud_z.plot(inp.times[near_in] - first_seam, inp.loudness_db[near_in], color=_INPUT_COLOR,
                    lw=2.0)
 
+
+def _value_axes(mel_axes: Sequence, curves: Sequence[np.ndarray], loud_axes: Sequence,
+                loud_range: tuple[float, float], words: Mapping[str, str]) -> None:
+    """y axes of the curve panels: notes fitting every f0 curve, the loudness range in dB."""
     any_pitch = any(np.isfinite(v).any() for v in curves)
-    for ax in (ax_mel, ax_mel_z):
+    for ax in mel_axes:
         _note_axis(ax, curves)
-        ax.set_ylabel("f0 (note, Hz)")
+        ax.set_ylabel(words["f0_label"])
         if not any_pitch:
-            _no_pitch(ax)
+            _no_pitch(ax, words["no_pitch"])
+    for ax in loud_axes:
+        ax.set_ylim(*loud_range)
+        ax.set_ylabel(words["loudness_label"])
+
+
+def _loudness_range(inp: Analysis, in_end: int,
+                    candidates: Sequence[CandidateAnalysis]) -> tuple[float, float]:
+    """dB limits of the loudness panels: the loudest frame + 3 dB down to the quietest frame above
+    the loudness floor (at most 60 dB below the loudest) - 3 dB."""
+    loud_max = float(inp.loudness_db.max())
+    for cand in candidates:
+        loud_max = max(loud_max, float(cand.analysis.loudness_db.max()))
     heard = np.concatenate([inp.loudness_db[:in_end]] + [c.analysis.loudness_db for c in candidates])
     heard = heard[heard > inp.config.loudness_floor_db]
     loud_min = float(heard.min()) if heard.size else loud_max - 60.0
-    for ax in (ax_loud, ax_loud_z):
-        ax.set_ylim(max(loud_min, loud_max - 60.0) - 3.0, loud_max + 3.0)
-        ax.set_ylabel("loudness (dB)")
+    return max(loud_min, loud_max - 60.0) - 3.0, loud_max + 3.0
+
+
+def _mark_seams(ax_mel, ax_loud, ax_mel_z, ax_loud_z, candidates: Sequence[CandidateAnalysis],
+                zoom_s: float, words: Mapping[str, str]) -> None:
+    """Seam lines and time axes: every distinct seam on the left panels, 0 s on the zooms."""
     seams = sorted({round(c.seam.seam_s, 3) for c in candidates})
     for ax in (ax_mel, ax_loud):
         for s in seams:
             ax.axvline(s, color="crimson", ls="--", lw=1.2)
-        ax.set_xlabel("time (s)")
+        ax.set_xlabel(words["time_label"])
         ax.tick_params(labelbottom=True)
     for ax in (ax_mel_z, ax_loud_z):
         ax.axvline(0.0, color="crimson", ls="--", lw=1.2)
         ax.set_xlim(-zoom_s, zoom_s)
-        ax.set_xlabel("time from seam (s)")
+        ax.set_xlabel(words["time_from_seam_label"])
         ax.tick_params(labelbottom=True)
     ax_mel.set_xlim(0, max(c.analysis.duration_s for c in candidates))
-    ax_mel.text(seams[0], 1.0, " seam", transform=ax_mel.get_xaxis_transform(), color="crimson",
-                va="top", fontsize=9)
-    ax_mel.set_title(f"Melody (f0, note / Hz) of the input and {len(candidates)} "
-                     f"candidate{'s' if len(candidates) > 1 else ''}")
-    ax_loud.set_title("Loudness (dB, A-weighted; 0 dB = full-scale 1 kHz sine)")
-    ax_mel_z.set_title(f"Melody, seam \u00b1{zoom_s:g} s")
-    ax_loud_z.set_title(f"Loudness, seam \u00b1{zoom_s:g} s")
-    ax_leg.axis("off")
-    ax_leg.set_title("Jumps across the seam", loc="left")
-    ax_leg.legend(handles=handles, loc="upper left", frameon=False, fontsize=8.5,
-                  borderaxespad=0.0, labelspacing=0.6)
-    fig.suptitle(title or f"Continuation candidates of a {inp.duration_s:.1f} s input", fontsize=14)
-    return fig
+    ax_mel.text(seams[0], 1.0, words["seam"], transform=ax_mel.get_xaxis_transform(),
+                color="crimson", va="top", fontsize=9)
+
+
+def _draw_jump_legend(ax, inp: Analysis, candidates: Sequence[CandidateAnalysis],
+                      labels: Sequence[str] | None, words: Mapping[str, str]) -> None:
+    """The legend panel: the input, then each candidate's name and its jumps across the seam."""
+    handles = [ax.plot([], [], color=_INPUT_COLOR, lw=2.0,
+                       label=words["input_legend"].format(duration_s=inp.duration_s,
+                                                          f0_method=inp.f0_method))[0]]
+    for i, cand in enumerate(candidates):
+        s = cand.seam
+        jump = (words["cents"].format(cents=s.pitch_jump_cents) if s.pitch_jump_cents is not None
+                else s.pitch_note)
+        name = cand.label or words["candidate_name"].format(i=i + 1)
+        first = words["candidate_legend"].format(i=i + 1, name=name) if labels is None else str(labels[i])
+        jumps = words["jump_legend"].format(pitch_jump=jump, loudness_jump_db=s.loudness_jump_db)
+        handles.append(ax.plot([], [], color=CANDIDATE_COLORS[i], lw=2.0,
+                               label=f"{first}\n{jumps}")[0])
+    ax.axis("off")
+    ax.set_title(words["legend_title"], loc="left")
+    ax.legend(handles=handles, loc="upper left", frameon=False, fontsize=8.5,
+              borderaxespad=0.0, labelspacing=0.6)
 
 
 def figure_png(fig: Figure) -> bytes:

@@ -482,6 +482,28 @@ def _empty_frame() -> pd.DataFrame:
     return frame
 
 
+def _typed_frame(rows: list[list[str]], path: Path) -> pd.DataFrame:
+    """The data rows (file lines 2, 3, ...) as typed columns; a cell that does not parse raises."""
+    import pandas as pd
+
+    columns: dict[str, list] = {name: [] for name in RATINGS_COLUMNS}
+    for line, record in enumerate(rows, start=2):
+        for name, value in zip(RATINGS_COLUMNS, record, strict=True):
+            try:
+                if name in _INT_COLUMNS:
+                    value = int(value)
+                elif name in _FLOAT_COLUMNS:
+                    value = float(value) if value else math.nan  # empty: undefined seam metric
+            except ValueError as exc:
+                kind = "an integer" if name in _INT_COLUMNS else "a number"
+                raise EnsembleError(f"ratings log {path} line {line}: {name} must be {kind}, "
+                                    f"got {value!r}; the file is corrupt") from exc
+            columns[name].append(value)
+    return pd.DataFrame({name: pd.Series(values, dtype="int64" if name in _INT_COLUMNS else
+                                         "float64" if name in _FLOAT_COLUMNS else "str")
+                         for name, values in columns.items()})
+
+
 def read_ratings(path: str | os.PathLike[str], *, missing_ok: bool = False) -> pd.DataFrame:
     """Read the log into a DataFrame with the columns :data:`RATINGS_COLUMNS`, in file order.
 
@@ -499,8 +521,6 @@ def read_ratings(path: str | os.PathLike[str], *, missing_ok: bool = False) -> p
         EnsembleError: the file is missing (unless ``missing_ok``), unreadable, not UTF-8, has another
             header, or has a malformed row before its last line.
     """
-    import pandas as pd
-
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -536,23 +556,7 @@ def read_ratings(path: str | os.PathLike[str], *, missing_ok: bool = False) -> p
         frame.attrs["dropped_rows"] = dropped
         return frame
 
-    columns: dict[str, list] = {name: [] for name in RATINGS_COLUMNS}
-    for line, record in enumerate(records[1:], start=2):
-        for name, value in zip(RATINGS_COLUMNS, record, strict=True):
-            try:
-                if name in _INT_COLUMNS:
-                    value = int(value)
-                elif name in _FLOAT_COLUMNS:
-                    value = float(value) if value else math.nan  # empty: undefined seam metric
-            except ValueError as exc:
-                kind = "an integer" if name in _INT_COLUMNS else "a number"
-                raise EnsembleError(f"ratings log {path} line {line}: {name} must be {kind}, "
-                                    f"got {value!r}; the file is corrupt") from exc
-            columns[name].append(value)
-    frame = pd.DataFrame({name: pd.Series(values, dtype="int64" if name in _INT_COLUMNS else
-                                          "float64" if name in _FLOAT_COLUMNS else "str")
-                          for name, values in columns.items()})
-
+    frame = _typed_frame(records[1:], path)
     rows_per_submission = frame.groupby("submission_id", sort=False)["submission_id"].transform("size")
     too_many = rows_per_submission > frame["k"]
     if too_many.any():

@@ -71,6 +71,30 @@ def _none_if_nan(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _per_submission(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """One entry per submission, in log order: who, K, Kendall's tau (None for K = 1), and the
+    composite rank of the listener's first choice and of the favourite (None when there is none)."""
+    from scipy.stats import kendalltau
+
+    per_submission: list[dict[str, Any]] = []
+    for submission_id, rows in frame.groupby("submission_id", sort=False):
+        composite = rows["composite_rank"].to_numpy()
+        human = rows["human_rank"].to_numpy()
+        tau = float(kendalltau(composite, human).statistic) if len(rows) >= 2 else math.nan
+        first = composite[human == 1]
+        fav = composite[rows["favourite"].to_numpy() == 1]
+        per_submission.append({
+            "submission_id": str(submission_id),
+            "timestamp_utc": str(rows["timestamp_utc"].iloc[0]) if "timestamp_utc" in rows else None,
+            "rater_id": str(rows["rater_id"].iloc[0]),
+            "k": int(rows["k"].iloc[0]),
+            "tau": _none_if_nan(tau),
+            "first_choice_composite_rank": int(first[0]) if first.size else None,
+            "favourite_composite_rank": int(fav[0]) if fav.size else None,
+        })
+    return per_submission
+
+
 def summarize(frame: pd.DataFrame, config: SummaryConfig = SummaryConfig()) -> dict[str, Any]:
     """Agreement between the system's composite ranking and the listeners' ranking.
 
@@ -102,7 +126,6 @@ def summarize(frame: pd.DataFrame, config: SummaryConfig = SummaryConfig()) -> d
         EnsembleError: a needed column is missing.
     """
     import numpy as np
-    from scipy.stats import kendalltau
 
     needed = ("submission_id", "rater_id", "k", "composite_rank", "human_rank", "favourite")
     missing = [name for name in needed if name not in frame.columns]
@@ -110,22 +133,7 @@ def summarize(frame: pd.DataFrame, config: SummaryConfig = SummaryConfig()) -> d
         raise EnsembleError(f"the ratings table lacks the columns {missing}; "
                             f"expected {list(RATINGS_COLUMNS)}")
 
-    per_submission: list[dict[str, Any]] = []
-    for submission_id, rows in frame.groupby("submission_id", sort=False):
-        composite = rows["composite_rank"].to_numpy()
-        human = rows["human_rank"].to_numpy()
-        tau = float(kendalltau(composite, human).statistic) if len(rows) >= 2 else math.nan
-        first = composite[human == 1]
-        fav = composite[rows["favourite"].to_numpy() == 1]
-        per_submission.append({
-            "submission_id": str(submission_id),
-            "timestamp_utc": str(rows["timestamp_utc"].iloc[0]) if "timestamp_utc" in rows else None,
-            "rater_id": str(rows["rater_id"].iloc[0]),
-            "k": int(rows["k"].iloc[0]),
-            "tau": _none_if_nan(tau),
-            "first_choice_composite_rank": int(first[0]) if first.size else None,
-            "favourite_composite_rank": int(fav[0]) if fav.size else None,
-        })
+    per_submission = _per_submission(frame)
 
     k_max = int(frame["k"].max()) if len(frame) else 0
     ranks = list(range(1, k_max + 1))
