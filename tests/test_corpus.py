@@ -22,6 +22,8 @@ import pytest
 import soundfile as sf
 
 from ensemble.cli import main
+from ensemble.errors import EnsembleError
+from ensemble.features import FeatureConfig, f0_pyin, n_frames
 from ensemble.jobs.corpus import (
     STEMS,
     BuildConfig,
@@ -37,8 +39,6 @@ from ensemble.jobs.corpus import (
 from ensemble.jobs.corpus.importers import ImportConfig, import_slakh, import_urmp
 from ensemble.jobs.corpus.layout import clean_partials, split_for, write_track
 from ensemble.jobs.corpus.stats import corpus_stats, format_stats, plot_stats
-from ensemble.errors import EnsembleError
-from ensemble.features import FeatureConfig, f0_pyin, n_frames
 from ensemble.music import cents_between
 from tests.conftest import sine_from_f0
 

@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 
 from ensemble.audio import load_audio
-from ensemble.errors import EnsembleError
 from ensemble.engine import Engine, EngineConfig
+from ensemble.errors import EnsembleError
 from ensemble.extend import ExtendRequest, extend, write_extension
 
 ROOT = Path(__file__).resolve().parents[1]

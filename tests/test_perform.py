@@ -15,12 +15,15 @@ import soundfile as sf
 
 from ensemble.audio import peak_dbfs
 from ensemble.cli import main
-from ensemble.jobs.corpus.layout import NoteList, notes_to_frames, stem_features, write_track
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig, loudness_db, n_frames
+from ensemble.jobs.corpus.layout import NoteList, notes_to_frames, stem_features, write_track
+from ensemble.jobs.drum_assets import build_assets
+from ensemble.jobs.perform_eval import drum_onset_errors
 from ensemble.models.arranger import make_debug_arranger
 from ensemble.models.decoder import make_debug_decoder
 from ensemble.models.io import save_checkpoint
+from ensemble.music import Key, estimate_key, midi_to_hz
 from ensemble.perform import PerformConfig, Performer, parse_followers, write_performance
 from ensemble.perform.analysis import (
     _features,
@@ -29,10 +32,7 @@ from ensemble.perform.analysis import (
     chunked_loudness,
     plan_harmony,
 )
-from ensemble.jobs.drum_assets import build_assets
 from ensemble.perform.drums import DrumDB, LoopCut, leader_pattern, place_loop, select_loop
-from ensemble.jobs.perform_eval import drum_onset_errors
-from ensemble.music import Key, estimate_key, midi_to_hz
 from ensemble.perform.harmony import (
     HarmonyModel,
     bass_midi,

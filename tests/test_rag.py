@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ensemble import rag
-from ensemble.jobs.index import build_database
 from ensemble.errors import EnsembleError
+from ensemble.jobs.index import build_database
 from ensemble.models.decoder import make_debug_decoder
 from tests.rag_fixtures import melody, write_corpus
 
