@@ -24,8 +24,8 @@ EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.wav"))
 @pytest.fixture(scope="module")
 def engine():
     return Engine.load(EngineConfig(checkpoints_dir=str(ROOT / "checkpoints"),
-                                          database_dir=str(ROOT / "assets" / "rag"),
-                                          drums_dir=str(ROOT / "assets" / "drums")))
+                                    database_dir=str(ROOT / "assets" / "rag"),
+                                    drums_dir=str(ROOT / "assets" / "drums")))
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,30 @@ def test_cli_extend_and_error_message(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "not a readable audio file" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "o2").exists()
+
+
+def test_extension_carries_each_continuation_as_controls(engine, clip):
+    """The round draws from the Extension alone: each candidate's controls, transposed as rendered."""
+    from ensemble.features import f0_yin
+    from ensemble.music import cents_between
+
+    ext = extend(engine, clip, ExtendRequest(seconds=10.0, k=3, transpose=True, followers=("Bass",)))
+    sr, hop = ext.sample_rate, engine.config.features.hop_length
+    assert ext.crossfade == round(engine.db.config.crossfade_seconds * sr)
+    assert ext.seam_seconds == pytest.approx((len(clip) - ext.crossfade) / sr)
+    for c, cont, leader in zip(ext.candidates, ext.continuations, ext.leaders, strict=True):
+        seg = leader[len(clip) - ext.crossfade:]
+        assert len(cont.f0_hz) == len(seg) // hop + 1 == len(cont.voiced) == len(cont.loudness_db)
+        f0, voiced, _ = engine.db.track_features(int(engine.db.chunk_track[c.chunk]))
+        s = int(engine.db.chunk_start[c.chunk])
+        n = min(len(cont.f0_hz), len(f0) - s)
+        stored = np.where(voiced[s:s + n], f0[s:s + n], 0.0)
+        assert cont.transpose == c.transpose
+        assert np.allclose(cont.f0_hz[:n], stored * 2.0 ** (c.transpose / 12.0), rtol=1e-6)
+        assert not cont.voiced[n:].any()  # past the source track's end: unvoiced
+        if c.transpose:  # re-synthesised from exactly these controls: the audio follows their pitch
+            est, v = f0_yin(seg, config=engine.config.features)
+            both = v[:n] & cont.voiced[:n]
+            assert both.mean() > 0.3
+            assert np.median(np.abs(cents_between(est[:n][both], cont.f0_hz[:n][both]))) < 50.0
+    assert any(c.transpose for c in ext.candidates), "no transposed candidate: the re-synthesis path is untested"
