@@ -58,6 +58,12 @@ def user_errors(what: str) -> Callable[[Callable], Callable]:
         The decorator.
     """
 
+    def shown(exc: Exception) -> gr.Error:
+        """What the user sees for an exception other than a gr.Error."""
+        if isinstance(exc, EnsembleError):
+            return gr.Error(user_message(exc), print_exception=False)
+        return _internal(what, exc)
+
     def decorate(fn: Callable) -> Callable:
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
@@ -66,10 +72,8 @@ def user_errors(what: str) -> Callable[[Callable], Callable]:
                     yield from fn(*args, **kwargs)
                 except gr.Error:
                     raise
-                except EnsembleError as exc:
-                    raise gr.Error(user_message(exc), print_exception=False) from None
                 except Exception as exc:
-                    raise _internal(what, exc) from None
+                    raise shown(exc) from None
             return gen
 
         @functools.wraps(fn)
@@ -78,10 +82,8 @@ def user_errors(what: str) -> Callable[[Callable], Callable]:
                 return fn(*args, **kwargs)
             except gr.Error:
                 raise
-            except EnsembleError as exc:
-                raise gr.Error(user_message(exc), print_exception=False) from None
             except Exception as exc:
-                raise _internal(what, exc) from None
+                raise shown(exc) from None
         return plain
 
     return decorate
