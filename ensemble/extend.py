@@ -3,8 +3,7 @@ with an equal-power crossfade, and perform every one with the band (:mod:`ensemb
 
 :class:`Engine` holds everything loaded once (Guitar decoder for embeddings and re-synthesis, the
 RAG database, the performer); :func:`extend` serves one request; :func:`write_extension` writes
-``DIR/rankNN/{mix.wav, stems/*.wav, perform.json}``, ``DIR/results.json`` and ``DIR/results.csv``
-into a temporary folder renamed into place, so a failed request leaves nothing behind.
+see :mod:`ensemble.outputs`.
 
 Sharing work across the K candidates: the user's clip is analysed once for the query (YIN, loudness,
 chroma, one GRU pass) and **performed once**; candidates' features come from the database (no
@@ -20,32 +19,22 @@ the crossfade smooths but does not make one plan.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ensemble.audio import save_wav
 from ensemble.dsp import crossfade, soft_limit
 from ensemble.engine import Engine
 from ensemble.errors import EnsembleError
-from ensemble.perform import Performance, PerformConfig, Performer, parse_followers, write_performance
+from ensemble.perform import Performance, PerformConfig, Performer, parse_followers
 from ensemble.rag import Candidate, Query, RagDatabase, analyze_query, retrieve, segment_audio
 
-__all__ = ["ExtendRequest", "Continuation", "Extension", "extend", "write_extension", "RESULT_COLUMNS"]
-RESULT_COLUMNS = ["rank", "db_chunk_idx", "track", "start_seconds", "composite", "relevance",
-                  "coherence", "lookback", "transpose", "seam_pitch_jump_cents",
-                  "seam_loudness_jump_db", "fallback"]
+__all__ = ["ExtendRequest", "Continuation", "Extension", "extend"]
 
 
 @dataclass(frozen=True)
@@ -286,41 +275,3 @@ def _stitch(user: Performance, cont: Performance, xfade: int, config: PerformCon
             "peak_dbfs": round(20 * np.log10(max(float(np.max(np.abs(mix))), 1e-12)), 2),
             "input_part": user.info, "continuation_part": cont.info}
     return replace(cont, mix=mix, stems=stems, info=info)
-
-
-def _results_csv(ext: Extension) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(RESULT_COLUMNS)
-    for c in ext.candidates:
-        d = c.to_dict()
-        w.writerow([d["rank"], d["chunk"], d["track"], d["start_seconds"], d["composite"], d["relevance"],
-                    d["coherence"], d["lookback"], d["transpose"], d["seam_pitch_jump_cents"],
-                    d["seam_loudness_jump_db"], d["fallback"]])
-    return buf.getvalue()
-
-
-def write_extension(ext: Extension, out_dir: str | os.PathLike) -> Path:
-    """Write every candidate and the result tables; all or nothing.
-
-    Raises:
-        EnsembleError: ``out_dir`` exists and is not empty.
-    """
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise EnsembleError(f"output folder {str(out)!r} exists and is not empty; choose a new one")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        for c, perf in zip(ext.candidates, ext.performances, strict=True):
-            write_performance(perf, tmp / f"rank{c.rank:02d}")
-        save_wav(tmp / "input.wav", ext.input_audio, ext.sample_rate)
-        (tmp / "results.json").write_text(json.dumps(ext.results(), indent=2) + "\n")
-        (tmp / "results.csv").write_text(_results_csv(ext))
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out

@@ -15,7 +15,8 @@ import soundfile as sf
 from ensemble.audio import load_audio
 from ensemble.engine import Engine, EngineConfig
 from ensemble.errors import EnsembleError
-from ensemble.extend import ExtendRequest, extend, write_extension
+from ensemble.extend import ExtendRequest, extend
+from ensemble.outputs import write_extension
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.wav"))

@@ -43,7 +43,8 @@ def _extend(args: argparse.Namespace) -> int:
 
     from ensemble.audio import load_audio
     from ensemble.engine import Engine, EngineConfig
-    from ensemble.extend import ExtendRequest, extend, write_extension
+    from ensemble.extend import ExtendRequest, extend
+    from ensemble.outputs import write_extension
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
