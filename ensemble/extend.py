@@ -86,6 +86,9 @@ class Extension:
         leaders: per candidate, the stitched leader audio (input, crossfade, continuation).
         crossfade: length of the equal-power crossfade at the seam, samples.
         sample_rate: Hz of every audio array here.
+        original: the user's recording as uploaded, [n_src, channels] float32 at ``original_rate``
+            (None when the caller passed only the 16 kHz mono clip).
+        original_rate: Hz of ``original``.
     """
 
     input_audio: np.ndarray
@@ -100,6 +103,8 @@ class Extension:
     versions: dict
     crossfade: int
     sample_rate: int
+    original: np.ndarray | None = None
+    original_rate: int | None = None
 
     @property
     def input_seconds(self) -> float:
@@ -178,7 +183,8 @@ def _resynthesise(engine: Engine, cands: list[Candidate], conts: list[Continuati
 
 
 def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendRequest(), *,
-           progress: Callable[[float, str], None] | None = None) -> Extension:
+           progress: Callable[[float, str], None] | None = None,
+           original: tuple[np.ndarray, int] | None = None) -> Extension:
     """Retrieve, stitch and perform Top-K continuations of ``audio`` ([n] float32, 16 kHz).
 
     Args:
@@ -249,8 +255,10 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     timings["perform"] = time.perf_counter() - t
     report(1.0, "done")
     versions = {"model": engine.model_version, "database": engine.db.version}
+    orig, orig_rate = (None, None) if original is None else (np.asarray(original[0], np.float32),
+                                                             int(original[1]))
     return Extension(audio, q, cands, continuations, performances, leaders, req, notes, timings, versions,
-                     crossfade=xfade, sample_rate=sr)
+                     crossfade=xfade, sample_rate=sr, original=orig, original_rate=orig_rate)
 
 
 def _stitch(user: Performance, cont: Performance, xfade: int, config: PerformConfig,
