@@ -2,8 +2,10 @@
 
 ``load_audio`` accepts a file path or the ``(sample_rate, array)`` pair that Gradio hands over and
 returns mono float32 at the project rate (16 kHz), or raises :class:`EnsembleError` naming what is
-wrong. ``save_wav`` writes PCM-16 WAV atomically (a temp file renamed into place), so a crash never
-leaves a half-written file behind.
+wrong; with ``keep_original=True`` it also keeps the recording as decoded (every channel, its own
+rate), so what the user hears back is never downgraded. ``save_wav`` writes WAV at any rate and
+channel count as PCM-16 (default), PCM-24 or float, atomically (a temp file renamed into place), so
+a crash never leaves a half-written file behind.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "peak_dbfs",
     "to_float32",
     "save_wav",
+    "WAV_SUBTYPES",
 ]
 
 DEFAULT_SAMPLE_RATE = 16000
@@ -39,6 +42,10 @@ DEFAULT_MAX_SECONDS = 600.0
 SILENCE_DBFS = -70.0
 _MIN_RATE, _MAX_RATE = 1000, 768000
 _MAX_CHANNELS = 32
+# What save_wav writes: 16-bit and 24-bit integer PCM, 32-bit float.
+WAV_SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
+# Sources finer than 16-bit PCM: outputs made from them are written as PCM-24 (LoadedAudio.output_subtype).
+_FINE_SUBTYPES = frozenset({"PCM_24", "PCM_32", "FLOAT", "DOUBLE"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,11 @@ class LoadedAudio:
         source_sample_rate: Hz, the rate the input had before resampling.
         source_channels: channel count before the mono downmix.
         silent: True when the peak is below :data:`SILENCE_DBFS`.
+        original: [n_src, source_channels] float32 in [-1, 1] at ``source_sample_rate``: the
+            recording as decoded, every channel kept (only with ``load_audio(keep_original=True)``,
+            else None).
+        source_subtype: the source's sample format as libsndfile names it (``"PCM_16"``,
+            ``"PCM_24"``, ``"FLOAT"``, ``"VORBIS"``, ...; for an array, from its dtype), or None.
     """
 
     audio: np.ndarray
@@ -58,10 +70,19 @@ class LoadedAudio:
     source_sample_rate: int
     source_channels: int
     silent: bool
+    original: np.ndarray | None = None
+    source_subtype: str | None = None
 
     @property
     def seconds(self) -> float:
         return len(self.audio) / self.sample_rate
+
+    @property
+    def output_subtype(self) -> str:
+        """The WAV subtype for outputs made from this clip: ``"PCM_24"`` when the source is finer
+        than 16-bit (24/32-bit PCM or float), else ``"PCM_16"`` (16-bit or coarser PCM, and lossy
+        formats, whose decoded detail 16 bits already hold)."""
+        return "PCM_24" if self.source_subtype in _FINE_SUBTYPES else "PCM_16"
 
 
 def peak_dbfs(audio: np.ndarray) -> float:
@@ -98,15 +119,15 @@ def to_float32(array: np.ndarray) -> np.ndarray:
     )
 
 
-def _to_mono(array: np.ndarray, what: str) -> tuple[np.ndarray, int]:
-    """[n] or [n, channels] (Gradio/soundfile layout) or [channels, n] -> ([n], channels)."""
+def _as_frames(array: np.ndarray, what: str) -> np.ndarray:
+    """[n] or [n, channels] (Gradio/soundfile layout) or [channels, n] -> [n, channels] (a view)."""
     if array.ndim == 1:
-        return array, 1
+        return array[:, None]
     if array.ndim == 2:
         if array.shape[1] <= _MAX_CHANNELS and array.shape[0] >= array.shape[1]:
-            return array.mean(axis=1), array.shape[1]
+            return array
         if array.shape[0] <= _MAX_CHANNELS:
-            return array.mean(axis=0), array.shape[0]
+            return array.T
     raise EnsembleError(
         f"{what} has shape {array.shape}; allowed: [samples] or [samples, channels] "
         f"with at most {_MAX_CHANNELS} channels"
@@ -140,6 +161,18 @@ def load_audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
         ) from None
 
 
+def _subtype_of(dtype: np.dtype) -> str | None:
+    """The libsndfile subtype an array of ``dtype`` corresponds to (None for a non-numeric dtype)."""
+    kind, bits = dtype.kind, 8 * dtype.itemsize
+    if kind == "f":
+        return "DOUBLE" if bits > 32 else "FLOAT"
+    if kind == "u" and bits == 8:
+        return "PCM_U8"
+    if kind in "iu":
+        return "PCM_S8" if bits == 8 else f"PCM_{min(bits, 32)}"
+    return None
+
+
 def _take_pair(source: tuple, max_seconds: float) -> tuple[np.ndarray, int, str]:
     """A Gradio ``(sample_rate, array)`` pair, checked -> (array as given, rate in Hz, its name)."""
     if len(source) != 2:
@@ -162,9 +195,9 @@ def _take_pair(source: tuple, max_seconds: float) -> tuple[np.ndarray, int, str]
     return array, src_rate, what
 
 
-def _read_file(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndarray, int, str]:
+def _read_file(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndarray, int, str, str]:
     """Decode an audio file, its length checked from the header first -> ([n, channels] float32,
-    rate in Hz, its name)."""
+    rate in Hz, its name, its libsndfile subtype)."""
     what = f"audio file {os.fspath(path)!r}"
     info = load_audio_info(path)
     src_rate = _check_rate(info.samplerate, what)
@@ -176,7 +209,7 @@ def _read_file(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndarray,
         array, _ = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise EnsembleError(f"{what} could not be decoded ({exc})") from None
-    return array, src_rate, what
+    return array, src_rate, what, str(info.subtype)
 
 
 def load_audio(
@@ -186,8 +219,9 @@ def load_audio(
     max_seconds: float = DEFAULT_MAX_SECONDS,
     min_seconds: float = 0.0,
     allow_silent: bool = True,
+    keep_original: bool = False,
 ) -> LoadedAudio:
-    """Decode a clip to mono float32 at ``sample_rate``.
+    """Decode a clip to mono float32 at ``sample_rate`` (and, on request, keep it as recorded).
 
     Args:
         source: a path to a WAV/FLAC/OGG/MP3 file (whatever libsndfile reads), or a
@@ -198,6 +232,8 @@ def load_audio(
         min_seconds: shortest clip accepted, in seconds.
         allow_silent: when False a clip whose peak is below :data:`SILENCE_DBFS` raises; when True
             it is returned with ``silent=True`` so the caller decides.
+        keep_original: also return the recording as decoded, [n_src, channels] float32 at its own
+            rate, clipped to [-1, 1], in ``LoadedAudio.original`` (the same checks apply).
 
     Returns:
         A :class:`LoadedAudio`; ``audio`` is [n_samples] float32, clipped to [-1, 1].
@@ -212,8 +248,9 @@ def load_audio(
         raise EnsembleError(f"max_seconds must be > 0, got {max_seconds}")
     if isinstance(source, tuple):
         array, src_rate, what = _take_pair(source, max_seconds)
+        subtype = _subtype_of(array.dtype)
     elif isinstance(source, (str, os.PathLike)):
-        array, src_rate, what = _read_file(source, max_seconds)
+        array, src_rate, what, subtype = _read_file(source, max_seconds)
     else:
         raise EnsembleError(
             f"audio source of type {type(source).__name__} is not supported; "
@@ -222,9 +259,10 @@ def load_audio(
 
     if array.size == 0:
         raise EnsembleError(f"{what} contains no samples (zero length)")
-    audio = to_float32(array)
-    audio, channels = _to_mono(audio, what)
-    if not np.all(np.isfinite(audio)):
+    frames = _as_frames(to_float32(array), what)  # [n, channels]
+    channels = frames.shape[1]
+    audio = frames[:, 0] if channels == 1 else frames.mean(axis=1)
+    if not np.all(np.isfinite(audio)):  # a NaN or Inf in any channel reaches the mean
         bad = int(np.count_nonzero(~np.isfinite(audio)))
         raise EnsembleError(f"{what} has {bad} NaN or Inf samples; allowed: finite values only")
 
@@ -240,29 +278,51 @@ def load_audio(
         raise EnsembleError(
             f"{what} is silent (peak {peak_dbfs(audio):.1f} dBFS, below {SILENCE_DBFS:g} dBFS)"
         )
+    original = None
+    if keep_original:
+        original = np.ascontiguousarray(np.clip(frames, -1.0, 1.0), dtype=np.float32)
     return LoadedAudio(
         audio=np.ascontiguousarray(audio),
         sample_rate=sample_rate,
         source_sample_rate=src_rate,
         source_channels=channels,
         silent=silent,
+        original=original,
+        source_subtype=subtype,
     )
 
 
-def save_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Path:
-    """Write [n_samples] or [n_samples, channels] float audio as PCM-16 WAV, atomically.
+def save_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = DEFAULT_SAMPLE_RATE, *,
+             subtype: str = "PCM_16") -> Path:
+    """Write [n_samples] or [n_samples, channels] float audio as a WAV file, atomically.
 
-    Samples are clipped to [-1, 1] (PCM-16 cannot hold more). The file is written to a temporary
-    name in the same folder and renamed into place, so readers never see a partial file.
+    Samples are clipped to [-1, 1] (integer PCM cannot hold more; float files get the same range so
+    every subtype plays alike). The file is written to a temporary name in the same folder and
+    renamed into place, so readers never see a partial file.
+
+    Args:
+        path: the WAV file; its folder is created, an existing file replaced.
+        audio: [n_samples] mono or [n_samples, channels] (at most 32 channels), float or integer PCM.
+        sample_rate: Hz, any rate from 1 kHz to 768 kHz.
+        subtype: one of :data:`WAV_SUBTYPES`: ``"PCM_16"`` (default), ``"PCM_24"`` or ``"FLOAT"``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        EnsembleError: for NaN/Inf samples, an empty array or a bad sample rate.
+        EnsembleError: for NaN/Inf samples, an empty array, more than 32 channels or another shape,
+            a bad sample rate or an unknown subtype; nothing is written.
     """
     _check_rate(sample_rate, "output")
+    if subtype not in WAV_SUBTYPES:
+        raise EnsembleError(f"WAV subtype {subtype!r} is not supported; allowed: {', '.join(WAV_SUBTYPES)}")
     audio = to_float32(np.asarray(audio))
     if audio.size == 0:
         raise EnsembleError(f"refusing to write {os.fspath(path)!r}: the audio has no samples")
+    if audio.ndim not in (1, 2) or (audio.ndim == 2 and not 1 <= audio.shape[1] <= _MAX_CHANNELS):
+        raise EnsembleError(f"refusing to write {os.fspath(path)!r}: audio of shape {audio.shape}; "
+                            f"allowed: [samples] or [samples, channels] with at most {_MAX_CHANNELS} channels")
     if not np.all(np.isfinite(audio)):
         raise EnsembleError(f"refusing to write {os.fspath(path)!r}: the audio has NaN or Inf samples")
     clipped = np.clip(audio, -1.0, 1.0)
-    return atomic_write(path, lambda tmp: sf.write(tmp, clipped, sample_rate, subtype="PCM_16", format="WAV"))
+    return atomic_write(path, lambda tmp: sf.write(tmp, clipped, sample_rate, subtype=subtype, format="WAV"))

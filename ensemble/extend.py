@@ -1,20 +1,28 @@
-"""Extend a user's clip: retrieve Top-K continuations (:mod:`ensemble.rag`), stitch each to the clip
-with an equal-power crossfade, and perform every one with the band (:mod:`ensemble.perform`).
+"""Extend a user's clip: retrieve Top-K continuations as controls, conform them to the input, render
+them in one batch, and perform the input and each continuation as one band across the seam.
 
-:class:`Engine` holds everything loaded once (Guitar decoder for embeddings and re-synthesis, the
-RAG database, the performer); :func:`extend` serves one request; :func:`write_extension` writes
-see :mod:`ensemble.outputs`.
+:class:`Engine` holds everything loaded once (the leader decoder for embeddings and rendering, the
+RAG database, the performer); :func:`extend` serves one request; :mod:`ensemble.outputs` writes it.
 
-Sharing work across the K candidates: the user's clip is analysed once for the query (YIN, loudness,
-chroma, one GRU pass) and **performed once**; candidates' features come from the database (no
-per-candidate analysis); transposed winners are re-synthesised together in one batch. The input and
-the K continuations (each with the crossfade's overlap) go through
-:meth:`~ensemble.perform.Performer.perform_batch` together: each is analysed and planned (two at a
-time on the 2 cores), then the Bass decoder renders all K continuations' voices as one batch, and so
-does the Keys decoder. Each band stem is joined to the input's with the same equal-power crossfade as
-the leader. The continuation's
-accompaniment is planned from the continuation alone (its own key, beat grid and drum loop), which
-the crossfade smooths but does not make one plan.
+One request, in order:
+
+1. the input is planned once by the performer (:meth:`~ensemble.perform.Performer.plan_input`:
+   YIN f0, loudness, chroma, onsets, beats, key, drum loop, harmony); retrieval reads the same
+   analysis (:func:`ensemble.rag.analyze_query`: one GRU pass over the level-normalised controls);
+2. :func:`ensemble.rag.retrieve` picks the Top-K, each at the key shift, octave and stretch that
+   fit the input, among segments that can be played to the end;
+3. :func:`ensemble.conform.conform` turns each segment's stored controls into what the continuation
+   plays (key and register, tempo and beat phase, level); the leader decoder renders all K in one
+   batch; each is brought to the input's level as heard (:func:`ensemble.conform.level_gain_db`)
+   and joined to the input with an equal-power crossfade;
+4. :meth:`~ensemble.perform.Performer.perform_extension` performs them with one band: the input's
+   plan (grid, drum loop and bar phase, key) is shared by all K; only the continuation part is
+   planned per candidate, and the Bass and Keys decoders render all K continuations in one batch;
+5. the seam pitch and loudness jumps are measured on the rendered leader
+   (:func:`ensemble.metrics.seam_metrics`) and replace retrieval's prediction on each candidate.
+
+``render="splice"`` (a comparison mode, off by default) plays the database's own audio instead,
+unconformed, for databases built with ``--keep-audio``.
 """
 
 from __future__ import annotations
@@ -28,49 +36,50 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ensemble.dsp import crossfade, soft_limit
+from ensemble.conform import Continuation, conform, level_gain_db
+from ensemble.dsp import crossfade
 from ensemble.engine import Engine
 from ensemble.errors import EnsembleError
-from ensemble.perform import Performance, PerformConfig, Performer, parse_followers
-from ensemble.rag import Candidate, Query, RagDatabase, analyze_query, retrieve, segment_audio
+from ensemble.metrics import MetricsConfig, analyze_clip, seam_metrics
+from ensemble.perform import Performance, Performer, parse_followers
+from ensemble.rag import RANKINGS, Candidate, Query, RagDatabase, analyze_query, retrieve, segment_audio
 
-__all__ = ["ExtendRequest", "Continuation", "Extension", "extend"]
+__all__ = ["ExtendRequest", "Continuation", "Extension", "extend", "RENDERS", "measure_seam"]
+
+RENDERS = ("controls", "splice")
 
 
 @dataclass(frozen=True)
 class ExtendRequest:
-    """One request's settings (validated by :func:`extend`)."""
+    """One request's settings (validated by :func:`extend`).
+
+    Attributes:
+        seconds: target length (input + continuation), s.
+        k: candidates.
+        alpha, beta: weights of relevance and coherence (None: the database's).
+        lookbacks: a subset of the database's lookbacks (None: all).
+        transpose: let retrieval shift candidates into the input's key (-6..+6 semitones; octaves
+            always follow the input's register when conforming).
+        followers: the band.
+        seed: decoder noise, drum variety and the random ranking.
+        ranking: "composite" or "random" (the naive baseline: K playable segments at random).
+        conform: conform key, register, tempo, beat phase and level to the input (False: play the
+            stored controls as they are -- a baseline).
+        render: "controls" (render the conformed controls with the leader decoder) or "splice"
+            (the database's audio, unconformed; a comparison mode for databases with audio).
+    """
 
     seconds: float = 30.0
     k: int = 10
     alpha: float | None = None
     beta: float | None = None
     lookbacks: tuple[float, ...] | None = None
-    transpose: bool = False
+    transpose: bool = True
     followers: tuple[str, ...] = ("Bass", "Drums", "Keys")
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class Continuation:
-    """What one candidate plays after the input, as controls, from the crossfade's start.
-
-    The candidate's stored controls (its database segment), transposed by ``transpose`` semitones
-    and cut or padded to the continuation's frames; a segment that runs past its track's end is
-    unvoiced and silent (-120 dB) there. The transposed winners are re-synthesised from exactly these,
-    and the listening round draws the candidates' melody from them.
-
-    Attributes:
-        f0_hz: [T] Hz, 0 where unvoiced.
-        voiced: [T] bool.
-        loudness_db: [T] dB (A-weighted).
-        transpose: semitones applied to the stored f0.
-    """
-
-    f0_hz: np.ndarray
-    voiced: np.ndarray
-    loudness_db: np.ndarray
-    transpose: int
+    ranking: str = "composite"
+    conform: bool = True
+    render: str = "controls"
 
 
 @dataclass
@@ -115,6 +124,10 @@ class Extension:
         """Where the crossfade starts: the continuation's first sample, s."""
         return (len(self.input_audio) - self.crossfade) / self.sample_rate
 
+    @property
+    def output_seconds(self) -> float:
+        return (len(self.performances[0].mix) / self.sample_rate) if self.performances else 0.0
+
     def results(self) -> dict:
         return {"input_seconds": round(self.input_seconds, 3), "target_seconds": self.request.seconds,
                 "k": self.request.k, "request": {**self.request.__dict__,
@@ -148,6 +161,13 @@ def _validate(audio: np.ndarray, req: ExtendRequest, engine: Engine) -> tuple[np
         if bad or not lookbacks:
             raise EnsembleError(f"lookbacks {list(lookbacks)}: allowed a non-empty subset of "
                                 f"{list(db.config.lookbacks)} (the database's)")
+    if req.ranking not in RANKINGS:
+        raise EnsembleError(f"ranking {req.ranking!r}; allowed: {list(RANKINGS)}")
+    if req.render not in RENDERS:
+        raise EnsembleError(f"render {req.render!r}; allowed: {list(RENDERS)}")
+    if req.render == "splice" and not db.has_audio:
+        raise EnsembleError(f"render 'splice' needs a database that keeps its audio; {str(db.root)!r} was "
+                            "built without it (`python -m ensemble index build --keep-audio`)")
     return audio, replace(req, lookbacks=lookbacks, followers=parse_followers(req.followers))
 
 
@@ -157,129 +177,143 @@ def _lookback_mask(db: RagDatabase, lookbacks: tuple[float, ...] | None) -> np.n
     return np.array([any(abs(L - x) < 1e-6 for x in lookbacks) for L in db.config.lookbacks])
 
 
-def _continuation(db: RagDatabase, c: Candidate, frames: int) -> Continuation:
-    """The candidate's stored controls for ``frames`` frames from its chunk's start, transposed."""
-    f0, voiced, loud = db.track_features(int(db.chunk_track[c.chunk]))
-    s = int(db.chunk_start[c.chunk])
-    v = np.asarray(voiced[s:s + frames], bool)
-    f = np.where(v, f0[s:s + frames], 0.0) * 2.0 ** (c.transpose / 12.0)
-    ld = loud[s:s + frames]
-    pad = frames - len(f)  # a segment running past its track's end: unvoiced and silent
-    return Continuation(f0_hz=np.pad(f, (0, pad)), voiced=np.pad(v, (0, pad)),
-                        loudness_db=np.pad(ld, (0, pad), constant_values=-120.0), transpose=int(c.transpose))
-
-
 @torch.inference_mode()
-def _resynthesise(engine: Engine, cands: list[Candidate], conts: list[Continuation], n_samples: int,
-                  seed: int) -> dict[int, np.ndarray]:
-    """Transposed winners, re-synthesised in one batch by the leader decoder from their controls."""
-    todo = [(c, k) for c, k in zip(cands, conts, strict=True) if c.transpose != 0]
-    if not todo:
-        return {}
-    out = engine.leader(torch.tensor(np.stack([k.f0_hz for _, k in todo]), dtype=torch.float32)[..., None],
-                        torch.tensor(np.stack([k.loudness_db for _, k in todo]), dtype=torch.float32)[..., None],
-                        n_samples=n_samples, generator=torch.Generator().manual_seed(seed))
-    return {c.rank: out[i].numpy().astype(np.float32) for i, (c, _) in enumerate(todo)}
+def _render(engine: Engine, conts: list[Continuation], n_samples: int, seed: int) -> np.ndarray:
+    """[K, n_samples] the leader decoder's rendering of every continuation, in one batch."""
+    f0 = torch.from_numpy(np.stack([c.f0_hz for c in conts]).astype(np.float32))[..., None]
+    ld = torch.from_numpy(np.stack([c.loudness_db for c in conts]).astype(np.float32))[..., None]
+    out = engine.leader(f0, ld, n_samples=n_samples, generator=torch.Generator().manual_seed(seed))
+    return out.numpy().astype(np.float32)
+
+
+def measure_seam(leader: np.ndarray, seam_s: float, crossfade_s: float, *, sample_rate: int,
+                 config: MetricsConfig = MetricsConfig()) -> tuple[float | None, float]:
+    """The seam's (pitch jump in cents, loudness jump in dB) measured on a rendered leader.
+
+    The project's one seam measure, on what the listener hears: :func:`ensemble.metrics.seam_metrics`
+    (fast YIN) on the leader's 2 s either side of the seam. Signed, after minus before: +200 cents =
+    a whole tone up, +3 dB = louder. The pitch jump is None when a side has no voiced frame.
+    """
+    a = max(0, int((seam_s - 2.0) * sample_rate))
+    b = min(len(leader), int((seam_s + 2.0) * sample_rate))
+    an = analyze_clip(np.ascontiguousarray(leader[a:b]), config=config, f0_method="yin", cache=None)
+    sm = seam_metrics(an, seam_s - a / sample_rate, crossfade_s=crossfade_s, config=config)
+    pj = None if sm.pitch_jump_cents is None else round(float(sm.pitch_jump_cents), 2)
+    return pj, round(float(sm.loudness_jump_db), 3)
 
 
 def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendRequest(), *,
            progress: Callable[[float, str], None] | None = None,
            original: tuple[np.ndarray, int] | None = None) -> Extension:
-    """Retrieve, stitch and perform Top-K continuations of ``audio`` ([n] float32, 16 kHz).
+    """Retrieve, conform, render and perform Top-K continuations of ``audio`` ([n] float32, 16 kHz).
 
     Args:
-        progress: called as ``progress(fraction, message)`` per stage and per rendered candidate.
+        progress: called as ``progress(fraction, message)`` per stage.
+        original: the user's recording as uploaded, ([n_src, channels] float32, Hz), kept for
+            native-rate outputs (:mod:`ensemble.outputs`).
 
     Raises:
-        EnsembleError: target <= input length, silent or too short input, bad K/alpha/beta/lookbacks.
+        EnsembleError: target <= input length, silent or too short input, bad K/alpha/beta/lookbacks,
+            ranking or render.
     """
     report = progress or (lambda f, m: None)
     audio, req = _validate(audio, request, engine)
     sr = engine.sample_rate
+    db = engine.db
     timings: dict[str, float] = {}
     notes: list[str] = []
-
-    t = time.perf_counter()
-    report(0.02, "analysing the input")
-    q = analyze_query(audio, engine.db, engine.leader)
-    notes += list(q.notes)
-    timings["query_analysis"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    report(0.1, "retrieving candidates")
-    cont_seconds = req.seconds - len(audio) / sr
-    cands = retrieve(engine.db, q, req.k, alpha=req.alpha, beta=req.beta, transpose=req.transpose,
-                     continuation_seconds=cont_seconds,
-                     lookback_mask=_lookback_mask(engine.db, req.lookbacks))
-    if not cands:
-        raise EnsembleError("the RAG database has no segment long enough to continue this clip")
-    if len(cands) < req.k:
-        notes.append(f"only {len(cands)} non-overlapping segments exist for K = {req.k}")
-    if any(c.fallback for c in cands):
-        notes.append("the strict pass (RMS within tolerance, coherence >= floor) found fewer than K: "
-                     "the rest come from the fallback pass (alpha 0.95, beta 0.05, no floor)")
-    timings["retrieval"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    xfade = max(1, int(round(engine.db.config.crossfade_seconds * sr)))
-    n_cont = int(round(cont_seconds * sr)) + xfade
-    frames = n_cont // engine.config.features.hop_length + 1
-    continuations = [_continuation(engine.db, c, frames) for c in cands]
-    resynth = _resynthesise(engine, cands, continuations, n_cont, req.seed)
-    leaders = []
-    for c in cands:
-        seg = resynth.get(c.rank)
-        if seg is None:
-            seg = segment_audio(engine.db, c.chunk, n_cont)
-        leaders.append(crossfade(audio, seg, xfade, kind="equal_power").astype(np.float32))
-    timings["stitch"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     performer = engine.performer
     if req.followers != performer.config.followers:
         performer = Performer(performer.arranger, performer.decoders, performer.drum_db,
                               replace(performer.config, followers=req.followers), versions=performer.versions,
                               features=performer.features)
-    report(0.15, "performing the input and the continuations")
-    conts = [leader[len(audio) - xfade:] for leader in leaders]  # the continuation incl. the fade
+
+    t = time.perf_counter()
+    report(0.02, "analysing the input")
+    if float(np.max(np.abs(audio))) < 10 ** (-70 / 20):
+        raise EnsembleError("input is silent (peak below -70 dBFS): nothing to continue")
+    if len(audio) / sr < db.config.min_input_seconds:
+        raise EnsembleError(f"input is {len(audio) / sr:.2f} s long; allowed: at least "
+                            f"{db.config.min_input_seconds:g} s")
+    plan = performer.plan_input(audio, seed=req.seed)
+    a = plan.analysis
+    tempo = a.beats.tempo_bpm if a.beats.source == "tracked" else float("nan")
+    xfade = max(1, int(round(db.config.crossfade_seconds * sr)))
+    s0 = len(audio) - xfade  # the continuation's first sample
+    q = analyze_query(audio, db, engine.leader, f0_hz=a.features.f0_hz, voiced=a.features.voiced,
+                      loud_db=a.features.loudness_db, tempo_bpm=tempo, grid_s=a.beats.times_s - s0 / sr)
+    notes += list(q.notes)
+    if not math.isfinite(tempo):
+        notes.append("no steady beat was found in the input: continuations keep their own tempo")
+    timings["query_analysis"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report(0.1, "retrieving candidates")
+    n_cont = int(round((req.seconds - len(audio) / sr) * sr)) + xfade
+    frames = n_cont // engine.config.features.hop_length + 1
+    cands = retrieve(db, q, req.k, alpha=req.alpha, beta=req.beta, transpose=req.transpose,
+                     continuation_seconds=frames / db.fps,
+                     lookback_mask=_lookback_mask(db, req.lookbacks), ranking=req.ranking,
+                     conform=req.conform and req.render == "controls", seed=req.seed)
+    if not cands:
+        raise EnsembleError("the RAG database has no segment long enough to continue this clip to "
+                            f"{req.seconds:g} s; ask for a shorter target")
+    if len(cands) < req.k:
+        notes.append(f"only {len(cands)} playable non-overlapping segments exist for K = {req.k}")
+    n_fb = sum(c.fallback for c in cands)
+    if n_fb:
+        notes.append(f"the strict pass (dynamics within {db.config.dynamics_tolerance_db:g} dB, coherence >= "
+                     f"{db.config.coherence_floor:g}) found {len(cands) - n_fb} of {len(cands)}: the rest "
+                     f"come from the fallback pass (alpha {db.config.fallback_alpha:g}, beta "
+                     f"{db.config.fallback_beta:g}, no floor)")
+    timings["retrieval"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report(0.14, "rendering the continuations")
+    do_conform = req.conform and req.render == "controls"
+    continuations = [conform(db, c, q, frames=frames, conform_level=do_conform) for c in cands]
+    if req.render == "splice":
+        rendered = np.stack([segment_audio(db, c.chunk, n_cont) for c in cands])
+    else:
+        rendered = _render(engine, continuations, n_cont, req.seed)
+    gains = []
+    for i in range(len(cands)):
+        g = level_gain_db(audio[:s0], rendered[i][xfade:], sample_rate=sr) if do_conform else 0.0
+        rendered[i] *= np.float32(10.0 ** (g / 20.0))
+        gains.append(round(g, 2))
+    leaders = [crossfade(audio, rendered[i], xfade, kind="equal_power").astype(np.float32)
+               for i in range(len(cands))]
+    timings["render"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report(0.2, "performing the continuations with the band")
 
     def step(fraction: float, message: str) -> None:
-        report(0.15 + 0.8 * fraction, message)
+        report(0.2 + 0.75 * fraction, message)
 
-    # one batch: the input and the K continuations are planned in two threads, then each follower
-    # decoder renders all K continuations' voices in one pass (the input is its own length group)
-    perfs = performer.perform_batch([audio, *conts], seed=req.seed, workers=min(2, os.cpu_count() or 1),
-                                    progress=step)
-    user_perf, cont_perfs = perfs[0], perfs[1:]
-    performances = [_stitch(user_perf, p, xfade, performer.config, sr) for p in cont_perfs]
+    controls = None if req.render == "splice" else [(k.f0_hz, k.voiced) for k in continuations]
+    performances = performer.perform_extension(plan, [leader[s0:] for leader in leaders],
+                                               crossfade_samples=xfade, controls=controls,
+                                               workers=min(2, os.cpu_count() or 1), progress=step)
     timings["perform"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    seam_s, xfade_s = (s0 + xfade / 2) / sr, xfade / sr
+    measured = []
+    for c, k, leader, g in zip(cands, continuations, leaders, gains, strict=True):
+        pj, lj = measure_seam(leader, seam_s, xfade_s, sample_rate=sr)
+        measured.append(replace(c, seam_pitch_jump_cents=float("nan") if pj is None else pj,
+                                seam_loudness_jump_db=lj))
+        del k, g
+    for perf, c, k, g in zip(performances, measured, continuations, gains, strict=True):
+        perf.info["conform"] = {"transpose": c.transpose, "stretch": c.stretch,
+                                "source_start_seconds": k.source_start_seconds,
+                                "level_offset_db": k.level_offset_db, "level_gain_db": g,
+                                "render": req.render, "conformed": do_conform}
+    timings["seam_measure"] = time.perf_counter() - t
     report(1.0, "done")
-    versions = {"model": engine.model_version, "database": engine.db.version}
+    versions = {"model": engine.model_version, "database": db.version}
     orig, orig_rate = (None, None) if original is None else (np.asarray(original[0], np.float32),
                                                              int(original[1]))
-    return Extension(audio, q, cands, continuations, performances, leaders, req, notes, timings, versions,
+    return Extension(audio, q, measured, continuations, performances, leaders, req, notes, timings, versions,
                      crossfade=xfade, sample_rate=sr, original=orig, original_rate=orig_rate)
-
-
-def _stitch(user: Performance, cont: Performance, xfade: int, config: PerformConfig,
-            sr: int) -> Performance:
-    """Join the input's performance and a continuation's, stem by stem, with the same equal-power
-    crossfade as the leader, then re-mix through the soft limiter (peak stays below 0 dBFS)."""
-    stems = {}
-    n = len(user.mix) + len(cont.mix) - xfade
-    for name in dict.fromkeys([*user.stems, *cont.stems]):
-        a = user.stems.get(name, np.zeros(len(user.mix), np.float32))
-        b = cont.stems.get(name, np.zeros(len(cont.mix), np.float32))
-        stems[name] = crossfade(a, b, xfade, kind="equal_power").astype(np.float32)
-    raw = np.sum(list(stems.values()), axis=0) if stems else np.zeros(n, np.float32)
-    peak = float(np.max(np.abs(raw))) if raw.size else 0.0
-    bus = min(1.0, 10.0 ** (3.0 / 20.0) / peak) if peak > 0 else 1.0
-    for name in stems:
-        stems[name] *= np.float32(bus)
-    mix = soft_limit(raw * np.float32(bus), threshold_db=config.limiter_threshold_db,
-                     ceiling_db=config.limiter_ceiling_db).astype(np.float32)
-    info = {"stitched": True, "seam_seconds": round((len(user.mix) - xfade / 2) / sr, 3),
-            "crossfade_seconds": round(xfade / sr, 3), "bus_gain": round(bus, 4),
-            "peak_dbfs": round(20 * np.log10(max(float(np.max(np.abs(mix))), 1e-12)), 2),
-            "input_part": user.info, "continuation_part": cont.info}
-    return replace(cont, mix=mix, stems=stems, info=info)

@@ -10,7 +10,8 @@ The metrics of the reference design, computed on the project's one frame grid
 * :func:`clip_scores` -> :class:`Scores`: energy, dynamics, melodic complexity, voiced ratio,
   duration (definitions on :class:`Scores`).
 * :func:`seam_metrics` -> :class:`SeamMetrics`: pitch jump (cents) and loudness jump (dB) across a
-  seam (definitions on :class:`SeamMetrics`).
+  seam (definitions on :class:`SeamMetrics`); :func:`seam_jump_text` words them the one way every
+  card, table and CLI line shows them. Sign convention: after minus before, so + is up / louder.
 * :func:`candidate_analysis` -> :class:`CandidateAnalysis`: an input's analysis joined to a retrieved
   segment's *stored* features (:class:`SegmentFeatures`), without running a pitch tracker again.
 
@@ -67,6 +68,7 @@ __all__ = [
     "analyze_clip",
     "clip_scores",
     "seam_metrics",
+    "seam_jump_text",
     "split_at_seam",
     "candidate_analysis",
     "dynamics_levels",
@@ -735,6 +737,25 @@ def seam_metrics(analysis: Analysis, seam_s: float, *, crossfade_s: float = 0.0,
                        pitch_after_hz=after, pitch_jump_cents=jump, loudness_before_db=l_before,
                        loudness_after_db=l_after, loudness_jump_db=l_after - l_before,
                        rms_jump_db=rms_jump, pitch_note=note)
+
+
+def seam_jump_text(pitch_jump_cents: float | None, loudness_jump_db: float | None) -> str:
+    """The seam's jumps in words, as cards and CLI tables print them (signed: after minus before).
+
+    Args:
+        pitch_jump_cents: ``1200 log2(after / before)``; None or NaN when a side has no pitch.
+        loudness_jump_db: after - before, dB; None or NaN when undefined.
+
+    Returns:
+        e.g. ``"pitch jump -199 cents, loudness jump +0.3 dB"`` (whole cents, tenths of a dB; ``n/a``
+        for an undefined jump).
+    """
+    def known(x: float | None) -> bool:
+        return x is not None and math.isfinite(float(x))
+
+    pitch = f"{pitch_jump_cents:+.0f} cents" if known(pitch_jump_cents) else "n/a (no pitch on a side)"
+    loud = f"{loudness_jump_db:+.1f} dB" if known(loudness_jump_db) else "n/a"
+    return f"pitch jump {pitch}, loudness jump {loud}"
 
 
 def split_at_seam(analysis: Analysis, seam_s: float, *,

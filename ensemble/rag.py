@@ -1,67 +1,63 @@
-"""Audio RAG: retrieve Top-K database segments that continue a user's clip, by relevance + coherence.
+"""Audio RAG: retrieve Top-K database segments whose *controls* continue a user's clip.
 
-Database (``python -m ensemble index build``), over the leader (Guitar) stems of a corpus:
+Database (``python -m ensemble index build``), over every melodic line of a corpus (the Guitar
+stems and the Keys top line of BabyBand), **controls and features only** -- no audio unless built
+with ``--keep-audio`` for the splice comparison mode:
 
-* the corpus is cut on ``chunk_seconds`` (2.0 s) base chunks; a *candidate* is the segment that
-  starts at a chunk start and runs on through its track;
+* per line (a track's stem): f0 (Hz), voicing and A-weighted loudness (dB) at 100 frames/s, the
+  track's tempo (BPM; beat 0 at 0 s, as the corpus renders its scores);
+* the line is cut on ``chunk_seconds`` (2.0 s) base chunks; a *candidate* is the segment that
+  starts at a chunk start and runs on through its line;
 * per chunk start, for each lookback L (7.0/7.5/8.0/8.5 s): a **context** vector of the L seconds
   before the start, and one **segment** vector of the ``segment_seconds`` after it. A vector is
-  ``[GRU embedding (PCA to embed_dims, L2-normalised), chroma (12-d, L2-normalised)]``; GRU
-  embeddings are window means of the Guitar decoder's LayerNorm'd GRU states, run once over the
-  whole track (cumulative sums make every window mean O(1));
-* RMS mean and std of the continuation window (``segment_seconds`` after the start), and seam
-  features: median voiced f0 (cents re A4) and mean loudness (dB) of the first ``seam_seconds``
-  after the start (the *entry*) and of the last ``seam_seconds`` before it (the *approach*, what
-  the source played into the segment);
-* per track: f0 (Hz, fp16), voicing and loudness (dB, fp16) at 100 frames/s, and the Guitar audio as
-  Ogg Vorbis (segments are decoded with a seek).
+  ``[GRU embedding (PCA to embed_dims, L2-normalised), pitch-class profile (12-d, L2-normalised)]``.
+  Both halves are **level- and timbre-invariant**: the GRU (the leader decoder's, over f0 and
+  loudness) reads the loudness *relative to the line's own level* (:func:`phrase_level`) shifted to
+  a fixed reference, and the pitch-class profile is the histogram of the voiced f0's pitch classes
+  (:func:`f0_chroma`), not an audio chroma;
+* per chunk: the window's **dynamics** (std of active-frame loudness, dB: a contour, not a level),
+  its phrase level, and seam features: median voiced f0 (cents re A4) and loudness *relative to the
+  window's level* of the first ``seam_seconds`` after the start (the *entry*) and of the last
+  ``seam_seconds`` before it (the *approach*).
 
-Query: the user's own clip is analysed once (YIN f0, loudness, chroma, RMS; the GRU run over the
-clip), giving one query vector per lookback (the last L seconds, or what there is down to 2 s) and
-the seam = the user's **own** last ``seam_seconds`` of f0 and loudness.
+Query: the user's clip analysed once (YIN f0, loudness; the same GRU over the level-normalised
+loudness), one vector per lookback (the last L seconds, or what there is down to 2 s), the
+pitch-class profile of the whole clip (its key), its last ``seam_seconds`` (pitch; loudness relative
+to its own level), its dynamics and its tempo (from the performer's beat tracking).
 
-Scores (all vectorised over candidates):
+Scores, for every candidate at every key shift t in -6..+6 semitones (vectorised):
 
-* relevance(L) = ``context_weight`` * <q_L, context_L> + (1 - ``context_weight``) * <q_L, segment>,
-  with <a, b> = (1 - ``chroma_weight``) * cos(emb) + ``chroma_weight`` * cos(chroma); the best
-  lookback per candidate is kept. Range [-1, 1].
-* coherence = mean(exp(-a * pitch_penalty_semitones), exp(-b * loudness_penalty_dB)) with
-  a = ln 2 / ``pitch_halflife_semitones`` (2 st -> 0.5) and b = ln 2 / ``loudness_halflife_db``
-  (6 dB -> 0.5). Each penalty compares the user's seam (their last ``seam_seconds``) with the
-  candidate by a rule, ``seam_match`` for pitch and ``loudness_match`` for loudness:
-
-  - ``"join"``: with the candidate's entry -- the jump heard at the join;
-  - ``"approach"``: with the candidate's approach -- how far the user's last note is from what the
-    source played into this segment (0 when the join repeats a move the source itself made);
-  - ``"either"``: the smaller of the two: smooth, or the source's own move.
-
-  Defaults: pitch ``"approach"``, loudness ``"either"``. Melodies move by steps and leaps, and the
-  true continuation of a phrase usually starts on a *new* note: judged at the join it is a
-  several-semitone jump, below the 0.70 coherence floor, so ``"join"`` for both (the reference
-  design's rule) keeps the true continuation out of the Top-10 (recall@10 0.18 on the valid split
-  vs 0.82 with the defaults; ``benchmarks/rag_quality.py`` measures all nine combinations with three
-  relevance variants, chosen on valid, reported on test). The joins still sound continuous: the
-  Top-1's median pitch jump at the join is one or two semitones (vs ~6 for random candidates).
-
-  A side without voiced frames gives no pitch evidence; with none the pitch term is 0.5 (likewise
-  loudness at a track's start). Range (0, 1]. ``seam_pitch_jump_cents`` / ``seam_loudness_jump_db``
-  of a result are always the jump at the join (what the listener hears).
+* relevance(L, t) = ``context_weight`` * <q_L, context_L> + (1 - ``context_weight``) * <q_L,
+  segment>, with <a, b> = (1 - ``chroma_weight``) * cos(emb) + ``chroma_weight`` * cos(profile of b
+  shifted by t); the best lookback is kept. Range [-1, 1].
+* **key fit** (t) = Pearson correlation of the clip's profile with the segment's profile shifted by
+  t. Only shifts within ``key_margin`` of the candidate's best key fit are allowed: a candidate is
+  always played in the input's key.
+* **octave**: after the shift, the segment moves by whole octaves so its entry note is nearest the
+  input's last note (the register follows the input).
+* coherence = mean of three terms, each exp(-ln 2 * penalty / half-life):
+  pitch -- |jump| in semitones (half-life 2) by ``seam_match`` (``join``: the jump heard at the join;
+  ``approach``: the user's last note vs what the source played into the segment; ``either``: the
+  smaller), after shift and octave; loudness -- the same with loudness relative to each side's own
+  level (half-life 6 dB); tempo -- |log2| of the time stretch the segment needs to play at the
+  input's tempo (folded to within half an octave of tempo, half-life ``tempo_halflife_octaves``).
+  A side without evidence gives 0.5 for that term.
 * composite = alpha * relevance + beta * coherence.
 
-Strict pass: RMS mean and std within ``rms_tolerance`` (+-20 %) of the input's last
-``segment_seconds``, coherence >= ``coherence_floor``. If that yields fewer than K, a fallback pass
-(alpha 0.95, beta 0.05, no floor, no RMS filter) fills the list; those rows carry ``fallback=True``.
-Top-K are distinct and non-overlapping (two segments of one track overlap when their starts are less
-than the continuation length apart).
+Strict pass: dynamics within ``dynamics_tolerance_db`` of the input's last ``segment_seconds`` and
+coherence >= ``coherence_floor``. If that yields fewer than K, a fallback pass (alpha 0.95, beta
+0.05, no floor, no dynamics filter) fills the list; those rows carry ``fallback=True``.
 
-With ``transpose`` every candidate is also scored shifted by -6..+6 semitones (chroma rolled, seam f0
-shifted); a transposed winner is re-synthesised in the user's key by the Guitar decoder from the
-segment's stored f0/loudness.
+Only segments that can be **played to the end** are candidates: the line must have enough frames
+for the continuation at the stretch it needs, and be voiced within ``end_voiced_seconds`` of the
+window's end (no candidate runs into the silence after its line ends). Top-K are distinct and
+non-overlapping (two segments of one line overlap when their starts are less than the continuation
+length apart).
 
-Relevance pre-selection uses faiss: an exact ``IndexFlatIP`` per lookback (an IVF index above
-``ivf_threshold`` chunks). Top-N by relevance is fetched and N doubled until the N-th relevance
-proves no unfetched candidate can beat the K-th composite (alpha * rel_N + beta * 1 < composite_K),
-so with the flat index the Top-K is exactly that of scoring every candidate.
+Relevance pre-selection uses faiss (an exact ``IndexFlatIP`` per lookback; IVF above
+``ivf_threshold``). Top-N by relevance is fetched and N doubled until the N-th relevance proves no
+unfetched candidate can beat the K-th composite (alpha * rel_N + beta * 1 < composite_K), so with the
+flat index the Top-K is exactly that of scoring every candidate.
 """
 
 from __future__ import annotations
@@ -80,10 +76,10 @@ from threadpoolctl import ThreadpoolController
 
 from ensemble.config import config_from_dict
 from ensemble.errors import EnsembleError
-from ensemble.features import FeatureConfig, chroma, f0_yin, loudness_db, rms
+from ensemble.features import FeatureConfig, f0_yin, loudness_db
 from ensemble.files import sha256_file
 from ensemble.models.decoder import InstrumentDecoder
-from ensemble.music import hz_to_cents
+from ensemble.music import hz_to_cents, hz_to_midi
 
 __all__ = [
     "RagConfig",
@@ -94,10 +90,16 @@ __all__ = [
     "retrieve",
     "reference_retrieve",
     "segment_audio",
+    "phrase_level",
+    "f0_chroma",
+    "fold_stretch",
+    "RANKINGS",
 ]
 
-DB_FORMAT = 2  # 2: approach seam features (pre_pitch, pre_loud)
+DB_FORMAT = 3  # 3: controls only, several stems, level/key-invariant vectors, tempo per line
 SEAM_MATCHES = ("join", "approach", "either")
+RANKINGS = ("composite", "random")
+REFERENCE_LEVEL_DB = -30.0  # loudness the GRU reads a line's phrase level as (level invariance)
 # faiss-cpu ships its own OpenMP OpenBLAS; once it is loaded, numpy's small matrix products on 2
 # threads take ~16 ms instead of ~0.05 ms (measured here). Scoring runs with BLAS on one thread.
 _THREADS = ThreadpoolController()
@@ -107,25 +109,29 @@ _THREADS = ThreadpoolController()
 class RagConfig:
     """Database layout and retrieval settings (see the module docstring for the formulas)."""
 
+    stems: tuple[str, ...] = ("Guitar", "Keys")
     chunk_seconds: float = 2.0
     lookbacks: tuple[float, ...] = (7.0, 7.5, 8.0, 8.5)
     segment_seconds: float = 8.0
     seam_seconds: float = 0.4
     min_remaining_seconds: float = 4.0
     min_input_seconds: float = 2.0
-    embed_dims: int = 64
+    end_voiced_seconds: float = 0.3
+    embed_dims: int = 32
     chroma_weight: float = 0.3
     context_weight: float = 0.5
     alpha: float = 0.8
     beta: float = 0.6
     fallback_alpha: float = 0.95
     fallback_beta: float = 0.05
-    rms_tolerance: float = 0.2
+    dynamics_tolerance_db: float = 4.0
     coherence_floor: float = 0.70
-    seam_match: str = "approach"
+    seam_match: str = "either"
     loudness_match: str = "either"
     pitch_halflife_semitones: float = 2.0
     loudness_halflife_db: float = 6.0
+    tempo_halflife_octaves: float = 0.25
+    key_margin: float = 0.1
     transpose_semitones: int = 6
     crossfade_seconds: float = 0.1
     ivf_threshold: int = 200_000
@@ -136,13 +142,18 @@ class RagConfig:
     def __post_init__(self) -> None:
         if not self.lookbacks or min(self.lookbacks) <= 0:
             raise EnsembleError(f"lookbacks {self.lookbacks} must be positive seconds")
+        if not self.stems:
+            raise EnsembleError("stems must name at least one melodic stem")
         for name in ("seam_match", "loudness_match"):
             if getattr(self, name) not in SEAM_MATCHES:
                 raise EnsembleError(f"{name} {getattr(self, name)!r}; allowed: {list(SEAM_MATCHES)}")
-        for name in ("chroma_weight", "context_weight", "rms_tolerance", "coherence_floor"):
+        for name in ("chroma_weight", "context_weight", "coherence_floor"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise EnsembleError(f"{name} = {v} must be in [0, 1]")
+        for name in ("dynamics_tolerance_db", "key_margin", "tempo_halflife_octaves", "end_voiced_seconds"):
+            if not getattr(self, name) > 0:
+                raise EnsembleError(f"{name} = {getattr(self, name)} must be > 0")
 
     @classmethod
     def from_dict(cls, d: dict) -> RagConfig:
@@ -175,56 +186,105 @@ def seam_stats(f0_hz: np.ndarray, voiced: np.ndarray, loud: np.ndarray) -> tuple
     return pitch, float(np.mean(loud)) if len(loud) else float("nan")
 
 
+def phrase_level(loud_db: np.ndarray, *, below_peak_db: float = 30.0) -> float:
+    """The level a phrase is played at: median loudness (dB) of its active frames (those within
+    ``below_peak_db`` of its loudest), NaN for an empty window."""
+    x = np.asarray(loud_db, np.float64)
+    if x.size == 0:
+        return float("nan")
+    active = x[x >= x.max() - below_peak_db]
+    return float(np.median(active))
+
+
+def dynamics_db(loud_db: np.ndarray, *, below_peak_db: float = 30.0) -> float:
+    """How much a phrase's loudness moves: std (dB) of its active frames (level-invariant)."""
+    x = np.asarray(loud_db, np.float64)
+    if x.size == 0:
+        return float("nan")
+    return float(np.std(x[x >= x.max() - below_peak_db]))
+
+
+def f0_chroma(f0_hz: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+    """[T, 12] one-hot pitch class of each voiced frame (0 where unvoiced): a timbre- and
+    level-invariant pitch-class profile once averaged."""
+    f0 = np.asarray(f0_hz, np.float64)
+    ok = np.asarray(voiced, bool) & (f0 > 0)
+    out = np.zeros((len(f0), 12), np.float32)
+    pcs = np.mod(np.round(hz_to_midi(np.where(ok, f0, 440.0))), 12).astype(int)
+    out[np.flatnonzero(ok), pcs[ok]] = 1.0
+    return out
+
+
+def fold_stretch(ratio: np.ndarray | float) -> np.ndarray:
+    """A tempo ratio (input / source) moved by octaves into [2^-0.5, 2^0.5]: the time factor that
+    plays a source at the input's tempo (a source at half the tempo counts in half beats)."""
+    r = np.asarray(ratio, np.float64)
+    return r * 2.0 ** (-np.round(np.log2(np.where(r > 0, r, 1.0))))
+
+
 @dataclass
-class SignalAnalysis:
-    f0: np.ndarray
-    voiced: np.ndarray
-    loud: np.ndarray
-    rms: np.ndarray
-    chroma: np.ndarray  # [T, 12]
-    states: np.ndarray  # [T, H]
+class ControlsAnalysis:
+    """A line's controls and what retrieval reads from them (all on the 100 frames/s grid)."""
+
+    f0: np.ndarray  # [T] Hz, 0 where unvoiced
+    voiced: np.ndarray  # [T] bool
+    loud: np.ndarray  # [T] dB
+    chroma: np.ndarray  # [T, 12] f0 pitch-class one-hot
+    states: np.ndarray  # [T, H] GRU states over the level-normalised loudness
+    level: float  # the line's phrase level, dB
 
 
-def analyze_signal(audio: np.ndarray, decoder: InstrumentDecoder, features: FeatureConfig) -> SignalAnalysis:
-    """YIN f0 and voicing, loudness, RMS, chroma and the decoder's GRU states of a signal [n] at 16 kHz."""
-    f0, voiced = f0_yin(audio, config=features)
-    loud = loudness_db(audio, config=features)
+def analyze_controls(f0_hz: np.ndarray, voiced: np.ndarray, loud_db: np.ndarray,
+                     decoder: InstrumentDecoder) -> ControlsAnalysis:
+    """Pitch-class profile and level-normalised GRU states of a line's controls."""
+    f0 = np.where(voiced, f0_hz, 0.0).astype(np.float32)
+    loud = np.asarray(loud_db, np.float32)
+    level = phrase_level(loud)
+    norm = loud - np.float32(level) + np.float32(REFERENCE_LEVEL_DB)
     with torch.inference_mode():
-        states = decoder.gru_states(torch.tensor(f0, dtype=torch.float32)[None, :, None],
-                                    torch.tensor(loud, dtype=torch.float32)[None, :, None])
-    return SignalAnalysis(f0, voiced, loud, rms(audio, config=features), chroma(audio, config=features).T,
-                          states[0].numpy().astype(np.float32))
+        states = decoder.gru_states(torch.from_numpy(f0)[None, :, None],
+                                    torch.from_numpy(norm)[None, :, None])
+    return ControlsAnalysis(f0, np.asarray(voiced, bool), loud, f0_chroma(f0, voiced),
+                            states[0].numpy().astype(np.float32), level)
+
+
+def project_embeddings(states_mean: np.ndarray, mean: np.ndarray, comps: np.ndarray) -> np.ndarray:
+    return l2_normalize((states_mean - mean) @ comps.T)
 
 
 # ----------------------------------------------------------------------------- database
 
 @dataclass
 class RagDatabase:
-    """A loaded retrieval database (arrays in memory, audio decoded on demand)."""
+    """A loaded retrieval database (arrays in memory)."""
 
     root: Path
     config: RagConfig
     manifest: dict
-    track_names: list[str]
-    track_offsets: np.ndarray  # [n_tracks + 1] frame offsets into the concatenated arrays
+    track_names: list[str]  # one per line: "TrackNNNNN/<Stem>"
+    track_offsets: np.ndarray  # [n_lines + 1] frame offsets into the concatenated arrays
+    tempo_bpm: np.ndarray  # [n_lines] BPM (NaN when unknown)
     f0: np.ndarray  # [F_total] Hz (float32)
     voiced: np.ndarray  # [F_total] bool
     loud: np.ndarray  # [F_total] dB
-    chunk_track: np.ndarray  # [N] int32
-    chunk_start: np.ndarray  # [N] int32 frame within its track
-    chunk_remaining: np.ndarray  # [N] int32 frames from start to track end
-    ctx: np.ndarray  # [n_lookbacks, N, D + 12] context vectors (emb | chroma), float32
+    chunk_track: np.ndarray  # [N] int32 line index
+    chunk_start: np.ndarray  # [N] int32 frame within its line
+    chunk_remaining: np.ndarray  # [N] int32 frames from start to the line's end
+    ctx: np.ndarray  # [n_lookbacks, N, D + 12] context vectors (emb | profile), float32
     seg: np.ndarray  # [N, D + 12] segment vectors
-    rms_mean: np.ndarray  # [N]
-    rms_std: np.ndarray  # [N]
+    dynamics: np.ndarray  # [N] dB, std of the window's active loudness
+    level: np.ndarray  # [N] dB, the window's phrase level
     seam_pitch: np.ndarray  # [N] entry: cents re A4 (NaN = unvoiced)
-    seam_loud: np.ndarray  # [N] entry: dB
-    pre_pitch: np.ndarray  # [N] approach (the seam_seconds before the start): cents re A4 or NaN
-    pre_loud: np.ndarray  # [N] approach: dB (NaN at a track's start)
+    seam_loud: np.ndarray  # [N] entry: dB relative to the window's level
+    pre_pitch: np.ndarray  # [N] approach: cents re A4 or NaN
+    pre_loud: np.ndarray  # [N] approach: dB relative to the window's level (NaN at a line's start)
     pca_mean: np.ndarray  # [H]
     pca_components: np.ndarray  # [D, H]
     indexes: list = field(default_factory=list)  # one faiss index per lookback
     features: FeatureConfig = field(default_factory=FeatureConfig)  # the frame grid it was built on
+    cum_voiced: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))  # [F_total + 1]
+    cum_cents: np.ndarray = field(default_factory=lambda: np.zeros(1))  # [F_total + 1] voiced cents
+    cum_loud: np.ndarray = field(default_factory=lambda: np.zeros(1))  # [F_total + 1] dB
 
     @property
     def fps(self) -> int:
@@ -238,6 +298,11 @@ class RagDatabase:
     @property
     def version(self) -> str:
         return self.manifest.get("version", "unknown")
+
+    @property
+    def has_audio(self) -> bool:
+        """Whether the database keeps its lines' audio (needed by the splice comparison mode)."""
+        return bool(self.manifest.get("keep_audio"))
 
     def track_features(self, track: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a, b = self.track_offsets[track], self.track_offsets[track + 1]
@@ -302,44 +367,49 @@ class RagDatabase:
                                     "manifest.json (damaged or replaced); rebuild the database")
         try:
             with np.load(root / "chunks.npz") as z:
-                arrays = {k: z[k] for k in z.files}
+                a = {k: z[k] for k in z.files}
             with np.load(root / "tracks.npz") as z:
-                tracks = {k: z[k] for k in z.files}
+                t = {k: z[k] for k in z.files}
         except (OSError, ValueError, KeyError) as exc:
             raise EnsembleError(f"RAG database {str(root)!r} cannot be read ({exc})") from None
         config = RagConfig.from_dict(manifest["config"])
-        db = cls(root=root, config=config, manifest=manifest,
-                 track_names=[str(x) for x in tracks["names"]],
-                 track_offsets=tracks["offsets"].astype(np.int64),
-                 f0=tracks["f0_hz"].astype(np.float32), voiced=tracks["voiced"].astype(bool),
-                 loud=tracks["loudness_db"].astype(np.float32),
-                 chunk_track=arrays["track"].astype(np.int32),
-                 chunk_start=arrays["start"].astype(np.int32),
-                 chunk_remaining=arrays["remaining"].astype(np.int32),
-                 ctx=arrays["ctx"].astype(np.float32), seg=arrays["seg"].astype(np.float32),
-                 rms_mean=arrays["rms_mean"].astype(np.float32),
-                 rms_std=arrays["rms_std"].astype(np.float32),
-                 seam_pitch=arrays["seam_pitch"].astype(np.float32),
-                 seam_loud=arrays["seam_loud"].astype(np.float32),
-                 pre_pitch=arrays["pre_pitch"].astype(np.float32),
-                 pre_loud=arrays["pre_loud"].astype(np.float32),
-                 pca_mean=arrays["pca_mean"].astype(np.float32),
-                 pca_components=arrays["pca_components"].astype(np.float32), features=features)
+        try:
+            f32 = {k: a[k].astype(np.float32) for k in ("ctx", "seg", "dynamics", "level", "seam_pitch",
+                                                         "seam_loud", "pre_pitch", "pre_loud", "pca_mean",
+                                                         "pca_components")}
+            db = cls(root=root, config=config, manifest=manifest,
+                     track_names=[str(x) for x in t["names"]],
+                     track_offsets=t["offsets"].astype(np.int64), tempo_bpm=t["tempo_bpm"].astype(np.float64),
+                     f0=t["f0_hz"].astype(np.float32), voiced=t["voiced"].astype(bool),
+                     loud=t["loudness_db"].astype(np.float32),
+                     chunk_track=a["track"].astype(np.int32), chunk_start=a["start"].astype(np.int32),
+                     chunk_remaining=a["remaining"].astype(np.int32), features=features, **f32)
+        except KeyError as exc:
+            raise EnsembleError(f"RAG database {str(root)!r} lacks array {exc}; rebuild it") from None
         if db.ctx.shape[:2] != (len(config.lookbacks), db.n_chunks) or db.n_chunks == 0:
             raise EnsembleError(f"RAG database {str(root)!r} is empty or inconsistent "
                                 f"(ctx {db.ctx.shape}, {db.n_chunks} chunks)")
+        db.cum_voiced = np.concatenate([[0], np.cumsum(db.voiced, dtype=np.int64)])
+        cents = np.where(db.voiced & (db.f0 > 0), hz_to_cents(np.maximum(db.f0, 1e-3), dtype=None), 0.0)
+        db.cum_cents = np.concatenate([[0.0], np.cumsum(cents)])
+        db.cum_loud = np.concatenate([[0.0], np.cumsum(db.loud, dtype=np.float64)])
         db.build_indexes()
         return db
 
 
-def project_embeddings(states_mean: np.ndarray, mean: np.ndarray, comps: np.ndarray) -> np.ndarray:
-    return l2_normalize((states_mean - mean) @ comps.T)
-
-
 def segment_audio(db: RagDatabase, chunk: int, n_samples: int) -> np.ndarray:
-    """Decode ``n_samples`` of the leader audio from a chunk's start (zero-padded at track end)."""
+    """Decode ``n_samples`` of a line's audio from a chunk's start (zero-padded at the line's end).
+
+    Raises:
+        EnsembleError: the database keeps no audio (built without ``--keep-audio``) or the file
+            cannot be read.
+    """
     track = int(db.chunk_track[chunk])
-    path = db.root / "audio" / f"{db.track_names[track]}.ogg"
+    name = db.track_names[track]
+    path = db.root / "audio" / f"{name.replace('/', '_')}.ogg"
+    if not path.is_file():
+        raise EnsembleError(f"the RAG database {str(db.root)!r} keeps no audio for {name!r}; the splice "
+                            "mode needs a database built with `python -m ensemble index build --keep-audio`")
     start = int(db.chunk_start[chunk]) * db.features.hop_length
     try:
         with sf.SoundFile(path) as f:
@@ -360,16 +430,32 @@ class Query:
 
     vectors: np.ndarray  # [n_lookbacks, D + 12]
     lookbacks_used: tuple[float, ...]  # seconds actually used per lookback (short inputs)
-    seam_pitch: float  # cents re A4, NaN if unvoiced
-    seam_loud: float  # dB
-    rms_mean: float
-    rms_std: float
+    seam_pitch: float  # cents re A4 of the last voiced note near the end, NaN if none
+    seam_loud: float  # dB of the last seam_seconds relative to ``level``
+    level: float  # dB, phrase level of the last segment_seconds
+    dynamics: float  # dB, std of the last segment_seconds' active loudness
+    profile: np.ndarray  # [12] pitch-class profile of the whole clip (its key)
+    tempo_bpm: float  # NaN when unknown
     seconds: float
+    voiced_fraction: float
     notes: tuple[str, ...] = ()
+    beat_s: float = float("nan")  # the input's beat period, s (NaN: no grid)
+    beat_phase_s: float = 0.0  # where its grid's beats fall, s after the continuation's start (mod beat_s)
 
 
-def analyze_query(audio: np.ndarray, db: RagDatabase, decoder: InstrumentDecoder) -> Query:
-    """Query vectors, seam and RMS stats of the user's clip [n_samples] at 16 kHz.
+def analyze_query(audio: np.ndarray, db: RagDatabase, decoder: InstrumentDecoder, *,
+                  f0_hz: np.ndarray | None = None, voiced: np.ndarray | None = None,
+                  loud_db: np.ndarray | None = None, tempo_bpm: float = float("nan"),
+                  grid_s: np.ndarray | None = None) -> Query:
+    """Query vectors, seam, level, dynamics and key profile of the user's clip [n] at 16 kHz.
+
+    Args:
+        audio: the clip (mono, the database's sample rate).
+        f0_hz, voiced, loud_db: its [T] analysis when the caller already has it (the performer's);
+            else YIN and loudness run here.
+        tempo_bpm: the clip's tempo (beat tracking), NaN when unknown.
+        grid_s: the clip's beat times relative to where the continuation starts (s), to place
+            each segment's beats on them; None: segments keep their stored starts.
 
     Raises:
         EnsembleError: shorter than ``min_input_seconds`` or silent.
@@ -380,7 +466,11 @@ def analyze_query(audio: np.ndarray, db: RagDatabase, decoder: InstrumentDecoder
         raise EnsembleError(f"input is {seconds:.2f} s long; allowed: at least {cfg.min_input_seconds:g} s")
     if float(np.max(np.abs(audio))) < 10 ** (-70 / 20):
         raise EnsembleError("input is silent (peak below -70 dBFS): nothing to continue")
-    an = analyze_signal(audio, decoder, db.features)
+    if f0_hz is None or voiced is None:
+        f0_hz, voiced = f0_yin(audio, config=db.features)
+    if loud_db is None:
+        loud_db = loudness_db(audio, config=db.features)
+    an = analyze_controls(f0_hz, voiced, loud_db, decoder)
     T = len(an.f0)
     cs, cc = cumsum0(an.states), cumsum0(an.chroma)
     notes, used, vecs = [], [], []
@@ -393,19 +483,47 @@ def analyze_query(audio: np.ndarray, db: RagDatabase, decoder: InstrumentDecoder
     if seconds < min(cfg.lookbacks):
         notes.append(f"input is {seconds:.2f} s, shorter than the smallest lookback "
                      f"{min(cfg.lookbacks):g} s: the whole input was used as the query")
+    w = int(round(cfg.segment_seconds * db.fps))
+    tail = an.loud[-w:]
+    level = phrase_level(tail)
+    active = an.loud >= an.loud.max() - 30.0
+    voiced_fraction = float((an.voiced & active).sum() / max(int(active.sum()), 1))
     seam = int(round(cfg.seam_seconds * db.fps))
     pitch, loud = seam_stats(an.f0[-seam:], an.voiced[-seam:], an.loud[-seam:])
-    if math.isnan(pitch):
-        notes.append("the input's last 0.4 s is unvoiced: pitch coherence is neutral (0.5)")
-    w = int(round(cfg.segment_seconds * db.fps))
-    tail = an.rms[-w:]
-    return Query(np.stack(vecs).astype(np.float32), tuple(used), pitch, loud, float(tail.mean()),
-                 float(tail.std()), seconds, tuple(notes))
+    if math.isnan(pitch):  # a rest at the very end: the last note played is what the join follows
+        last = np.flatnonzero(an.voiced[-int(2 * db.fps):])
+        if len(last):
+            pitch = float(hz_to_cents(np.array([an.f0[-int(2 * db.fps):][last[-1]]]), dtype=None)[0])
+        else:
+            notes.append("the input's last 2 s are unvoiced: pitch coherence is neutral (0.5)")
+    if voiced_fraction < 0.3:
+        notes.append(f"the input is mostly unpitched ({100 * voiced_fraction:.0f} % of its sounding frames "
+                     "have a pitch): the database holds melodies, so these continuations may not fit it")
+    profile = an.chroma.sum(axis=0).astype(np.float64)
+    beat, phase = float("nan"), 0.0
+    if grid_s is not None and len(grid_s) >= 2 and math.isfinite(tempo_bpm):
+        beat = float(np.median(np.diff(grid_s)))
+        phase = float(grid_s[0]) % beat
+    return Query(np.stack(vecs).astype(np.float32), tuple(used), pitch, loud - level, level,
+                 dynamics_db(tail), profile, float(tempo_bpm), seconds, round(voiced_fraction, 4),
+                 tuple(notes), beat, phase)
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One retrieved continuation."""
+    """One retrieved continuation and how it is conformed to the input.
+
+    Attributes:
+        transpose: semitones the segment is shifted by (key shift plus octaves).
+        stretch: time factor its controls are stretched by to play at the input's tempo (> 1 =
+            slower, longer); 1 when either tempo is unknown or conforming is off.
+        key_fit: correlation of the input's pitch-class profile with the shifted segment's.
+        source_start_seconds: where in its line it is played from (``start_seconds`` moved so its
+            beats land on the input's grid).
+        seam_pitch_jump_cents, seam_loudness_jump_db: the jump at the seam, signed (after minus
+            before). Retrieval fills in its prediction from stored features; :func:`ensemble.extend.
+            extend` replaces them by the jump measured on the rendered audio.
+    """
 
     rank: int
     chunk: int
@@ -419,6 +537,9 @@ class Candidate:
     seam_pitch_jump_cents: float
     seam_loudness_jump_db: float
     fallback: bool
+    stretch: float = 1.0
+    key_fit: float = float("nan")
+    source_start_seconds: float = float("nan")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -428,8 +549,8 @@ class Candidate:
 def _query_matrix(q: Query, cfg: RagConfig, transposes: np.ndarray) -> np.ndarray:
     """[n_lookbacks, n_transposes, 2 * (D + 12)] queries against [context | segment] vectors.
 
-    Transposing a candidate up by t semitones rolls its chroma by +t; equivalently the query's
-    chroma is rolled by -t.
+    Transposing a candidate up by t semitones rolls its profile by +t; equivalently the query's
+    profile is rolled by -t.
     """
     D = q.vectors.shape[1] - 12
     w, lam = cfg.chroma_weight, cfg.context_weight
@@ -454,18 +575,114 @@ def _penalties(join: np.ndarray, approach: np.ndarray, mode: str) -> np.ndarray:
     return np.fmin(np.abs(join), np.abs(approach))  # fmin: the other one where either is NaN
 
 
-def _coherence(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarray, cfg: RagConfig):
-    """Coherence [n, n_t], pitch jump at the join in cents [n, n_t], loudness jump at the join dB [n]."""
+def _key_fit(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarray) -> np.ndarray:
+    """[n, n_t] Pearson correlation of the query's profile with each segment's, shifted by t."""
+    D = db.seg.shape[1] - 12
+    prof = db.seg[idx, D:].astype(np.float64)  # [n, 12] L2-normalised
+    qp = q.profile - q.profile.mean()
+    qn = np.linalg.norm(qp)
+    out = np.empty((len(idx), len(transposes)))
+    pc = prof - prof.mean(axis=1, keepdims=True)
+    pn = np.linalg.norm(pc, axis=1)
+    for j, t in enumerate(transposes):
+        out[:, j] = (np.roll(pc, int(t), axis=1) @ qp) / np.maximum(pn * qn, 1e-9)
+    return np.where((pn[:, None] > 1e-9) & (qn > 1e-9), out, 0.0)
+
+
+def _octaves(pitch_jump: np.ndarray) -> np.ndarray:
+    """Whole octaves (in semitones) that bring a jump in cents nearest 0 (0 where unknown)."""
+    return np.where(np.isnan(pitch_jump), 0, -12 * np.round(np.nan_to_num(pitch_jump) / 1200.0)).astype(int)
+
+
+def _stretch(db: RagDatabase, q: Query, idx: np.ndarray) -> np.ndarray:
+    """[n] time factor that plays each candidate at the query's tempo (1 where unknown)."""
+    src = db.tempo_bpm[db.chunk_track[idx]]
+    ok = np.isfinite(src) & (src > 0) & math.isfinite(q.tempo_bpm) & (q.tempo_bpm > 0)
+    ratio = np.where(ok, src / np.where(ok, q.tempo_bpm, 1.0), 1.0)  # source beats per input beat
+    return np.where(ok, fold_stretch(ratio), 1.0)
+
+
+def _coherence(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarray, cfg: RagConfig,
+               stretch: np.ndarray, starts: np.ndarray):
+    """Coherence [n, n_t], join pitch jump (cents) [n, n_t], octave shift [n, n_t] (semitones),
+    join loudness jump (dB, relative levels) [n], stretch [n] -- at the aligned starts."""
+    e_pitch, e_loud, a_pitch, a_loud = _entry(db, idx, starts)
     shift = 100.0 * transposes[None, :]
-    pitch_jump = (db.seam_pitch[idx][:, None] + shift) - q.seam_pitch
-    pitch_pen = _penalties(pitch_jump, (db.pre_pitch[idx][:, None] + shift) - q.seam_pitch, cfg.seam_match)
-    loud_jump = db.seam_loud[idx] - q.seam_loud
-    loud_pen = _penalties(loud_jump, db.pre_loud[idx] - q.seam_loud, cfg.loudness_match)
+    join = (e_pitch[:, None] + shift) - q.seam_pitch
+    octv = _octaves(join)
+    join = join + 100.0 * octv
+    approach = (a_pitch[:, None] + shift + 100.0 * octv) - q.seam_pitch
+    pitch_pen = _penalties(join, approach, cfg.seam_match)
+    loud_jump = e_loud - q.seam_loud
+    loud_pen = _penalties(loud_jump, a_loud - q.seam_loud, cfg.loudness_match)
     a = math.log(2) / cfg.pitch_halflife_semitones
     b = math.log(2) / cfg.loudness_halflife_db
+    c = math.log(2) / cfg.tempo_halflife_octaves
     p_term = np.where(np.isnan(pitch_pen), 0.5, np.exp(-a * np.nan_to_num(pitch_pen) / 100.0))
     l_term = np.where(np.isnan(loud_pen), 0.5, np.exp(-b * np.nan_to_num(loud_pen)))[:, None]
-    return 0.5 * (p_term + l_term), pitch_jump, loud_jump
+    known = math.isfinite(q.tempo_bpm) & np.isfinite(db.tempo_bpm[db.chunk_track[idx]])
+    t_term = np.where(known, np.exp(-c * np.abs(np.log2(stretch))), 0.5)[:, None]
+    return (p_term + l_term + t_term) / 3.0, join, octv, loud_jump, stretch
+
+
+def aligned_starts(db: RagDatabase, q: Query, idx: np.ndarray, stretch: np.ndarray,
+                   cont_frames: int) -> np.ndarray:
+    """[n] source frame (float) where each candidate starts so that its beats land on the input's grid.
+
+    Output time tau after the continuation's start plays source time s + tau / stretch. The
+    corpus renders beat 0 at 0 s, so the source's beats are multiples of its beat, itself a
+    power-of-two multiple of ``period`` = (the input's beat) / stretch; they land on the input's
+    beats (``q.beat_phase_s`` + m * ``q.beat_s``) when s = -phase / stretch (mod period). The chunk
+    start moves by less than half a period to the nearest such s (earlier when the window would
+    run past the line's end). Unchanged where either tempo is unknown.
+    """
+    fps = db.fps
+    start = db.chunk_start[idx].astype(np.float64) / fps
+    tempo = db.tempo_bpm[db.chunk_track[idx]]
+    ok = np.isfinite(tempo) & (tempo > 0) & math.isfinite(q.beat_s)
+    if not ok.any():
+        return start * fps
+    period = np.where(ok, (q.beat_s if math.isfinite(q.beat_s) else 1.0) / stretch, 1.0)
+    want = np.mod(-q.beat_phase_s / stretch, period)
+    s = start + (np.mod(want - start + period / 2, period) - period / 2)
+    s = np.where(s < 0, s + period, s)
+    line = (db.track_offsets[db.chunk_track[idx] + 1] - db.track_offsets[db.chunk_track[idx]]) / fps
+    over = np.maximum(s + cont_frames / fps / stretch - line, 0.0)
+    s = s - period * np.ceil(over / period)
+    return np.where(ok, np.maximum(s, 0.0), start) * fps
+
+
+def _entry(db: RagDatabase, idx: np.ndarray, start_frames: np.ndarray) -> tuple[np.ndarray, ...]:
+    """At each aligned start: (entry pitch cents, entry loudness re level, approach pitch, approach
+    loudness re level) -- mean voiced cents and mean loudness of ``seam_seconds`` after / before."""
+    seam = int(round(db.config.seam_seconds * db.fps))
+    line0 = db.track_offsets[db.chunk_track[idx]]
+    line1 = db.track_offsets[db.chunk_track[idx] + 1]
+    a = np.minimum(line0 + np.round(start_frames).astype(np.int64), line1 - 1)
+
+    def stats(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nv = db.cum_voiced[hi] - db.cum_voiced[lo]
+        pitch = np.where(nv > 0, (db.cum_cents[hi] - db.cum_cents[lo]) / np.maximum(nv, 1), np.nan)
+        loud = np.where(hi > lo, (db.cum_loud[hi] - db.cum_loud[lo]) / np.maximum(hi - lo, 1), np.nan)
+        return pitch, loud - db.level[idx]
+
+    ep, el = stats(a, np.minimum(a + seam, line1))
+    pp, pl = stats(np.maximum(a - seam, line0), a)
+    return ep, el, pp, pl
+
+
+def _playable(db: RagDatabase, idx: np.ndarray, cont_frames: int, stretch: np.ndarray,
+              start_frames: np.ndarray) -> np.ndarray:
+    """[n] bool: the line has the frames the continuation needs at its stretch and is voiced within
+    ``end_voiced_seconds`` of where that window ends (it does not run into silence)."""
+    need = np.ceil(cont_frames / stretch).astype(np.int64)  # source frames
+    line0 = db.track_offsets[db.chunk_track[idx]]
+    line1 = db.track_offsets[db.chunk_track[idx] + 1]
+    end = line0 + np.round(start_frames).astype(np.int64) + need
+    ok = end <= line1
+    end = np.minimum(end, line1)
+    tail = max(1, int(round(db.config.end_voiced_seconds * db.fps)))
+    return ok & (db.cum_voiced[end] - db.cum_voiced[np.maximum(end - tail, 0)] > 0)
 
 
 def _select(order_keys: np.ndarray, idx: np.ndarray, t_idx: np.ndarray, db: RagDatabase, k: int,
@@ -485,7 +702,7 @@ def _select(order_keys: np.ndarray, idx: np.ndarray, t_idx: np.ndarray, db: RagD
 
 
 def _score_all(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarray, cfg: RagConfig,
-               alpha: float, beta: float, mask: np.ndarray):
+               alpha: float, beta: float, mask: np.ndarray, stretch_all: np.ndarray, starts_all: np.ndarray):
     """Exact scores of candidates ``idx`` for every transpose: dict of [n, n_t] arrays."""
     Q = _query_matrix(q, cfg, transposes)  # [L, n_t, 2d]
     d = db.seg.shape[1]
@@ -500,36 +717,46 @@ def _score_all(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarra
         rel_l[li] = ctx @ Q[li, :, :d].T + seg @ Q[li, :, d:].T  # [n, n_t]
     best_l = np.argmax(rel_l, axis=0)  # [n, n_t]
     rel = np.max(rel_l, axis=0)
-    coh, pj, lj = _coherence(db, q, idx, transposes, cfg)
-    return {"rel": rel, "best_l": best_l, "coh": coh, "pj": pj, "lj": np.broadcast_to(lj[:, None], rel.shape),
-            "comp": alpha * rel + beta * coh}
+    kf = _key_fit(db, q, idx, transposes)
+    allowed = kf >= kf.max(axis=1, keepdims=True) - cfg.key_margin
+    stretch, starts = stretch_all[idx], starts_all[idx]
+    coh, pj, octv, lj, stretch = _coherence(db, q, idx, transposes, cfg, stretch, starts)
+    comp = np.where(allowed, alpha * rel + beta * coh, -np.inf)
+    return {"rel": rel, "best_l": best_l, "coh": coh, "pj": pj, "oct": octv, "kf": kf, "allowed": allowed,
+            "lj": np.broadcast_to(lj[:, None], rel.shape),
+            "stretch": np.broadcast_to(stretch[:, None], rel.shape),
+            "start": np.broadcast_to(starts[:, None], rel.shape), "comp": comp}
 
 
 def retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = None,
-             beta: float | None = None, transpose: bool = False,
+             beta: float | None = None, transpose: bool = True,
              continuation_seconds: float | None = None,
-             lookback_mask: np.ndarray | None = None) -> list[Candidate]:
-    with _THREADS.limit(limits=1, user_api="blas"):
-        return _retrieve(db, q, k, alpha=alpha, beta=beta, transpose=transpose,
-                         continuation_seconds=continuation_seconds, lookback_mask=lookback_mask)
-
-
-def _retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = None,
-              beta: float | None = None, transpose: bool = False,
-              continuation_seconds: float | None = None,
-              lookback_mask: np.ndarray | None = None) -> list[Candidate]:
+             lookback_mask: np.ndarray | None = None, ranking: str = "composite",
+             conform: bool = True, seed: int = 0) -> list[Candidate]:
     """Top-K candidates (see the module docstring). Vectorised; exact with flat indexes.
 
     Args:
-        k: 1..n; fewer are returned only if the database has fewer non-overlapping segments.
-        continuation_seconds: length each segment will be used for (sets the overlap rule and
-            excludes chunks that end too soon); default ``segment_seconds``.
-        lookback_mask: [n_lookbacks] bool, which of the database's lookbacks may be used
-            (default all).
+        k: 1..100; fewer are returned only if the database has fewer playable non-overlapping
+            segments.
+        transpose: allow key shifts (-6..+6 semitones); octaves always follow the register.
+        continuation_seconds: length each segment will be played for, at the input's tempo (sets
+            the overlap rule and which segments are long enough); default ``segment_seconds``.
+        lookback_mask: [n_lookbacks] bool, which of the database's lookbacks may be used.
+        ranking: "composite" (the scores above) or "random" (K playable segments drawn with
+            ``seed``: the naive baseline).
+        conform: False plays segments as stored (no key shift, octave or stretch): a baseline.
 
     Raises:
-        EnsembleError: bad k/alpha/beta.
+        EnsembleError: bad k/alpha/beta/ranking.
     """
+    with _THREADS.limit(limits=1, user_api="blas"):
+        return _retrieve(db, q, k, alpha=alpha, beta=beta, transpose=transpose and conform,
+                         continuation_seconds=continuation_seconds, lookback_mask=lookback_mask,
+                         ranking=ranking, conform=conform, seed=seed)
+
+
+def _retrieve(db, q, k, *, alpha, beta, transpose, continuation_seconds, lookback_mask, ranking,
+              conform, seed) -> list[Candidate]:
     cfg = db.config
     alpha = cfg.alpha if alpha is None else float(alpha)
     beta = cfg.beta if beta is None else float(beta)
@@ -537,21 +764,32 @@ def _retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = N
         raise EnsembleError(f"k = {k}; allowed: 1..100")
     if not (math.isfinite(alpha) and math.isfinite(beta) and alpha >= 0 and beta >= 0):
         raise EnsembleError(f"alpha = {alpha}, beta = {beta}; allowed: finite and >= 0")
+    if ranking not in RANKINGS:
+        raise EnsembleError(f"ranking {ranking!r}; allowed: {list(RANKINGS)}")
     cont = cfg.segment_seconds if continuation_seconds is None else continuation_seconds
-    min_gap = int(round(cont * db.fps))
+    cont_frames = int(round(cont * db.fps))
+    min_gap = cont_frames
     transposes = np.arange(-cfg.transpose_semitones, cfg.transpose_semitones + 1) if transpose \
         else np.array([0])
-    long_enough = db.chunk_remaining >= min(min_gap, int(round(cfg.min_remaining_seconds * db.fps)))
     mask = np.ones(len(cfg.lookbacks), bool) if lookback_mask is None else np.asarray(lookback_mask, bool)
     if mask.shape != (len(cfg.lookbacks),) or not mask.any():
         raise EnsembleError(f"lookback_mask must select some of {list(cfg.lookbacks)}")
+    every = np.arange(db.n_chunks)
+    stretch_all = _stretch(db, q, every) if conform else np.ones(db.n_chunks)
+    starts_all = aligned_starts(db, q, every, stretch_all, cont_frames) if conform \
+        else db.chunk_start.astype(np.float64)
+    playable = _playable(db, every, cont_frames, stretch_all, starts_all)
+    all_idx = np.flatnonzero(playable)
+    extra = (stretch_all, starts_all)
+    if ranking == "random":
+        return _random(db, q, all_idx, k, min_gap, transposes, cfg, alpha, beta, mask, conform, seed, extra)
 
     # faiss pre-selection by relevance; if that cannot be proven exact (flat index), score all
-    all_idx = np.flatnonzero(long_enough)
     n_pre = max(256, 64 * k)
     ivf = isinstance(db.indexes[0], faiss.IndexIVFFlat)
     if n_pre * 4 >= db.n_chunks and not ivf:
-        return _finish(db, _rank(db, q, all_idx, transposes, cfg, alpha, beta, k, min_gap, mask), transposes)
+        picks = _rank(db, q, all_idx, transposes, cfg, alpha, beta, k, min_gap, mask, extra)
+        return _finish(db, picks, transposes, conform)
     Q = _query_matrix(q, cfg, transposes)
     ids, worst = [], []
     for li, index in enumerate(db.indexes):
@@ -561,10 +799,10 @@ def _retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = N
             worst.append(float(scores[:, -1].max()))
     idx = np.unique(np.concatenate(ids))
     idx = idx[(idx >= 0)]
-    idx = idx[long_enough[idx]]
-    picks = _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask)
+    idx = idx[playable[idx]]
+    picks = _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask, extra)
     if ivf:
-        return _finish(db, picks, transposes)  # approximate by design above ivf_threshold
+        return _finish(db, picks, transposes, conform)  # approximate by design above ivf_threshold
     # An unfetched candidate's relevance is below every query's n_pre-th score, so its composite
     # is at most alpha * max(worst) + beta: if the K-th pick beats that, nothing unfetched can
     # enter the Top-K. A fallback pass means the strict pass ran short, which only scoring
@@ -572,76 +810,124 @@ def _retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = N
     exact = len(picks) >= k and not any(p[4] for p in picks) and \
         min(p[2] for p in picks) > alpha * max(worst) + beta
     if not exact:
-        picks = _rank(db, q, all_idx, transposes, cfg, alpha, beta, k, min_gap, mask)
-    return _finish(db, picks, transposes)
+        picks = _rank(db, q, all_idx, transposes, cfg, alpha, beta, k, min_gap, mask, extra)
+    return _finish(db, picks, transposes, conform)
 
 
-def _finish(db: RagDatabase, picks: list, transposes: np.ndarray) -> list[Candidate]:
-    return [_candidate(db, r + 1, *p, transposes=transposes) for r, p in enumerate(picks)]
+def _random(db, q, all_idx, k, min_gap, transposes, cfg, alpha, beta, mask, conform, seed, extra):
+    """K playable, non-overlapping segments in a seeded random order (scored for the record; each
+    at its best allowed shift when conforming)."""
+    if len(all_idx) == 0:
+        return []
+    order = np.random.default_rng(seed).permutation(len(all_idx))
+    picks = _select(order, all_idx, np.zeros(len(all_idx), int), db, k, min_gap, [])
+    idx = np.array(sorted(c for c, _ in picks), np.int64)
+    s = _score_all(db, q, idx, transposes, cfg, alpha, beta, mask, *extra)
+    res = []
+    for c, _ in picks:
+        i = int(np.searchsorted(idx, c))
+        t = int(np.argmax(s["comp"][i]))
+        res.append((c, t, float(s["comp"][i, t]), {key: s[key][i, t] for key in _KEEP}, False))
+    return _finish(db, res, transposes, conform)
 
 
-def _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask):
+_KEEP = ("rel", "coh", "pj", "lj", "best_l", "oct", "kf", "stretch", "start")
+
+
+def _finish(db: RagDatabase, picks: list, transposes: np.ndarray, conform: bool) -> list[Candidate]:
+    return [_candidate(db, r + 1, *p, transposes=transposes, conform=conform) for r, p in enumerate(picks)]
+
+
+def _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask, extra):
     """Strict pass then fallback over candidates ``idx`` -> [(chunk, t_index, composite, scores, fb)]."""
     if len(idx) == 0:
         return []
-    s = _score_all(db, q, idx, transposes, cfg, alpha, beta, mask)
+    s = _score_all(db, q, idx, transposes, cfg, alpha, beta, mask, *extra)
     n, nt = s["comp"].shape
     flat_i = np.repeat(np.arange(n), nt)
     flat_t = np.tile(np.arange(nt), n)
-    ok_rms = (np.abs(db.rms_mean[idx] - q.rms_mean) <= cfg.rms_tolerance * q.rms_mean) & \
-             (np.abs(db.rms_std[idx] - q.rms_std) <= cfg.rms_tolerance * q.rms_std)
-    strict = (s["coh"] >= cfg.coherence_floor) & ok_rms[:, None]
+    dyn_ok = np.abs(db.dynamics[idx] - q.dynamics) <= cfg.dynamics_tolerance_db
+    if not math.isfinite(q.dynamics):
+        dyn_ok = np.ones(n, bool)
+    strict = (s["coh"] >= cfg.coherence_floor) & dyn_ok[:, None] & s["allowed"]
     comp = s["comp"].ravel()
     order = np.lexsort((idx[flat_i], -comp))  # ties broken by chunk index
     order = order[strict.ravel()[order]]
     picks = _select(order, idx[flat_i], flat_t, db, k, min_gap, [])
-    out = [(c, t, None, False) for c, t in picks]
+    out = [(c, t, False) for c, t in picks]
     if len(out) < k:
-        fb = (cfg.fallback_alpha * s["rel"] + cfg.fallback_beta * s["coh"]).ravel()
+        fb = np.where(s["allowed"], cfg.fallback_alpha * s["rel"] + cfg.fallback_beta * s["coh"], -np.inf).ravel()
         order = np.lexsort((idx[flat_i], -fb))
+        order = order[s["allowed"].ravel()[order]]
         more = _select(order, idx[flat_i], flat_t, db, k, min_gap, picks)
-        out += [(c, t, None, True) for c, t in more]
+        out += [(c, t, True) for c, t in more]
     res = []
-    for c, t, _, fallback in out:
+    for c, t, fallback in out:
         i = int(np.searchsorted(idx, c))
         comp_v = (cfg.fallback_alpha * s["rel"][i, t] + cfg.fallback_beta * s["coh"][i, t]) if fallback \
             else s["comp"][i, t]
-        res.append((c, t, float(comp_v), {key: s[key][i, t] for key in ("rel", "coh", "pj", "lj", "best_l")},
-                    fallback))
+        res.append((c, t, float(comp_v), {key: s[key][i, t] for key in _KEEP}, fallback))
     return res
 
 
-def _candidate(db, rank, chunk, t_i, comp, sc, fallback, *, transposes) -> Candidate:
+def _candidate(db, rank, chunk, t_i, comp, sc, fallback, *, transposes, conform) -> Candidate:
     cfg = db.config
+    shift = int(transposes[t_i]) + int(sc["oct"]) if conform else 0
+    pj = float(sc["pj"]) if conform else float(sc["pj"]) - 100.0 * (int(transposes[t_i]) + int(sc["oct"]))
     return Candidate(rank=rank, chunk=int(chunk), track=db.track_names[db.chunk_track[chunk]],
                      start_seconds=round(int(db.chunk_start[chunk]) / db.fps, 2), composite=round(comp, 6),
                      relevance=round(float(sc["rel"]), 6), coherence=round(float(sc["coh"]), 6),
-                     lookback=float(cfg.lookbacks[int(sc["best_l"])]), transpose=int(transposes[t_i]),
-                     seam_pitch_jump_cents=round(float(sc["pj"]), 2),
-                     seam_loudness_jump_db=round(float(sc["lj"]), 3), fallback=bool(fallback))
+                     lookback=float(cfg.lookbacks[int(sc["best_l"])]), transpose=shift,
+                     seam_pitch_jump_cents=round(pj, 2),
+                     seam_loudness_jump_db=round(float(sc["lj"]), 3), fallback=bool(fallback),
+                     stretch=round(float(sc["stretch"]), 6) if conform else 1.0,
+                     key_fit=round(float(sc["kf"]), 4),
+                     source_start_seconds=round(float(sc["start"]) / db.fps, 4))
 
 
 def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = None,
-                       beta: float | None = None, transpose: bool = False,
+                       beta: float | None = None, transpose: bool = True,
                        continuation_seconds: float | None = None,
                        lookback_mask: np.ndarray | None = None) -> list[tuple[int, int, bool]]:
-    """The unvectorised oracle: a Python loop scoring every candidate one by one, as the reference
-    design did. Returns [(chunk, transpose, fallback)] in rank order. For tests and benchmarks."""
+    """The unvectorised oracle: a Python loop scoring every candidate one by one. Returns
+    [(chunk, transpose incl. octaves, fallback)] in rank order. For tests and benchmarks."""
     cfg = db.config
     alpha = cfg.alpha if alpha is None else alpha
     beta = cfg.beta if beta is None else beta
     cont = cfg.segment_seconds if continuation_seconds is None else continuation_seconds
-    min_gap = int(round(cont * db.fps))
+    cont_frames = int(round(cont * db.fps))
     ts = range(-cfg.transpose_semitones, cfg.transpose_semitones + 1) if transpose else [0]
     D = q.vectors.shape[1] - 12
     w, lam = cfg.chroma_weight, cfg.context_weight
     a = math.log(2) / cfg.pitch_halflife_semitones
     b = math.log(2) / cfg.loudness_halflife_db
+    cc = math.log(2) / cfg.tempo_halflife_octaves
+    transpose_or_conform = True  # the oracle scores conformed candidates, as retrieve() does by default
     scored = []
     for c in range(db.n_chunks):
-        if db.chunk_remaining[c] < min(min_gap, int(round(cfg.min_remaining_seconds * db.fps))):
+        line = int(db.chunk_track[c])
+        src = float(db.tempo_bpm[line])
+        known = math.isfinite(src) and src > 0 and math.isfinite(q.tempo_bpm) and q.tempo_bpm > 0
+        stretch = 1.0
+        if known:
+            r = src / q.tempo_bpm
+            stretch = r * 2.0 ** (-round(math.log2(r)))
+        one = np.array([c])
+        start = aligned_starts(db, q, one, np.array([stretch]), cont_frames) if transpose_or_conform \
+            else db.chunk_start[one].astype(np.float64)
+        if not _playable(db, one, cont_frames, np.array([stretch]), start)[0]:
             continue
+        e_pitch, e_loud, a_pitch, a_loud = (float(x[0]) for x in _entry(db, one, start))
+        prof = db.seg[c, D:].astype(np.float64)
+        fits = {}
         for t in ts:
+            x, y = np.roll(prof, t) - np.roll(prof, t).mean(), q.profile - q.profile.mean()
+            den = np.linalg.norm(x) * np.linalg.norm(y)
+            fits[t] = float(x @ y / den) if den > 1e-9 else 0.0
+        best_fit = max(fits.values())
+        for t in ts:
+            if fits[t] < best_fit - cfg.key_margin:
+                continue
             rels = []
             for li in range(len(cfg.lookbacks)):
                 if lookback_mask is not None and not lookback_mask[li]:
@@ -651,22 +937,23 @@ def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float |
                     return (1 - w) * float(np.dot(qe, v[:D])) + w * float(np.dot(qc, v[D:]))
                 rels.append(lam * sim(db.ctx[li, c]) + (1 - lam) * sim(db.seg[c]))
             rel = max(rels)
-            pp = _reference_penalty(float(db.seam_pitch[c]) + 100 * t - q.seam_pitch,
-                                    float(db.pre_pitch[c]) + 100 * t - q.seam_pitch, cfg.seam_match)
-            lp = _reference_penalty(float(db.seam_loud[c]) - q.seam_loud,
-                                    float(db.pre_loud[c]) - q.seam_loud, cfg.loudness_match)
+            join = e_pitch + 100 * t - q.seam_pitch
+            octv = 0 if math.isnan(join) else -12 * round(join / 1200.0)
+            pp = _reference_penalty(join + 100 * octv, a_pitch + 100 * (t + octv) - q.seam_pitch, cfg.seam_match)
+            lp = _reference_penalty(e_loud - q.seam_loud, a_loud - q.seam_loud, cfg.loudness_match)
             pt = 0.5 if math.isnan(pp) else math.exp(-a * pp / 100)
             lt = 0.5 if math.isnan(lp) else math.exp(-b * lp)
-            coh = 0.5 * (pt + lt)
-            rms_ok = abs(db.rms_mean[c] - q.rms_mean) <= cfg.rms_tolerance * q.rms_mean and \
-                abs(db.rms_std[c] - q.rms_std) <= cfg.rms_tolerance * q.rms_std
-            scored.append((c, t, rel, coh, rms_ok))
+            tt = math.exp(-cc * abs(math.log2(stretch))) if known else 0.5
+            coh = (pt + lt + tt) / 3.0
+            dyn_ok = abs(float(db.dynamics[c]) - q.dynamics) <= cfg.dynamics_tolerance_db \
+                or not math.isfinite(q.dynamics)
+            scored.append((c, t + octv, rel, coh, dyn_ok))
 
     def pick(entries, score, taken):
         out = []
         for c, t, *_ in sorted(entries, key=lambda e: (-score(e), e[0])):
             if any(db.chunk_track[o] == db.chunk_track[c] and
-                   abs(int(db.chunk_start[o]) - int(db.chunk_start[c])) < min_gap for o, _ in taken + out):
+                   abs(int(db.chunk_start[o]) - int(db.chunk_start[c])) < cont_frames for o, _ in taken + out):
                 continue
             out.append((c, t))
             if len(taken) + len(out) >= k:

@@ -108,6 +108,17 @@ def test_integrated_loudness_follows_level_and_ignores_rests():
     assert integrated_loudness_db(np.zeros(SR, np.float32)) is None
 
 
+def test_match_gain_keeps_the_played_version_below_the_peak_ceiling():
+    """The level is measured on the 16 kHz analysis mix, the peak on what is played (the native mix)."""
+    mix16 = tone(3, 0.5)
+    played = np.stack([tone(3, 0.5), tone(3, 0.89)], axis=1)  # one channel louder than the mono mix
+    ref = integrated_loudness_db(tone(3, 0.8))
+    gain, limited = match_gain_db(mix16, ref)
+    assert not limited and gain == pytest.approx(20 * math.log10(0.8 / 0.5), abs=0.1)
+    gain, limited = match_gain_db(mix16, ref, played=played)
+    assert limited and 20 * math.log10(0.89) + gain == pytest.approx(-1.0, abs=1e-6)
+
+
 def test_match_gain_reaches_the_reference_below_the_peak_ceiling():
     ref = integrated_loudness_db(tone(3, 0.3))
     gain, limited = match_gain_db(tone(3, 0.1), ref)
@@ -128,7 +139,7 @@ def fake_round(tmp_path: Path, *, order=(2, 0, 1), blind=True) -> Round:
                       composite=1.2 - 0.1 * i, relevance=0.8 - 0.05 * i, coherence=0.9, lookback=7.5,
                       transpose=0, seam_pitch_jump_cents=float("nan") if i == 1 else 12.0,
                       seam_loudness_jump_db=-1.5, fallback=False)
-        shown.append(Shown(position=pos, candidate=c, seam=None, audio=tmp_path / f"{pos}.wav",
+        shown.append(Shown(position=pos, candidate=c, audio=tmp_path / f"{pos}.wav",
                            audio_matched=tmp_path / f"{pos}m.wav", matched_gain_db=0.5,
                            matched_limited=False, figure=tmp_path / f"{pos}.png"))
     return Round(round_id="r" * 32, session_id="sess1", rater_id="alice", folder=tmp_path,
@@ -198,3 +209,24 @@ def test_store_drops_the_oldest_rounds_and_their_folders(tmp_path):
     assert not rounds[1].folder.exists()
     store.close()
     assert not (tmp_path / "root").exists()
+
+
+# ------------------------------------------------------------------------------------------ words
+
+
+def test_cards_show_the_candidates_own_signed_seam_numbers(tmp_path):
+    from ui.round_text import scores_markdown
+
+    rnd = fake_round(tmp_path, order=(0, 1, 2), blind=False)
+    card = scores_markdown(rnd, 0)
+    assert "seam: pitch jump +12 cents, loudness jump -1.5 dB" in card
+    assert "pitch jump n/a" in scores_markdown(rnd, 1)  # unvoiced: NaN on the candidate
+
+
+def test_status_puts_the_requests_notes_first_in_plain_words(tmp_path):
+    from ui.round_text import round_status
+
+    rnd = fake_round(tmp_path)
+    rnd.notes = ["the input has no pitch (unpitched): the database holds melodies and cannot serve it well"]
+    lines = round_status(rnd).split("  \n")
+    assert lines[1] == f"**Note:** {rnd.notes[0]}"

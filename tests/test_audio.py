@@ -158,3 +158,74 @@ def test_save_wav_refuses_nan_and_writes_nothing(tmp_path):
 
 def test_to_float32_uint8_centre():
     assert to_float32(np.array([128], np.uint8))[0] == 0.0
+
+
+# ------------------------------------------------------------------------------------------ originals
+
+
+def test_keep_original_round_trips_a_44k_stereo_24bit_file_sample_exactly(tmp_path):
+    rate, n = 44100, 44100 * 2 + 17
+    t = np.arange(n) / rate
+    left = 0.5 * np.sin(2 * np.pi * 440.0 * t)
+    right = 0.25 * np.sin(2 * np.pi * 660.0 * t + 0.3)  # the channels differ
+    stereo = np.stack([left, right], axis=1)
+    path = tmp_path / "take.wav"
+    sf.write(path, stereo, rate, subtype="PCM_24")
+    clip = load_audio(path, keep_original=True)
+    assert clip.original.shape == (n, 2) and clip.original.dtype == np.float32
+    assert (clip.source_sample_rate, clip.source_channels, clip.source_subtype) == (rate, 2, "PCM_24")
+    assert np.max(np.abs(clip.original - stereo)) <= 1.0 / 2 ** 23  # 24-bit quantisation
+    assert clip.output_subtype == "PCM_24"
+    # written back at its own rate, channels and bit depth: the same samples exactly
+    back = save_wav(tmp_path / "back.wav", clip.original, rate, subtype="PCM_24")
+    info = sf.info(back)
+    assert (info.samplerate, info.channels, info.subtype) == (rate, 2, "PCM_24")
+    data, _ = sf.read(back, dtype="float32")
+    assert np.array_equal(data, clip.original)
+    # the 16 kHz mono analysis copy is unchanged by keep_original
+    assert np.array_equal(load_audio(path).audio, clip.audio) and load_audio(path).original is None
+
+
+def test_keep_original_of_arrays_keeps_channels_in_either_layout_and_clips():
+    left, right = tone(f=440.0), tone(f=550.0, amplitude=0.25)
+    left[10] = 1.5  # over full scale: clipped like the mono copy
+    for arr in (np.stack([left, right], axis=1), np.stack([left, right], axis=0)):
+        clip = load_audio((SR, arr), keep_original=True)
+        assert clip.original.shape == (len(left), 2)
+        assert clip.original[10, 0] == 1.0
+        assert np.array_equal(clip.original[:, 1], right)
+    pcm = np.round(tone() * 32767).astype(np.int16)
+    clip = load_audio((SR, pcm), keep_original=True)
+    assert clip.original.shape == (len(pcm), 1) and clip.source_subtype == "PCM_16"
+    assert clip.output_subtype == "PCM_16"
+
+
+def test_keep_original_applies_the_same_checks(tmp_path):
+    x = np.stack([tone(), tone()], axis=1)
+    x[100, 1] = np.nan  # one channel only
+    with pytest.raises(EnsembleError, match="NaN or Inf"):
+        load_audio((SR, x), keep_original=True)
+    with pytest.raises(EnsembleError, match="at most 2 s"):
+        load_audio((SR, tone(seconds=3.0)), max_seconds=2.0, keep_original=True)
+
+
+@pytest.mark.parametrize("rate, channels, subtype", [(44100, 2, "PCM_24"), (48000, 1, "PCM_16"),
+                                                     (22050, 3, "FLOAT")])
+def test_save_wav_any_rate_channels_and_subtype(tmp_path, rate, channels, subtype):
+    x = np.stack([tone(f=300.0 * (c + 1), sr=rate, amplitude=0.4) for c in range(channels)], axis=1)
+    path = save_wav(tmp_path / "x.wav", x, rate, subtype=subtype)
+    info = sf.info(path)
+    assert (info.samplerate, info.channels, info.subtype) == (rate, channels, subtype)
+    back, _ = sf.read(path, dtype="float32", always_2d=True)
+    step = {"PCM_16": 1 / 2 ** 15, "PCM_24": 1 / 2 ** 23, "FLOAT": 1e-7}[subtype]
+    assert np.max(np.abs(back - x)) <= step
+
+
+@pytest.mark.parametrize("kwargs, reason", [({"subtype": "PCM_8"}, "WAV subtype 'PCM_8' is not supported"),
+                                            ({"sample_rate": 500}, "outside the allowed")])
+def test_save_wav_bad_settings_write_nothing(tmp_path, kwargs, reason):
+    with pytest.raises(EnsembleError, match=reason):
+        save_wav(tmp_path / "bad.wav", tone(), **kwargs)
+    with pytest.raises(EnsembleError, match="at most 32 channels"):
+        save_wav(tmp_path / "bad.wav", np.zeros((2, 1000), np.float32))
+    assert list(tmp_path.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -269,6 +270,45 @@ def test_compare_candidates_figure():
     assert any("no pitch after the seam" in t for t in legend)
     with pytest.raises(EnsembleError, match="1 to 10"):
         F.compare_candidates(inp, cands * 3)
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), float)
+
+
+def test_candidate_sheet_cards_match_figures_of_their_own():
+    """The sheet draws the input once and each card on it: a card looks like compare_candidates of
+    that candidate alone, the overview like compare_candidates of all, and drawing is repeatable."""
+    f = notes(PHRASE, 0.3)
+    inp = M.analyze_clip(harmonic(f), f0_method="yin")
+    cands = [M.candidate_analysis(inp, M.SegmentFeatures.from_analysis(
+        M.analyze_clip(harmonic(f * 2 ** (k / 12)), f0_method="yin"), label=f"up {k}")) for k in range(3)]
+
+    def close(a: np.ndarray, b: np.ndarray) -> bool:  # same picture, up to antialiasing at line ends
+        return a.shape == b.shape and np.abs(a - b).mean() < 0.5 and (np.abs(a - b).max(axis=2) > 32).mean() < 0.005
+
+    one = F.CandidateSheet(inp, cands[:1], dpi=50)
+    assert close(_pixels(one.card(0, label="#1 x", title="T")),
+                 _pixels(F.figure_png(F.compare_candidates(inp, cands[:1], dpi=50, labels=["#1 x"], title="T"))))
+    sheet = F.CandidateSheet(inp, cands, dpi=50)
+    assert len(sheet) == 3
+    cards = [_pixels(sheet.card(i)) for i in range(3)]
+    assert all((cards[0] == c).all(axis=2).mean() > 0.95 for c in cards[1:])  # the shared background
+    assert not np.array_equal(cards[0], cards[1])
+    assert np.array_equal(_pixels(sheet.card(0)), cards[0])  # nothing of a card stays behind
+    assert close(_pixels(sheet.overview()), _pixels(F.figure_png(F.compare_candidates(inp, cands, dpi=50))))
+    with pytest.raises(EnsembleError, match="candidate index 3; allowed: 0..2"):
+        sheet.card(3)
+    with pytest.raises(EnsembleError, match="2 labels for 3 candidates"):
+        sheet.overview(labels=["a", "b"])
+
+
+def test_seam_jump_text_is_signed_and_says_when_undefined():
+    assert M.seam_jump_text(-120.5, 1.25) == "pitch jump -120 cents, loudness jump +1.2 dB"
+    assert M.seam_jump_text(99.6, -0.04) == "pitch jump +100 cents, loudness jump -0.0 dB"
+    assert M.seam_jump_text(None, float("nan")) == "pitch jump n/a (no pitch on a side), loudness jump n/a"
 
 
 def test_figure_wording_is_an_argument():

@@ -92,54 +92,20 @@ def _penalty(join: float, approach: float) -> float:
 
 
 def test_coherence_units(db, query):
-    """coherence = mean(exp(-a*semitones), exp(-b*dB)) with 2 st and 6 dB half-lives; by default the
-    pitch penalty is the distance from the user's last note to the source's approach, the loudness
-    penalty the smaller of the jump at the join and the distance to the approach."""
-    assert (db.config.seam_match, db.config.loudness_match) == ("approach", "either")
+    """coherence = mean of exp(-ln2/2 * semitones), exp(-ln2/6 * dB) and the tempo term (0.5 with no
+    tempo); pitch and loudness penalties are the smaller of the jump at the join and the distance to
+    the source's approach, measured at the (beat-aligned) start the candidate is played from, after
+    its shift (key + octaves); loudness relative to each side's own level."""
+    assert (db.config.seam_match, db.config.loudness_match) == ("either", "either")
     for c in rag.retrieve(db, query, 5):
-        pp = abs(db.pre_pitch[c.chunk] + 100 * c.transpose - query.seam_pitch)
-        lp = _penalty(c.seam_loudness_jump_db, db.pre_loud[c.chunk] - query.seam_loud)
+        start = np.array([c.source_start_seconds * db.fps])
+        e_p, e_l, a_p, a_l = (float(x[0]) for x in rag._entry(db, np.array([c.chunk]), start))
+        pp = _penalty(e_p + 100 * c.transpose - query.seam_pitch, a_p + 100 * c.transpose - query.seam_pitch)
+        lp = _penalty(e_l - query.seam_loud, a_l - query.seam_loud)
         p = 0.5 if math.isnan(pp) else math.exp(-math.log(2) / 2 * pp / 100)
         loud = 0.5 if math.isnan(lp) else math.exp(-math.log(2) / 6 * lp)
-        assert c.coherence == pytest.approx(0.5 * (p + loud), abs=2e-3)
-
-
-def _two_note_track(tmp_path, decoder, seam_match):
-    """One track: A3 for 10 s, then D4 (+5 semitones). The query is its first 10 s (ends on A3)."""
-    t = np.arange(20 * 16000) / 16000
-    f = np.where(t < 10.0, 220.0, 220.0 * 2 ** (5 / 12))
-    y = (0.3 * np.sin(2 * np.pi * np.cumsum(f) / 16000)).astype(np.float32)
-    root = tmp_path / seam_match
-    (root / "c" / "Track00000" / "stems").mkdir(parents=True)
-    import soundfile as sf
-
-    sf.write(root / "c" / "Track00000" / "stems" / "Guitar.flac", y, 16000)
-    (root / "c" / "Track00000" / "metadata.json").write_text(json.dumps({"split": "train"}))
-    build_database(root / "c", root / "db", decoder, splits=("train",), progress=False,
-                       config=rag.RagConfig(seam_match=seam_match, min_remaining_seconds=2.0))
-    small = rag.RagDatabase.load(root / "db")
-    q = rag.analyze_query(y[: 10 * 16000], small, decoder)
-    truth = int(np.flatnonzero(small.chunk_start == 1000)[0])  # the chunk at 10.0 s: the new note
-    return small, q, truth
-
-
-@pytest.mark.parametrize("seam_match", ["join", "approach", "either"])
-def test_seam_match_the_sources_own_move_is_coherent(tmp_path, decoder, seam_match):
-    """The true continuation starts on a new note 5 semitones up. Judged at the join it is a 500-cent
-    jump (pitch term exp(-ln2/2 * 5) = 0.18); judged by the source's approach (it was played right
-    after the same A3) it is the source's own move, pitch term 1."""
-    small, q, truth = _two_note_track(tmp_path, decoder, seam_match)
-    small = replace(small, config=replace(small.config, loudness_match=seam_match))
-    c, _, _ = rag._coherence(small, q, np.array([truth]), np.array([0]), small.config)
-    pitch_jump = small.seam_pitch[truth] - q.seam_pitch
-    assert pitch_jump == pytest.approx(500, abs=15)  # cents, measured by YIN on both sides
-    join_db = small.seam_loud[truth] - q.seam_loud
-    approach_db = small.pre_loud[truth] - q.seam_loud  # ~0: the same A3 was playing
-    loud_db = {"join": abs(join_db), "approach": abs(approach_db),
-               "either": _penalty(join_db, approach_db)}[seam_match]
-    loud_term = math.exp(-math.log(2) / 6 * loud_db)
-    want_pitch = math.exp(-math.log(2) / 2 * 5) if seam_match == "join" else 1.0
-    assert float(c[0, 0]) == pytest.approx(0.5 * (want_pitch + loud_term), abs=0.02)
+        assert c.coherence == pytest.approx((p + loud + 0.5) / 3, abs=2e-3)
+        assert abs(c.seam_pitch_jump_cents) <= 600 + 1e-6  # octaves bring the entry near the last note
 
 
 def test_seam_match_is_validated():
@@ -147,28 +113,55 @@ def test_seam_match_is_validated():
         rag.RagConfig(seam_match="nearest")
 
 
-def test_transpose_finds_a_shifted_copy(tmp_path, decoder):
-    """A database holding only a copy of the query's tune shifted up 3 semitones: with transposition
-    the winner is that copy played 3 semitones down, joining mid-note with a near-zero pitch jump.
-    Relevance is chroma-only here so the test checks the transposition mechanics (chroma roll,
-    seam shift), not the untrained debug GRU."""
-    import soundfile as sf
+def test_retrieval_is_invariant_to_recording_level(db, decoder):
+    """The same melody recorded 29 dB apart (-35 vs -6 dBFS peak) retrieves the same Top-K, strict
+    pass included: levels are compared relative to each side's own."""
+    y = melody(np.random.default_rng(5), 12.0, 60, 0.4)
+    y = y / np.max(np.abs(y))
+    quiet = rag.analyze_query(y * 10 ** (-35 / 20), db, decoder)
+    loud = rag.analyze_query(y * 10 ** (-6 / 20), db, decoder)
+    assert quiet.level == pytest.approx(loud.level - 29.0, abs=0.5)
+    a, b = rag.retrieve(db, quiet, 5), rag.retrieve(db, loud, 5)
+    assert [(c.chunk, c.transpose, c.fallback) for c in a] == [(c.chunk, c.transpose, c.fallback) for c in b]
 
-    y = melody(np.random.default_rng(11), 24.0, 60, 4.0)  # 4 s notes: 10 s is mid-note
-    shifted = melody(np.random.default_rng(11), 24.0, 63, 4.0)  # the same tune 3 semitones up
-    root = tmp_path / "c" / "Track00000"
-    (root / "stems").mkdir(parents=True)
-    sf.write(root / "stems" / "Guitar.flac", shifted, 16000)
-    (root / "metadata.json").write_text(json.dumps({"split": "train"}))
-    build_database(tmp_path / "c", tmp_path / "db", decoder, splits=("train",), progress=False,
-                       config=rag.RagConfig(chroma_weight=1.0))
-    small = rag.RagDatabase.load(tmp_path / "db")
-    q = rag.analyze_query(y[: 10 * 16000], small, decoder)
-    best = rag.retrieve(small, q, 1, transpose=True)[0]
-    assert (best.transpose, best.start_seconds) == (-3, 10.0)
-    assert abs(best.seam_pitch_jump_cents) < 30
-    plain = rag.retrieve(small, q, 1, transpose=False)[0]
-    assert plain.relevance < best.relevance
+
+def test_candidates_are_shifted_into_the_inputs_key(db, decoder):
+    """A query in C and the same query 3 semitones up (Eb): every candidate's key fit is within the
+    margin of its best, and the Eb query's candidates are shifted 3 semitones further (mod 12)."""
+    qc = rag.analyze_query(melody(np.random.default_rng(5), 12.0, 60, 0.4), db, decoder)
+    qe = rag.analyze_query(melody(np.random.default_rng(5), 12.0, 63, 0.4), db, decoder)
+    assert np.corrcoef(np.roll(qc.profile, 3), qe.profile)[0, 1] > 0.99  # YIN voicing differs a little
+    for c in rag.retrieve(db, qc, 5):
+        fits = rag._key_fit(db, qc, np.array([c.chunk]), np.arange(-6, 7))[0]
+        t = (c.transpose + 6) % 12 - 6
+        assert fits[t + 6] >= fits.max() - db.config.key_margin - 1e-9
+    shifts_c = {c.chunk: c.transpose for c in rag.retrieve(db, qc, 10)}
+    shifts_e = {c.chunk: c.transpose for c in rag.retrieve(db, qe, 10)}
+    common = set(shifts_c) & set(shifts_e)
+    assert common
+    assert all((shifts_e[k] - shifts_c[k] - 3) % 12 == 0 for k in common)
+
+
+def test_candidates_are_playable_to_their_end(db, query):
+    """No candidate runs into the silence after its line ends: the line is voiced within
+    end_voiced_seconds of where the continuation's window ends."""
+    cont = 10.0
+    for c in rag.retrieve(db, query, 10, continuation_seconds=cont):
+        f0, voiced, _ = db.track_features(int(db.chunk_track[c.chunk]))
+        end = int(round((c.source_start_seconds + cont / c.stretch) * db.fps))
+        assert end <= len(voiced)
+        assert voiced[end - int(db.config.end_voiced_seconds * db.fps):end].any()
+
+
+def test_random_ranking_is_seeded_and_playable(db, query):
+    a = rag.retrieve(db, query, 5, ranking="random", seed=1)
+    b = rag.retrieve(db, query, 5, ranking="random", seed=1)
+    c = rag.retrieve(db, query, 5, ranking="random", seed=2)
+    assert [x.chunk for x in a] == [x.chunk for x in b] != [x.chunk for x in c]
+    plain = rag.retrieve(db, query, 5, ranking="random", seed=1, conform=False)
+    assert all(x.transpose == 0 and x.stretch == 1.0 for x in plain)
+    with pytest.raises(EnsembleError, match="ranking 'best'"):
+        rag.retrieve(db, query, 5, ranking="best")
 
 
 def test_short_input_is_used_whole_with_a_note(db, decoder):
@@ -204,20 +197,27 @@ def test_corrupt_or_missing_database(tmp_path, db):
 
 def test_empty_corpus_is_refused(tmp_path, decoder):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(EnsembleError, match="no 'Guitar' stems"):
+    with pytest.raises(EnsembleError, match="no tracks"):
         build_database(tmp_path / "empty", tmp_path / "db", decoder, progress=False)
     assert not (tmp_path / "db").exists()
 
 
-def test_segment_audio_matches_the_stem(db):
+def test_segment_audio_needs_a_database_with_audio(tmp_path, db, decoder):
+    """The shipped layout keeps controls only; --keep-audio keeps the monophonic lines' audio."""
     import soundfile as sf
 
-    chunk = 5
-    seg = rag.segment_audio(db, chunk, 16000)
-    track = db.track_names[db.chunk_track[chunk]]
-    corpus = db.manifest["data_dir"]
-    stem, _ = sf.read(f"{corpus}/{track}/stems/Guitar.flac", dtype="float32")
-    start = int(db.chunk_start[chunk]) * 160
+    with pytest.raises(EnsembleError, match="keeps no audio"):
+        rag.segment_audio(db, 5, 16000)
+    write_corpus(tmp_path / "corpus", n_tracks=2, seconds=20.0, seed=3)
+    build_database(tmp_path / "corpus", tmp_path / "db", decoder, splits=("train", "test"),
+                   progress=False, keep_audio=True)
+    small = rag.RagDatabase.load(tmp_path / "db")
+    assert small.has_audio
+    chunk = 3
+    seg = rag.segment_audio(small, chunk, 16000)
+    track = small.track_names[small.chunk_track[chunk]].split("/")[0]
+    stem, _ = sf.read(tmp_path / "corpus" / track / "stems" / "Guitar.flac", dtype="float32")
+    start = int(small.chunk_start[chunk]) * 160
     ref = stem[start:start + 16000]
     # Ogg Vorbis is lossy: compare levels and correlation, not samples
     assert np.corrcoef(seg, ref)[0, 1] > 0.95

@@ -24,6 +24,7 @@ GROUPS = [
     "ensemble.cli.rag",       # index build, extend
     "ensemble.cli.report",    # report
     "ensemble.cli.ratings",   # ratings summary
+    "ensemble.cli.heldout",   # heldout build (benchmark queries)
 ]
 
 

@@ -7,8 +7,12 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ensemble.errors import EnsembleError
+
+if TYPE_CHECKING:  # the parser stays cheap to import: extend loads torch
+    from ensemble.extend import Extension
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -29,12 +33,13 @@ def _index_build(args: argparse.Namespace) -> int:
     decoder_path = Path(args.checkpoints) / decoder_file(leader)
     decoder, _ = load_decoder(decoder_path)
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
-    config = RagConfig(lookbacks=_floats(args.lookbacks), chunk_seconds=args.chunk_seconds)
+    stems = tuple(s.strip() for s in args.stems.split(",") if s.strip())
+    config = RagConfig(lookbacks=_floats(args.lookbacks), chunk_seconds=args.chunk_seconds, stems=stems)
     command = "python -m ensemble " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    manifest = build_database(args.data, args.out, decoder, splits=splits, config=config, stem=leader,
+    manifest = build_database(args.data, args.out, decoder, splits=splits, config=config,
                               command=command, decoder_version=sha256_file(decoder_path)[:12],
-                              progress=not args.quiet)
-    print(json.dumps({k: manifest[k] for k in ("version", "n_tracks", "n_chunks", "minutes")}))
+                              progress=not args.quiet, keep_audio=args.keep_audio)
+    print(json.dumps({k: manifest[k] for k in ("version", "n_tracks", "n_lines", "n_chunks", "minutes")}))
     return 0
 
 
@@ -44,12 +49,13 @@ def _extend(args: argparse.Namespace) -> int:
     from ensemble.audio import load_audio
     from ensemble.engine import Engine, EngineConfig
     from ensemble.extend import ExtendRequest, extend
-    from ensemble.outputs import write_extension
+    from ensemble.outputs import native_format, write_extension
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise EnsembleError(f"output folder {str(out)!r} exists and is not empty; choose a new one")
-    clip = load_audio(args.input, allow_silent=False)
+    # the recording as uploaded is kept: every output plays it back at its own rate and channels
+    clip = load_audio(args.input, allow_silent=False, keep_original=True)
     engine = Engine.load(EngineConfig(checkpoints_dir=args.checkpoints, database_dir=args.database,
                                       drums_dir=args.drums))
     request = ExtendRequest(seconds=args.seconds, k=args.top_k, alpha=args.alpha, beta=args.beta,
@@ -62,20 +68,33 @@ def _extend(args: argparse.Namespace) -> int:
         bar.n = int(100 * fraction)
         bar.set_postfix_str(message)
 
-    ext = extend(engine, clip.audio, request, progress=progress)
+    ext = extend(engine, clip.audio, request, progress=progress,
+                 original=(clip.original, clip.source_sample_rate))
     bar.close()
-    write_extension(ext, out)
-    print(f"{'rank':>4} {'chunk':>6} {'composite':>9} {'relev.':>7} {'coher.':>7} {'lookback':>8} "
-          f"{'transp.':>7} {'pitch jump c':>12} {'loud jump dB':>12} fallback")
-    for c in ext.candidates:
-        pj = "-" if c.seam_pitch_jump_cents != c.seam_pitch_jump_cents else f"{c.seam_pitch_jump_cents:.0f}"
-        print(f"{c.rank:>4} {c.chunk:>6} {c.composite:>9.4f} {c.relevance:>7.4f} {c.coherence:>7.4f} "
-              f"{c.lookback:>8.1f} {c.transpose:>7d} {pj:>12} {c.seam_loudness_jump_db:>12.2f} {c.fallback}")
-    for note in ext.notes:
-        print(f"note: {note}")
-    print(json.dumps({"out": str(out), "k": len(ext.candidates),
-                      "timings_s": {k: round(v, 3) for k, v in ext.timings.items()}}))
+    write_extension(ext, out, subtype=clip.output_subtype)
+    _print_extension(ext, out, native_format(ext), clip.output_subtype)
     return 0
+
+
+def _print_extension(ext: Extension, out: Path, fmt: tuple[int, int], subtype: str) -> None:
+    """What ``extend`` says: its notes first (plain words), the candidates, where the files went."""
+    from ensemble.metrics import seam_jump_text
+
+    for note in ext.notes:  # first, so that e.g. "the database cannot serve this input well" is read
+        print(f"Note: {note}")
+    print(f"{'rank':>4} {'chunk':>6} {'composite':>9} {'relev.':>7} {'coher.':>7} {'lookback':>8} "
+          f"{'transp.':>7} fallback  seam (after - before: + = up / louder)")
+    for c in ext.candidates:
+        print(f"{c.rank:>4} {c.chunk:>6} {c.composite:>9.4f} {c.relevance:>7.4f} {c.coherence:>7.4f} "
+              f"{c.lookback:>8.1f} {c.transpose:>7d} {str(c.fallback):<8}  "
+              f"{seam_jump_text(c.seam_pitch_jump_cents, c.seam_loudness_jump_db)}")
+    rate, channels = fmt
+    print(f"wrote {out}: rankNN/mix.wav at {rate} Hz, {channels} channel{'s' if channels != 1 else ''} "
+          f"({subtype}, your recording's own rate and channels); 16 kHz mono analysis copies in "
+          "rankNN/mix_16k.wav and rankNN/stems/")
+    print(json.dumps({"out": str(out), "k": len(ext.candidates), "notes": list(ext.notes),
+                      "output": {"sample_rate": rate, "channels": channels, "subtype": subtype},
+                      "timings_s": {k: round(v, 3) for k, v in ext.timings.items()}}))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,6 +107,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--leader", help="the leader instrument: its stems are indexed and its decoder embeds "
                                     "them (default: the engine's, Guitar)")
     b.add_argument("--splits", default="train,valid", help="corpus splits to index (default train,valid)")
+    b.add_argument("--stems", default="Guitar,Keys",
+                   help="melodic lines to index (the Keys stem contributes its top line)")
+    b.add_argument("--keep-audio", action="store_true",
+                   help="also keep the monophonic lines' audio (for the splice comparison mode)")
     b.add_argument("--lookbacks", default="7,7.5,8,8.5", help="seconds, comma-separated")
     b.add_argument("--chunk-seconds", type=float, default=2.0)
     b.add_argument("--quiet", action="store_true")

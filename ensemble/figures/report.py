@@ -4,6 +4,8 @@
   clip, with its seam marked when it is a candidate.
 * :func:`compare_candidates` -- melody and loudness of 1 to :data:`MAX_CANDIDATES` candidates on one
   time axis, with a zoom around each seam and a legend of the jumps across it.
+* :class:`CandidateSheet` -- the same comparison once per candidate (and for all), the input and
+  the axes drawn once and shared by every card (what a listening round shows).
 * :func:`figure_png` renders a figure to PNG bytes; :func:`write_figure` writes one to a PNG file
   atomically (:func:`ensemble.files.atomic_write`).
 
@@ -25,7 +27,9 @@ import librosa
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator
+from PIL import Image
 
 from ensemble.errors import EnsembleError
 from ensemble.files import atomic_write
@@ -42,7 +46,7 @@ from ensemble.metrics import (
 )
 
 __all__ = ["CANDIDATE_COLORS", "COMPARE_TEXT", "MAX_CANDIDATES", "REPORT_CARD_TEXT", "report_card",
-           "compare_candidates", "figure_png", "write_figure"]
+           "compare_candidates", "CandidateSheet", "figure_png", "write_figure"]
 
 # One colour per candidate: matplotlib's default cycle "C0".."C9". Its length is the most candidates
 # one comparison draws, so no two candidates ever share a colour.
@@ -384,15 +388,7 @@ def compare_candidates(
     """
     _check_comparison(candidates, labels, zoom_s)
     words = _text(COMPARE_TEXT, _COMPARE_FIELDS, text, "compare_candidates")
-    fig = Figure(figsize=(14, 8), dpi=dpi)  # fixed margins: see report_card
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 3, width_ratios=[3, 1.5, 1.4], left=0.075, right=0.995,
-                            bottom=0.07, top=0.9, wspace=0.33, hspace=0.3)
-    ax_mel = fig.add_subplot(grid[0, 0])
-    ax_loud = fig.add_subplot(grid[1, 0], sharex=ax_mel)
-    ax_mel_z = fig.add_subplot(grid[0, 1])
-    ax_loud_z = fig.add_subplot(grid[1, 1], sharex=ax_mel_z)
-    ax_leg = fig.add_subplot(grid[:, 2])
+    fig, (ax_mel, ax_loud, ax_mel_z, ax_loud_z, ax_leg) = _comparison_axes(dpi)
     inp = input_analysis
     in_end = int(np.searchsorted(inp.times, max(c.seam.seam_s for c in candidates)))
     f0_in = _voiced_curve(inp)
@@ -409,8 +405,26 @@ def compare_candidates(
     ax_mel_z.set_title(words["melody_zoom_title"].format(zoom_s=zoom_s))
     ax_loud_z.set_title(words["loudness_zoom_title"].format(zoom_s=zoom_s))
     _draw_jump_legend(ax_leg, inp, candidates, labels, words)
-    fig.suptitle(title or f"Continuation candidates of a {inp.duration_s:.1f} s input", fontsize=14)
+    fig.suptitle(title or _default_compare_title(inp), fontsize=14)
     return fig
+
+
+def _default_compare_title(inp: Analysis) -> str:
+    return f"Continuation candidates of a {inp.duration_s:.1f} s input"
+
+
+def _comparison_axes(dpi: int) -> tuple[Figure, tuple]:
+    """The comparison's figure and its five axes: melody, loudness, their zooms, the legend panel."""
+    fig = Figure(figsize=(14, 8), dpi=dpi)  # fixed margins: see report_card
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 3, width_ratios=[3, 1.5, 1.4], left=0.075, right=0.995,
+                            bottom=0.07, top=0.9, wspace=0.33, hspace=0.3)
+    ax_mel = fig.add_subplot(grid[0, 0])
+    ax_loud = fig.add_subplot(grid[1, 0], sharex=ax_mel)
+    ax_mel_z = fig.add_subplot(grid[0, 1])
+    ax_loud_z = fig.add_subplot(grid[1, 1], sharex=ax_mel_z)
+    ax_leg = fig.add_subplot(grid[:, 2])
+    return fig, (ax_mel, ax_loud, ax_mel_z, ax_loud_z, ax_leg)
 
 
 def _check_comparison(candidates: Sequence[CandidateAnalysis], labels: Sequence[str] | None,
@@ -435,13 +449,23 @@ def _draw_timelines(ax_mel, ax_loud, inp: Analysis, f0_in: np.ndarray, in_end: i
     ax_loud.plot(inp.times[:in_end], inp.loudness_db[:in_end], color=_INPUT_COLOR, lw=2.0)
     curves = [f0_in[:in_end]]
     for i, (cand, f0) in enumerate(zip(candidates, f0s, strict=True)):
-        a, c = cand.analysis, CANDIDATE_COLORS[i]
-        start = int(np.searchsorted(a.times, cand.seam.seam_s)) - 1  # one frame before: no gap at the seam
-        start = max(start, 0)
-        ax_mel.plot(a.times[start:], f0[start:], color=c, lw=1.0, alpha=0.9)
-        ax_loud.plot(a.times[start:], a.loudness_db[start:], color=c, lw=1.0, alpha=0.9)
+        start = _first_drawn_frame(cand)
+        _draw_candidate_timeline(ax_mel, ax_loud, cand, f0, start, CANDIDATE_COLORS[i])
         curves.append(f0[start:])
     return curves
+
+
+def _first_drawn_frame(cand: CandidateAnalysis) -> int:
+    """The frame a candidate's curves start at: one before its seam, so there is no gap there."""
+    return max(int(np.searchsorted(cand.analysis.times, cand.seam.seam_s)) - 1, 0)
+
+
+def _draw_candidate_timeline(ax_mel, ax_loud, cand: CandidateAnalysis, f0: np.ndarray, start: int,
+                             color: str) -> list:
+    """One candidate's melody and loudness from frame ``start`` on the left panels; its lines."""
+    a = cand.analysis
+    return [ax_mel.plot(a.times[start:], f0[start:], color=color, lw=1.0, alpha=0.9)[0],
+            ax_loud.plot(a.times[start:], a.loudness_db[start:], color=color, lw=1.0, alpha=0.9)[0]]
 
 
 def _draw_zooms(ax_mel_z, ax_loud_z, inp: Analysis, f0_in: np.ndarray,
@@ -450,12 +474,25 @@ def _draw_zooms(ax_mel_z, ax_loud_z, inp: Analysis, f0_in: np.ndarray,
     """Right panels: each candidate within ``zoom_s`` of its own seam (time relative to it), and the
     input's last ``zoom_s`` before the earliest seam."""
     for i, (cand, f0) in enumerate(zip(candidates, f0s, strict=True)):
-        a, s, c = cand.analysis, cand.seam, CANDIDATE_COLORS[i]
-        near = (a.times >= s.seam_s - zoom_s) & (a.times <= s.seam_s + zoom_s)
-        rel = a.times[near] - s.seam_s
-        ax_mel_z.plot(rel, f0[near], color=c, lw=1.2)
-        ax_loud_z.plot(rel, a.loudness_db[near], color=c, lw=1.2)
-    first_seam = min(c.seam.seam_s for c in candidates)
+        _draw_candidate_zoom(ax_mel_z, ax_loud_z, cand, f0, zoom_s, CANDIDATE_COLORS[i])
+    _draw_input_zoom(ax_mel_z, ax_loud_z, inp, f0_in, min(c.seam.seam_s for c in candidates), zoom_s)
+
+
+def _draw_candidate_zoom(ax_mel_z, ax_loud_z, cand: CandidateAnalysis, f0: np.ndarray, zoom_s: float,
+                         color: str, start: int = 0) -> list:
+    """One candidate within ``zoom_s`` of its seam (from frame ``start`` on), time relative to it;
+    its lines."""
+    a, s = cand.analysis, cand.seam
+    near = (a.times >= s.seam_s - zoom_s) & (a.times <= s.seam_s + zoom_s)
+    near[:start] = False
+    rel = a.times[near] - s.seam_s
+    return [ax_mel_z.plot(rel, f0[near], color=color, lw=1.2)[0],
+            ax_loud_z.plot(rel, a.loudness_db[near], color=color, lw=1.2)[0]]
+
+
+def _draw_input_zoom(ax_mel_z, ax_loud_z, inp: Analysis, f0_in: np.ndarray, first_seam: float,
+                     zoom_s: float) -> None:
+    """The input's last ``zoom_s`` before ``first_seam``, time relative to it."""
     near_in = (inp.times >= first_seam - zoom_s) & (inp.times <= first_seam)
     ax_mel_z.plot(inp.times[near_in] - first_seam, f0_in[near_in], color=_INPUT_COLOR, lw=2.0)
     ax_loud_z.plot(inp.times[near_in] - first_seam, inp.loudness_db[near_in], color=_INPUT_COLOR,
@@ -492,10 +529,25 @@ def _loudness_range(inp: Analysis, in_end: int,
 def _mark_seams(ax_mel, ax_loud, ax_mel_z, ax_loud_z, candidates: Sequence[CandidateAnalysis],
                 zoom_s: float, words: Mapping[str, str]) -> None:
     """Seam lines and time axes: every distinct seam on the left panels, 0 s on the zooms."""
+    _draw_seam_lines(ax_mel, ax_loud, candidates, words)
+    _time_axes(ax_mel, ax_loud, ax_mel_z, ax_loud_z, candidates, zoom_s, words)
+
+
+def _draw_seam_lines(ax_mel, ax_loud, candidates: Sequence[CandidateAnalysis],
+                     words: Mapping[str, str]) -> list:
+    """A dashed line at every distinct seam on the left panels, the first one named; the artists."""
     seams = sorted({round(c.seam.seam_s, 3) for c in candidates})
+    artists = [ax.axvline(s, color="crimson", ls="--", lw=1.2) for ax in (ax_mel, ax_loud) for s in seams]
+    artists.append(ax_mel.text(seams[0], 1.0, words["seam"], transform=ax_mel.get_xaxis_transform(),
+                               color="crimson", va="top", fontsize=9))
+    return artists
+
+
+def _time_axes(ax_mel, ax_loud, ax_mel_z, ax_loud_z, candidates: Sequence[CandidateAnalysis],
+               zoom_s: float, words: Mapping[str, str]) -> None:
+    """Time axes: absolute on the left panels (to the longest candidate), seam-relative on the
+    zooms with the seam at 0 s."""
     for ax in (ax_mel, ax_loud):
-        for s in seams:
-            ax.axvline(s, color="crimson", ls="--", lw=1.2)
         ax.set_xlabel(words["time_label"])
         ax.tick_params(labelbottom=True)
     for ax in (ax_mel_z, ax_loud_z):
@@ -504,29 +556,157 @@ def _mark_seams(ax_mel, ax_loud, ax_mel_z, ax_loud_z, candidates: Sequence[Candi
         ax.set_xlabel(words["time_from_seam_label"])
         ax.tick_params(labelbottom=True)
     ax_mel.set_xlim(0, max(c.analysis.duration_s for c in candidates))
-    ax_mel.text(seams[0], 1.0, words["seam"], transform=ax_mel.get_xaxis_transform(),
-                color="crimson", va="top", fontsize=9)
+
+
+def _jump_legend_handles(inp: Analysis, items: Sequence[tuple[int, CandidateAnalysis, str | None]],
+                         words: Mapping[str, str]) -> list[Line2D]:
+    """Legend entries: the input, then per ``(index, candidate, first line or None)`` its name (by
+    default ``#<index + 1> <label>``) and its jumps across the seam, in ``CANDIDATE_COLORS[index]``."""
+    handles = [Line2D([], [], color=_INPUT_COLOR, lw=2.0,
+                      label=words["input_legend"].format(duration_s=inp.duration_s,
+                                                         f0_method=inp.f0_method))]
+    for i, cand, first in items:
+        s = cand.seam
+        jump = (words["cents"].format(cents=s.pitch_jump_cents) if s.pitch_jump_cents is not None
+                else s.pitch_note)
+        if first is None:
+            name = cand.label or words["candidate_name"].format(i=i + 1)
+            first = words["candidate_legend"].format(i=i + 1, name=name)
+        jumps = words["jump_legend"].format(pitch_jump=jump, loudness_jump_db=s.loudness_jump_db)
+        handles.append(Line2D([], [], color=CANDIDATE_COLORS[i], lw=2.0, label=f"{first}\n{jumps}"))
+    return handles
+
+
+def _legend(ax, handles: Sequence[Line2D]):
+    """The legend panel (``ax``, axis off) holding ``handles``; the legend artist."""
+    return ax.legend(handles=handles, loc="upper left", frameon=False, fontsize=8.5,
+                     borderaxespad=0.0, labelspacing=0.6)
 
 
 def _draw_jump_legend(ax, inp: Analysis, candidates: Sequence[CandidateAnalysis],
                       labels: Sequence[str] | None, words: Mapping[str, str]) -> None:
     """The legend panel: the input, then each candidate's name and its jumps across the seam."""
-    handles = [ax.plot([], [], color=_INPUT_COLOR, lw=2.0,
-                       label=words["input_legend"].format(duration_s=inp.duration_s,
-                                                          f0_method=inp.f0_method))[0]]
-    for i, cand in enumerate(candidates):
-        s = cand.seam
-        jump = (words["cents"].format(cents=s.pitch_jump_cents) if s.pitch_jump_cents is not None
-                else s.pitch_note)
-        name = cand.label or words["candidate_name"].format(i=i + 1)
-        first = words["candidate_legend"].format(i=i + 1, name=name) if labels is None else str(labels[i])
-        jumps = words["jump_legend"].format(pitch_jump=jump, loudness_jump_db=s.loudness_jump_db)
-        handles.append(ax.plot([], [], color=CANDIDATE_COLORS[i], lw=2.0,
-                               label=f"{first}\n{jumps}")[0])
+    items = [(i, c, None if labels is None else str(labels[i])) for i, c in enumerate(candidates)]
     ax.axis("off")
     ax.set_title(words["legend_title"], loc="left")
-    ax.legend(handles=handles, loc="upper left", frameon=False, fontsize=8.5,
-              borderaxespad=0.0, labelspacing=0.6)
+    _legend(ax, _jump_legend_handles(inp, items, words))
+
+
+class CandidateSheet:
+    """Each candidate's comparison figure, and the overview of all, with the input drawn once.
+
+    A card is what ``compare_candidates(input, [candidate])`` draws -- melody and loudness, zooms at
+    the seam, the jumps across it -- and the overview what ``compare_candidates(input, candidates)``
+    draws, except that every card and the overview share one set of axes fitted to the input and
+    *all* candidates (so cards compare at a glance) and one colour per candidate
+    (``CANDIDATE_COLORS[i]``, as in the overview). The input's curves, the axes, ticks and labels are
+    drawn once, at construction; each card restores that background and draws only its candidate's
+    curves, seam, legend and titles on it (Agg blitting): about 20 ms a card instead of about 250 ms
+    for a figure of its own.
+
+    One figure is drawn in turn: use a sheet from one thread at a time.
+
+    Args:
+        input_analysis: the input's :class:`Analysis`.
+        candidates: 1 to :data:`MAX_CANDIDATES` :class:`CandidateAnalysis`, in the order their colours
+            and default numbers follow.
+        zoom_s: half-width of the zoom window, s.
+        dpi: resolution (72 -> 1008 x 576 px).
+        text: wording overrides by key, as in :func:`compare_candidates`.
+
+    Raises:
+        EnsembleError: as :func:`compare_candidates`.
+    """
+
+    def __init__(self, input_analysis: Analysis, candidates: Sequence[CandidateAnalysis], *,
+                 zoom_s: float = 1.0, dpi: int = 72, text: Mapping[str, str] | None = None) -> None:
+        _check_comparison(candidates, None, zoom_s)
+        self._words = words = _text(COMPARE_TEXT, _COMPARE_FIELDS, text, "CandidateSheet")
+        self._inp, self._cands, self._zoom_s = input_analysis, list(candidates), zoom_s
+        self._fig, self._axes = fig, (ax_mel, ax_loud, ax_mel_z, ax_loud_z, ax_leg) = _comparison_axes(dpi)
+        inp = input_analysis
+        in_end = int(np.searchsorted(inp.times, max(c.seam.seam_s for c in candidates)))
+        f0_in = _voiced_curve(inp)
+        self._f0s = [_voiced_curve(c.analysis) for c in candidates]
+        self._starts = [_first_drawn_frame(c) for c in candidates]
+        ax_mel.plot(inp.times[:in_end], f0_in[:in_end], color=_INPUT_COLOR, lw=2.0)
+        ax_loud.plot(inp.times[:in_end], inp.loudness_db[:in_end], color=_INPUT_COLOR, lw=2.0)
+        _draw_input_zoom(ax_mel_z, ax_loud_z, inp, f0_in, min(c.seam.seam_s for c in candidates), zoom_s)
+        curves = [f0_in[:in_end]] + [f0[s:] for f0, s in zip(self._f0s, self._starts, strict=True)]
+        _value_axes((ax_mel, ax_mel_z), curves, (ax_loud, ax_loud_z),
+                    _loudness_range(inp, in_end, candidates), words)
+        _time_axes(ax_mel, ax_loud, ax_mel_z, ax_loud_z, candidates, zoom_s, words)
+        ax_mel.set_title("")  # drawn per card: it counts the candidates shown
+        ax_loud.set_title(words["loudness_title"])
+        ax_mel_z.set_title(words["melody_zoom_title"].format(zoom_s=zoom_s))
+        ax_loud_z.set_title(words["loudness_zoom_title"].format(zoom_s=zoom_s))
+        ax_leg.axis("off")
+        ax_leg.set_title(words["legend_title"], loc="left")
+        self._suptitle = fig.suptitle("", fontsize=14)
+        fig.canvas.draw()
+        self._background = fig.canvas.copy_from_bbox(fig.bbox)
+
+    def __len__(self) -> int:
+        return len(self._cands)
+
+    def card(self, i: int, *, label: str | None = None, title: str | None = None) -> bytes:
+        """PNG of candidate ``i`` (0-based) against the input.
+
+        Args:
+            i: the candidate's index in the sheet.
+            label: the first legend line (default ``"#<i + 1> <its label>"``).
+            title: the figure's title (default as :func:`compare_candidates`).
+
+        Raises:
+            EnsembleError: ``i`` out of range.
+        """
+        if not 0 <= i < len(self._cands):
+            raise EnsembleError(f"candidate index {i}; allowed: 0..{len(self._cands) - 1}")
+        return self._render([i], [label], title)
+
+    def overview(self, *, labels: Sequence[str] | None = None, title: str | None = None) -> bytes:
+        """PNG of every candidate against the input (``labels``: first legend lines, one each)."""
+        if labels is not None and len(labels) != len(self._cands):
+            raise EnsembleError(f"CandidateSheet.overview got {len(labels)} labels for "
+                                f"{len(self._cands)} candidates; give one per candidate or None")
+        return self._render(list(range(len(self._cands))),
+                            [None] * len(self._cands) if labels is None else list(labels), title)
+
+    def _render(self, which: list[int], labels: list[str | None], title: str | None) -> bytes:
+        fig, words = self._fig, self._words
+        ax_mel, ax_loud, ax_mel_z, ax_loud_z, ax_leg = self._axes
+        fig.canvas.restore_region(self._background)
+        cands = [self._cands[i] for i in which]
+        artists = []
+        for i in which:
+            cand, f0 = self._cands[i], self._f0s[i]
+            artists += _draw_candidate_timeline(ax_mel, ax_loud, cand, f0, self._starts[i], CANDIDATE_COLORS[i])
+            artists += _draw_candidate_zoom(ax_mel_z, ax_loud_z, cand, f0, self._zoom_s, CANDIDATE_COLORS[i],
+                                            self._starts[i])
+        artists += _draw_seam_lines(ax_mel, ax_loud, cands, words)
+        legend = _legend(ax_leg, _jump_legend_handles(
+            self._inp, [(i, self._cands[i], lab) for i, lab in zip(which, labels, strict=True)], words))
+        n = len(which)
+        ax_mel.title.set_text(words["melody_title"].format(n=n, s="s" if n > 1 else ""))
+        self._suptitle.set_text(title or _default_compare_title(self._inp))
+        try:
+            for a in [*artists, legend, ax_mel.title, self._suptitle]:
+                fig.draw_artist(a)
+            return _canvas_png(fig)
+        finally:
+            for a in [*artists, legend]:
+                a.remove()
+            ax_mel.title.set_text("")
+            self._suptitle.set_text("")
+
+
+def _canvas_png(fig: Figure) -> bytes:
+    """PNG bytes of what the figure's Agg canvas holds now (no redraw)."""
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    buf = io.BytesIO()
+    # zlib level 1: ~40 % faster than the default level 6, files ~5 % larger
+    Image.fromarray(rgba[..., :3]).save(buf, format="png", compress_level=1)
+    return buf.getvalue()
 
 
 def figure_png(fig: Figure) -> bytes:

@@ -32,13 +32,22 @@ def integrated_loudness_db(audio: np.ndarray, *, features: FeatureConfig = Featu
 
 
 def match_gain_db(audio: np.ndarray, reference_db: float | None, *,
-                  features: FeatureConfig = FeatureConfig()) -> tuple[float, bool]:
-    """Gain (dB) that brings ``audio`` to ``reference_db``, and whether the peak ceiling cut it."""
+                  features: FeatureConfig = FeatureConfig(),
+                  played: np.ndarray | None = None) -> tuple[float, bool]:
+    """Gain (dB) that brings ``audio`` to ``reference_db``, and whether the peak ceiling cut it.
+
+    Args:
+        audio: [n] mono at the grid's rate (16 kHz): what the level is measured on.
+        reference_db: the level to reach (:func:`integrated_loudness_db` of the input).
+        played: the audio the gain will be applied to, when it is another rendering of ``audio``
+            (e.g. the mix at the recording's own rate and channels, [n, channels]); its peak is
+            the one kept below :data:`MATCH_PEAK_DBFS`. Default ``audio``.
+    """
     level = integrated_loudness_db(audio, features=features)
     if level is None or reference_db is None:
         return 0.0, False
     gain = reference_db - level
-    headroom = MATCH_PEAK_DBFS - peak_dbfs(audio)
+    headroom = MATCH_PEAK_DBFS - peak_dbfs(audio if played is None else played)
     if gain > headroom:
         return float(headroom), True
     return float(gain), False

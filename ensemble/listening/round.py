@@ -2,10 +2,19 @@
 
 A *round* is what one press of Generate makes: the input clip's report card, the Top-K candidates
 of :func:`ensemble.extend.extend` (each performed by the band), their figures, and their audio as
-PCM-16 WAV files -- served as files, not float arrays, because Gradio peak-normalises arrays and
-that would erase the loudness differences between candidates. A second set of WAVs is scaled so
-each candidate's integrated loudness equals the input's (loudness-matched listening,
-:mod:`ensemble.listening.levels`).
+WAV files -- served as files, not float arrays, because Gradio peak-normalises arrays and that
+would erase the loudness differences between candidates. What the rater plays is each candidate's
+mix at the recording's own sample rate and channel count (:func:`ensemble.outputs.native_mix`:
+the user's own audio in the input part, never downgraded), PCM-24 for a 24-bit or float upload,
+else PCM-16. A second set of WAVs is scaled so each candidate's integrated loudness equals the
+input's (loudness-matched listening, :mod:`ensemble.listening.levels`); levels, figures and metrics
+all use the 16 kHz mono analysis copies.
+
+The seam numbers a round shows (card, legend of the figures, API, ratings log) are the
+candidate's own (``Candidate.seam_pitch_jump_cents`` / ``seam_loudness_jump_db``, measured by
+:func:`ensemble.extend.extend`), never measured again here. The figures share one drawing of the
+input (:class:`ensemble.figures.report.CandidateSheet`) and are drawn while a worker thread writes
+the audio.
 
 Blind rounds show the candidates in an order shuffled by a seeded RNG (the seed is kept in the
 round), under opaque random file names, and keep the scores back until the rater has submitted.
@@ -24,7 +33,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +44,8 @@ from ensemble.engine import Engine
 from ensemble.errors import EnsembleError
 from ensemble.extend import Extension, extend
 from ensemble.features import FeatureConfig
-from ensemble.figures.report import compare_candidates, report_card, write_figure
+from ensemble.figures.report import CandidateSheet, report_card, write_figure
+from ensemble.files import atomic_write_bytes
 from ensemble.listening.levels import integrated_loudness_db, match_gain_db
 from ensemble.listening.settings import Settings
 from ensemble.metrics import (
@@ -46,6 +57,7 @@ from ensemble.metrics import (
     audio_sha256,
     candidate_analysis,
 )
+from ensemble.outputs import native_format, native_mix
 from ensemble.rag import Candidate
 from ensemble.ratings.log import CandidateRating, Submission, sanitize_rater_id
 
@@ -78,11 +90,9 @@ class Shown:
 
     Attributes:
         position: 1..K, its place on the page.
-        candidate: the retrieval result (``candidate.rank`` is the composite rank).
-        seam: pitch and loudness jumps at the seam, measured on the input + continuation analysed
-            from stored features (the analysis itself is dropped once the figures are drawn: a
-            session keeps its round in memory).
-        audio: PCM-16 WAV of the performed mix, as rendered.
+        candidate: the retrieval result (``candidate.rank`` is the composite rank); its seam numbers
+            are the ones every card, figure and log row shows.
+        audio: WAV of the performed mix as rendered, at the recording's own rate and channels.
         audio_matched: the same mix scaled to the input's integrated loudness.
         matched_gain_db: the gain of ``audio_matched``; ``matched_limited`` when the peak ceiling cut it.
         figure: PNG of this candidate against the input, seam marked.
@@ -91,7 +101,6 @@ class Shown:
 
     position: int
     candidate: Candidate
-    seam: SeamMetrics | None
     audio: Path
     audio_matched: Path
     matched_gain_db: float
@@ -132,6 +141,7 @@ class Round:
     timings: dict[str, float]
     model_version: str
     database_version: str
+    output: dict = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     submission_id: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -157,6 +167,7 @@ class Round:
         return {"round_id": self.round_id, "k": self.k, "blind": self.blind,
                 "input_seconds": round(self.input_seconds, 3), "target_seconds": self.target_seconds,
                 "alpha": self.alpha, "beta": self.beta, "notes": list(self.notes),
+                "output": dict(self.output),
                 "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
                 "submitted": self.submission_id is not None, "candidates": cands}
 
@@ -232,21 +243,69 @@ def _shown_order(k: int, blind: bool) -> tuple[int | None, list[int]]:
     return shuffle_seed, [int(i) for i in np.random.default_rng(shuffle_seed).permutation(k)]
 
 
-def _show(ext: Extension, i: int, pos: int, analysis: CandidateAnalysis, input_analysis: Analysis, *,
-          folder: Path, blind: bool, reference_db: float | None, features: FeatureConfig) -> Shown:
-    """Write the i-th candidate's files (mix, loudness-matched mix, figure) for shown position ``pos``."""
-    c, perf, sr = ext.candidates[i], ext.performances[i], ext.sample_rate
-    name = _opaque_name("") if blind else f"candidate{pos:02d}_rank{c.rank:02d}"
-    mix_path = save_wav(folder / f"{name}.wav", perf.mix, sr)
-    gain, limited = match_gain_db(perf.mix, reference_db, features=features)
-    matched_name = _opaque_name("") if blind else f"{name}_matched"
-    matched = save_wav(folder / f"{matched_name}.wav", perf.mix * np.float32(10.0 ** (gain / 20.0)), sr)
-    fig = compare_candidates(input_analysis, [analysis], dpi=56, labels=[f"#{pos} candidate {pos}"],
+def _heard(analysis: CandidateAnalysis, c: Candidate) -> CandidateAnalysis:
+    """``analysis`` (drawn from the stored controls) with the seam numbers the listener hears: the
+    candidate's own, measured by :func:`ensemble.extend.extend` on the rendered audio, so a figure's
+    legend says what the card, the API and the ratings log say. Only the jumps are known there: the
+    levels on either side are left unknown (None / NaN)."""
+    pitch = _none_if_nan(c.seam_pitch_jump_cents)
+    loud = _none_if_nan(c.seam_loudness_jump_db)
+    seam = SeamMetrics(seam_s=analysis.seam.seam_s, crossfade_s=analysis.seam.crossfade_s,
+                       pitch_before_hz=None, pitch_after_hz=None, pitch_jump_cents=pitch,
+                       loudness_before_db=math.nan, loudness_after_db=math.nan,
+                       loudness_jump_db=math.nan if loud is None else loud, rms_jump_db=None,
+                       pitch_note="" if pitch is not None else "no pitch on a side of the seam")
+    return replace(analysis, seam=seam)
+
+
+def _write_audio(ext: Extension, i: int, *, folder: Path, name: str, matched_name: str,
+                 reference_db: float | None, subtype: str, features: FeatureConfig
+                 ) -> tuple[Path, Path, float, bool]:
+    """The i-th candidate's mix at the recording's rate and channels, and its loudness-matched copy
+    (level measured on the 16 kHz analysis mix, peak on what is played) -> (mix, matched, gain dB,
+    whether the peak ceiling cut the gain)."""
+    rate, _ = native_format(ext)
+    mix = native_mix(ext, i)
+    mix_path = save_wav(folder / f"{name}.wav", mix, rate, subtype=subtype)
+    gain, limited = match_gain_db(ext.performances[i].mix, reference_db, features=features, played=mix)
+    matched = save_wav(folder / f"{matched_name}.wav", mix * np.float32(10.0 ** (gain / 20.0)), rate,
+                       subtype=subtype)
+    return mix_path, matched, gain, limited
+
+
+def _present(ext: Extension, order: list[int], input_analysis: Analysis, *, folder: Path, blind: bool,
+             subtype: str, features: FeatureConfig, progress: Progress) -> tuple[list[Shown], Path]:
+    """Every candidate's files in shown order (audio on a worker thread while the figures are drawn
+    here) -> (the shown candidates, the overview figure)."""
+    k = len(order)
+    reference_db = integrated_loudness_db(ext.input_audio, features=features)
+    names = [(_opaque_name(""), _opaque_name("")) if blind else
+             (f"candidate{pos:02d}_rank{ext.candidates[i].rank:02d}",
+              f"candidate{pos:02d}_rank{ext.candidates[i].rank:02d}_matched")
+             for pos, i in enumerate(order, start=1)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="round-audio") as pool:
+        audio = [pool.submit(_write_audio, ext, i, folder=folder, name=name, matched_name=matched_name,
+                             reference_db=reference_db, subtype=subtype, features=features)
+                 for i, (name, matched_name) in zip(order, names, strict=True)]
+        xfade_s = ext.crossfade / ext.sample_rate
+        sheet = CandidateSheet(input_analysis, [
+            _heard(candidate_analysis(input_analysis, _segment_features(ext, i, features),
+                                      crossfade_s=xfade_s, label=""), ext.candidates[i]) for i in order])
+        figures = []
+        for pos in range(1, k + 1):
+            png = sheet.card(pos - 1, label=f"#{pos} candidate {pos}",
                              title=f"Candidate {pos}: melody and loudness, seam marked")
-    fig_path = write_figure(fig, folder / _opaque_name(".png"))
-    return Shown(position=pos, candidate=c, seam=analysis.seam, audio=mix_path, audio_matched=matched,
-                 matched_gain_db=gain, matched_limited=limited, figure=fig_path,
-                 notes=list(perf.info.get("notes", [])))
+            figures.append(atomic_write_bytes(folder / _opaque_name(".png"), png))
+            progress(pos / (k + 1), f"drew candidate {pos} of {k}")
+        overview = atomic_write_bytes(folder / _opaque_name(".png"),
+                                      sheet.overview(title=f"All {k} candidates (numbered as shown)"))
+        written = [f.result() for f in audio]
+    shown = [Shown(position=pos, candidate=ext.candidates[i], audio=mix, audio_matched=matched,
+                   matched_gain_db=gain, matched_limited=limited, figure=fig,
+                   notes=list(ext.performances[i].info.get("notes", [])))
+             for pos, (i, (mix, matched, gain, limited), fig) in enumerate(zip(order, written, figures, strict=True),
+                                                                           start=1)]
+    return shown, overview
 
 
 def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder: Path,
@@ -257,7 +316,9 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
 
     Args:
         engine: the loaded models and database.
-        clip: the input from :func:`ensemble.listening.settings.read_clip`.
+        clip: the input from :func:`ensemble.listening.settings.read_clip`; with ``clip.original``
+            (``keep_original=True``) the candidates are played at the recording's own rate and
+            channels, else at 16 kHz mono.
         settings: from :func:`ensemble.listening.settings.check_settings`.
         folder: a fresh folder for this round's files.
         input_analysis, report_png: the input's analysis and report card when already made.
@@ -280,26 +341,19 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
                                   folder / _opaque_name(".png"))
     timings["input_report"] = time.perf_counter() - t
 
-    ext = extend(engine, audio, settings.request(), progress=lambda f, m: report(0.85 * f, m))
+    original = None if clip.original is None else (clip.original, clip.source_sample_rate)
+    ext = extend(engine, audio, settings.request(), progress=lambda f, m: report(0.85 * f, m),
+                 original=original)
     timings.update({f"extend_{k}": v for k, v in ext.timings.items()})
-    k = len(ext.candidates)
-    shuffle_seed, order = _shown_order(k, settings.blind)
+    shuffle_seed, order = _shown_order(len(ext.candidates), settings.blind)
 
     t = time.perf_counter()
-    report(0.86, "drawing the candidates")
-    analyses = [candidate_analysis(input_analysis, _segment_features(ext, i, features),
-                                   crossfade_s=ext.crossfade / ext.sample_rate, label="") for i in range(k)]
-    reference_db = integrated_loudness_db(audio, features=features)
-    shown = []
-    for pos, i in enumerate(order, start=1):
-        shown.append(_show(ext, i, pos, analyses[i], input_analysis, folder=folder, blind=settings.blind,
-                           reference_db=reference_db, features=features))
-        report(0.86 + 0.12 * pos / k, f"drew candidate {pos} of {k}")
-    overview = write_figure(
-        compare_candidates(input_analysis, [analyses[i] for i in order], dpi=72,
-                           title=f"All {k} candidates (numbered as shown)"),
-        folder / _opaque_name(".png"))
+    report(0.86, "drawing the candidates and writing their audio")
+    shown, overview = _present(ext, order, input_analysis, folder=folder, blind=settings.blind,
+                               subtype=clip.output_subtype, features=features,
+                               progress=lambda f, m: report(0.86 + 0.13 * f, m))
     timings["figures_and_audio"] = time.perf_counter() - t
+    rate, channels = native_format(ext)
     cfg = engine.db.config
     req = settings.request()
     report(1.0, "done")
@@ -311,4 +365,6 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
         beta=float(cfg.beta if req.beta is None else req.beta), blind=settings.blind,
         shuffle_seed=shuffle_seed, shown=shown, report_card=report_png, overview=overview,
         notes=list(ext.notes), timings=timings, model_version=str(ext.versions.get("model", "")),
-        database_version=str(ext.versions.get("database", "")))
+        database_version=str(ext.versions.get("database", "")),
+        output={"sample_rate": rate, "channels": channels, "subtype": clip.output_subtype,
+                "analysis_sample_rate": ext.sample_rate})

@@ -22,15 +22,17 @@ from ensemble.perform import FOLLOWERS
 __all__ = ["Settings", "read_clip", "check_settings"]
 
 
-def read_clip(path: str | None, *, limits: Limits = Limits(), features: FeatureConfig = FeatureConfig()
-              ) -> LoadedAudio:
+def read_clip(path: str | None, *, limits: Limits = Limits(), features: FeatureConfig = FeatureConfig(),
+              keep_original: bool = True) -> LoadedAudio:
     """Decode an upload for a round: mono float32 at the grid's rate (16 kHz), within the length
-    limits (2 s to 10 min), not silent.
+    limits (2 s to 10 min), not silent; and the recording as uploaded (every channel, its own rate),
+    which the round plays back.
 
     Args:
         path: the uploaded (or recorded) file; ``None`` when nothing was given.
         limits: the engine's limits (``engine.config.limits``).
         features: the engine's frame grid (its sample rate).
+        keep_original: keep the recording as uploaded in ``LoadedAudio.original`` (default).
 
     Raises:
         EnsembleError: no file, not audio, silent, too short or too long -- the message names the
@@ -41,7 +43,8 @@ def read_clip(path: str | None, *, limits: Limits = Limits(), features: FeatureC
     name = Path(path).name
     try:
         return load_audio(path, sample_rate=features.sample_rate, min_seconds=limits.min_input_seconds,
-                          max_seconds=limits.max_input_seconds, allow_silent=False)
+                          max_seconds=limits.max_input_seconds, allow_silent=False,
+                          keep_original=keep_original)
     except EnsembleError as exc:
         # load_audio names the full path; on the server that is a temporary upload folder
         raise EnsembleError(str(exc).replace(str(path), name)) from None

@@ -61,6 +61,7 @@ from ensemble.perform.analysis import (
 )
 from ensemble.perform.config import PerformConfig
 from ensemble.perform.drums import DrumChoice, DrumDB, place_loop, select_loop
+from ensemble.perform.extension import InputPlan, perform_extension
 from ensemble.perform.harmony import HarmonyModel, chord_name
 from ensemble.perform.rhythm import drum_grids
 
@@ -111,6 +112,7 @@ class _Take:
     drum_choice: DrumChoice | None = None
     plan: HarmonyPlan | None = None
     unit: str = "beat"
+    curves: dict[str, np.ndarray] = field(default_factory=dict)  # the arranger's, [T] in [0, 1]
 
 
 def _model_version(path: Path | None, model: torch.nn.Module, meta: dict | None) -> dict:
@@ -286,7 +288,14 @@ class Performer:
         placed = place_loop(db.loop(choice.index), int(db.table["beats"][choice.index]),
                             choice.grid.times_s, choice.lag_beats, n_samples=n,
                             sample_rate=self.features.sample_rate)
-        T = analysis.n_frames
+        env, target_db = self._drum_envelope(placed, curve, analysis.n_frames)
+        return placed * env, choice, target_db
+
+    def _drum_envelope(self, placed: np.ndarray, curve: np.ndarray | None, T: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """([n] gain envelope, [T] target dB) that make placed drums follow the arranger's curve."""
+        fr = self.features.frame_rate
+        n = len(placed)
         if curve is None:
             target_db = np.full(T, self.config.drum_level_db)
         else:
@@ -295,13 +304,13 @@ class Performer:
         # hits set the detail (a frame-by-frame gain would flatten every hit)
         win = int(fr)
         target = _moving_average(10.0 ** (target_db / 10.0), win)
-        have = _moving_average(10.0 ** (chunked_loudness(placed, self.features) / 10.0), win)
+        have = _moving_average(10.0 ** (chunked_loudness(placed, self.features)[:T] / 10.0), win)
         gain = np.sqrt(target / np.maximum(have, 1e-10))
         gain = np.where(target_db.max() <= LOUDNESS_FLOOR_DB + 1e-6, 0.0, gain)
         gain = _moving_average(np.clip(gain, 0.0, 10.0), int(0.25 * fr))  # [T]
         t_frames = np.arange(T) * self.features.hop_length
         env = np.interp(np.arange(n), t_frames, gain).astype(np.float32)
-        return placed * env, choice, target_db
+        return env, target_db
 
     # ------------------------------------------------------------------ perform
 
@@ -374,6 +383,22 @@ class Performer:
             report((len(audios) + j + 1) / steps, f"rendered {name} for {len(audios)} clips")
         return [self._finish(t) for t in takes]
 
+    def plan_input(self, audio: np.ndarray, *, seed: int | None = None) -> InputPlan:
+        """Analyse and plan an input once, to be shared by all its continuations
+        (:meth:`perform_extension`); its analysis (f0, loudness, beats, key) is public."""
+        enable_fast_cpu_inference()
+        seed = self.config.seed if seed is None else int(seed)
+        return InputPlan(self._prepare(audio, seed), seed)
+
+    def perform_extension(self, plan: InputPlan, continuations: list[np.ndarray], *,
+                          crossfade_samples: int, controls: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                          workers: int = 1,
+                          progress: Callable[[float, str], None] | None = None) -> list[Performance]:
+        """Perform the planned input with each continuation as one band across the seam
+        (:func:`ensemble.perform.extension.perform_extension`)."""
+        return perform_extension(self, plan, continuations, crossfade_samples=crossfade_samples,
+                                 controls=controls, workers=workers, progress=progress)
+
     def _prepare(self, audio: np.ndarray, seed: int) -> _Take:
         """Analysis, arranger curves, drums and the harmony plan of one clip (no decoder yet)."""
         c = self.config
@@ -403,7 +428,7 @@ class Performer:
         timings["arranger"] = time.perf_counter() - t
 
         take = _Take(audio=audio, seed=seed, analysis=analysis, notes=notes, timings=timings,
-                     stems={"Leader": audio.copy()})
+                     stems={"Leader": audio.copy()}, curves=curves)
         if "Drums" in c.followers:
             t = time.perf_counter()
             take.stems["Drums"], take.drum_choice, take.loud_out["Drums"] = self._drums(

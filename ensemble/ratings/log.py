@@ -82,8 +82,8 @@ RATINGS_COLUMNS: tuple[str, ...] = (
     "coherence",               # seam-coherence score
     "lookback_s",              # seconds of input the retrieval looked back over, s
     "transpose",               # transposition applied to the chunk, semitones
-    "seam_pitch_jump_cents",   # |f0 jump| across the seam, cents; empty when unvoiced
-    "seam_loudness_jump_db",   # |loudness jump| across the seam, dB; empty when undefined
+    "seam_pitch_jump_cents",   # SIGNED: 1200 log2(after/before) across the seam, cents (+ = up); empty if unvoiced
+    "seam_loudness_jump_db",   # SIGNED: after - before across the seam, dB (+ = louder); empty when undefined
     "model_version",
     "database_version",
     "comment",                 # the rater's comment (one line; line breaks become spaces)
@@ -136,8 +136,12 @@ class CandidateRating:
         composite, relevance, coherence: the scores, finite.
         lookback_s: seconds of input the retrieval looked back over, finite, >= 0.
         transpose: transposition of the chunk, semitones, finite.
-        seam_pitch_jump_cents: f0 jump across the seam, cents; ``None`` when undefined (unvoiced).
-        seam_loudness_jump_db: loudness jump across the seam, dB; ``None`` when undefined.
+        seam_pitch_jump_cents: signed pitch jump across the seam, ``1200 log2(after / before)`` cents
+            (+ = up); ``None`` when undefined (a side unvoiced). The candidate's own number
+            (``Candidate.seam_pitch_jump_cents``, measured on the rendered audio by
+            :func:`ensemble.metrics.seam_metrics`), the one the app's card and ``results.json`` show.
+        seam_loudness_jump_db: signed loudness jump across the seam, after - before, dB (+ = louder);
+            ``None`` when undefined. Likewise the candidate's own.
     """
 
     shown_position: int
