@@ -104,28 +104,33 @@ def test_cli_extend_and_error_message(tmp_path):
     assert not (tmp_path / "o2").exists()
 
 
-def test_extension_carries_each_continuation_as_controls(engine, clip):
-    """The round draws from the Extension alone: each candidate's controls, transposed as rendered."""
+def test_extension_carries_each_continuation_as_conformed_controls(engine, clip):
+    """Each continuation is its stored controls read from the beat-aligned start at its stretch,
+    shifted by its transpose, level-offset; the leader decoder renders exactly these, so the
+    rendered audio follows their pitch (within 50 cents) and the round can draw from them."""
     from ensemble.features import f0_yin
     from ensemble.music import cents_between
 
-    ext = extend(engine, clip, ExtendRequest(seconds=10.0, k=3, transpose=True, followers=("Bass",)))
-    sr, hop = ext.sample_rate, engine.config.features.hop_length
+    ext = extend(engine, clip, ExtendRequest(seconds=10.0, k=3, followers=("Bass",)))
+    sr, hop, fps = ext.sample_rate, engine.config.features.hop_length, engine.db.fps
     assert ext.crossfade == round(engine.db.config.crossfade_seconds * sr)
     assert ext.seam_seconds == pytest.approx((len(clip) - ext.crossfade) / sr)
     for c, cont, leader in zip(ext.candidates, ext.continuations, ext.leaders, strict=True):
         seg = leader[len(clip) - ext.crossfade:]
         assert len(cont.f0_hz) == len(seg) // hop + 1 == len(cont.voiced) == len(cont.loudness_db)
-        f0, voiced, _ = engine.db.track_features(int(engine.db.chunk_track[c.chunk]))
-        s = int(engine.db.chunk_start[c.chunk])
-        n = min(len(cont.f0_hz), len(f0) - s)
-        stored = np.where(voiced[s:s + n], f0[s:s + n], 0.0)
-        assert cont.transpose == c.transpose
-        assert np.allclose(cont.f0_hz[:n], stored * 2.0 ** (c.transpose / 12.0), rtol=1e-6)
-        assert not cont.voiced[n:].any()  # past the source track's end: unvoiced
-        if c.transpose:  # re-synthesised from exactly these controls: the audio follows their pitch
-            est, v = f0_yin(seg, config=engine.config.features)
-            both = v[:n] & cont.voiced[:n]
-            assert both.mean() > 0.3
-            assert np.median(np.abs(cents_between(est[:n][both], cont.f0_hz[:n][both]))) < 50.0
-    assert any(c.transpose for c in ext.candidates), "no transposed candidate: the re-synthesis path is untested"
+        f0, voiced, loud = engine.db.track_features(int(engine.db.chunk_track[c.chunk]))
+        assert cont.transpose == c.transpose and cont.stretch == c.stretch
+        half_beat = ext.query.beat_s / c.stretch / 2  # source seconds
+        assert abs(c.source_start_seconds - c.start_seconds) <= half_beat + 0.01 or \
+            c.source_start_seconds < c.start_seconds  # moved by < half a beat (or back from the line's end)
+        pos = np.round(c.source_start_seconds * fps + np.arange(len(cont.f0_hz)) / c.stretch).astype(int)
+        assert pos[-1] < len(f0)  # playable to its end
+        stored = np.where(voiced[pos], f0[pos], 0.0) * 2.0 ** (c.transpose / 12.0)
+        assert np.allclose(cont.f0_hz, stored, rtol=1e-3)
+        want = np.interp(c.source_start_seconds * fps + np.arange(len(cont.f0_hz)) / c.stretch,
+                         np.arange(len(loud)), loud) + cont.level_offset_db
+        assert np.allclose(cont.loudness_db, np.maximum(want, -80.0), atol=0.05)
+        est, v = f0_yin(seg, config=engine.config.features)
+        both = v & cont.voiced
+        assert both.mean() > 0.3
+        assert np.median(np.abs(cents_between(est[both], cont.f0_hz[both]))) < 50.0
