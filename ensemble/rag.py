@@ -34,9 +34,12 @@ Scores, for every candidate at every key shift t in -6..+6 semitones (vectorised
   t. Only shifts within ``key_margin`` of the candidate's best key fit are allowed: a candidate is
   always played in the input's key.
 * **octave**: after the shift, the segment moves by whole octaves so its entry note is nearest the
-  input's last note (the register follows the input).
-* coherence = mean of three terms, each exp(-ln 2 * penalty / half-life):
-  pitch -- |jump| in semitones (half-life 2) by ``seam_match`` (``join``: the jump heard at the join;
+  input's last note (the register follows the input), kept inside ``register_hz`` (80-1300 Hz, where
+  the leader decoder renders a clean pitch).
+* coherence = mean of four terms: the key fit (clipped to [0, 1]) and three of the form
+  exp(-ln 2 * penalty / half-life):
+  pitch -- |jump| in semitones (half-life 2) by ``seam_match`` (``join``, the default: the jump heard
+  at the join, after the shift and octave;
   ``approach``: the user's last note vs what the source played into the segment; ``either``: the
   smaller), after shift and octave; loudness -- the same with loudness relative to each side's own
   level (half-life 6 dB); tempo -- |log2| of the time stretch the segment needs to play at the
@@ -44,8 +47,8 @@ Scores, for every candidate at every key shift t in -6..+6 semitones (vectorised
   A side without evidence gives 0.5 for that term.
 * composite = alpha * relevance + beta * coherence.
 
-Strict pass: dynamics within ``dynamics_tolerance_db`` of the input's last ``segment_seconds`` and
-coherence >= ``coherence_floor``. If that yields fewer than K, a fallback pass (alpha 0.95, beta
+Strict pass: dynamics within ``dynamics_tolerance_db`` of the input's last ``segment_seconds``,
+key fit >= ``key_floor`` (the candidate is in the input's key) and coherence >= ``coherence_floor``. If that yields fewer than K, a fallback pass (alpha 0.95, beta
 0.05, no floor, no dynamics filter) fills the list; those rows carry ``fallback=True``.
 
 Only segments that can be **played to the end** are candidates: the line must have enough frames
@@ -126,12 +129,14 @@ class RagConfig:
     fallback_beta: float = 0.05
     dynamics_tolerance_db: float = 4.0
     coherence_floor: float = 0.70
-    seam_match: str = "either"
+    seam_match: str = "join"
     loudness_match: str = "either"
     pitch_halflife_semitones: float = 2.0
     loudness_halflife_db: float = 6.0
     tempo_halflife_octaves: float = 0.25
-    key_margin: float = 0.1
+    key_margin: float = 0.05
+    key_floor: float = 0.7
+    register_hz: tuple[float, float] = (80.0, 1300.0)
     transpose_semitones: int = 6
     crossfade_seconds: float = 0.1
     ivf_threshold: int = 200_000
@@ -603,14 +608,18 @@ def _stretch(db: RagDatabase, q: Query, idx: np.ndarray) -> np.ndarray:
 
 
 def _coherence(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarray, cfg: RagConfig,
-               stretch: np.ndarray, starts: np.ndarray):
+               stretch: np.ndarray, starts: np.ndarray, key_fit: np.ndarray):
     """Coherence [n, n_t], join pitch jump (cents) [n, n_t], octave shift [n, n_t] (semitones),
     join loudness jump (dB, relative levels) [n], stretch [n] -- at the aligned starts."""
     e_pitch, e_loud, a_pitch, a_loud = _entry(db, idx, starts)
     shift = 100.0 * transposes[None, :]
     join = (e_pitch[:, None] + shift) - q.seam_pitch
     octv = _octaves(join)
-    join = join + 100.0 * octv
+    # the leader decoder renders pitch cleanly within ``register_hz``: keep the entry inside it
+    lo, hi = (float(hz_to_cents(np.array([x]), dtype=None)[0]) for x in cfg.register_hz)
+    entry = e_pitch[:, None] + shift + 100.0 * octv
+    octv = octv - 12 * (entry > hi) + 12 * (entry < lo)
+    join = (e_pitch[:, None] + shift) - q.seam_pitch + 100.0 * octv
     approach = (a_pitch[:, None] + shift + 100.0 * octv) - q.seam_pitch
     pitch_pen = _penalties(join, approach, cfg.seam_match)
     loud_jump = e_loud - q.seam_loud
@@ -622,7 +631,8 @@ def _coherence(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarra
     l_term = np.where(np.isnan(loud_pen), 0.5, np.exp(-b * np.nan_to_num(loud_pen)))[:, None]
     known = math.isfinite(q.tempo_bpm) & np.isfinite(db.tempo_bpm[db.chunk_track[idx]])
     t_term = np.where(known, np.exp(-c * np.abs(np.log2(stretch))), 0.5)[:, None]
-    return (p_term + l_term + t_term) / 3.0, join, octv, loud_jump, stretch
+    k_term = np.clip(key_fit, 0.0, 1.0)
+    return (p_term + l_term + t_term + k_term) / 4.0, join, octv, loud_jump, stretch
 
 
 def aligned_starts(db: RagDatabase, q: Query, idx: np.ndarray, stretch: np.ndarray,
@@ -720,7 +730,7 @@ def _score_all(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarra
     kf = _key_fit(db, q, idx, transposes)
     allowed = kf >= kf.max(axis=1, keepdims=True) - cfg.key_margin
     stretch, starts = stretch_all[idx], starts_all[idx]
-    coh, pj, octv, lj, stretch = _coherence(db, q, idx, transposes, cfg, stretch, starts)
+    coh, pj, octv, lj, stretch = _coherence(db, q, idx, transposes, cfg, stretch, starts, kf)
     comp = np.where(allowed, alpha * rel + beta * coh, -np.inf)
     return {"rel": rel, "best_l": best_l, "coh": coh, "pj": pj, "oct": octv, "kf": kf, "allowed": allowed,
             "lj": np.broadcast_to(lj[:, None], rel.shape),
@@ -849,7 +859,7 @@ def _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask, extra):
     dyn_ok = np.abs(db.dynamics[idx] - q.dynamics) <= cfg.dynamics_tolerance_db
     if not math.isfinite(q.dynamics):
         dyn_ok = np.ones(n, bool)
-    strict = (s["coh"] >= cfg.coherence_floor) & dyn_ok[:, None] & s["allowed"]
+    strict = (s["coh"] >= cfg.coherence_floor) & dyn_ok[:, None] & s["allowed"] & (s["kf"] >= cfg.key_floor)
     comp = s["comp"].ravel()
     order = np.lexsort((idx[flat_i], -comp))  # ties broken by chunk index
     order = order[strict.ravel()[order]]
@@ -939,15 +949,18 @@ def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float |
             rel = max(rels)
             join = e_pitch + 100 * t - q.seam_pitch
             octv = 0 if math.isnan(join) else -12 * round(join / 1200.0)
+            entry = e_pitch + 100 * (t + octv)
+            lo, hi = (1200 * math.log2(x / 440.0) for x in cfg.register_hz)
+            octv += -12 * (entry > hi) + 12 * (entry < lo)
             pp = _reference_penalty(join + 100 * octv, a_pitch + 100 * (t + octv) - q.seam_pitch, cfg.seam_match)
             lp = _reference_penalty(e_loud - q.seam_loud, a_loud - q.seam_loud, cfg.loudness_match)
             pt = 0.5 if math.isnan(pp) else math.exp(-a * pp / 100)
             lt = 0.5 if math.isnan(lp) else math.exp(-b * lp)
             tt = math.exp(-cc * abs(math.log2(stretch))) if known else 0.5
-            coh = (pt + lt + tt) / 3.0
+            coh = (pt + lt + tt + min(max(fits[t], 0.0), 1.0)) / 4.0
             dyn_ok = abs(float(db.dynamics[c]) - q.dynamics) <= cfg.dynamics_tolerance_db \
                 or not math.isfinite(q.dynamics)
-            scored.append((c, t + octv, rel, coh, dyn_ok))
+            scored.append((c, t + octv, rel, coh, dyn_ok, fits[t]))
 
     def pick(entries, score, taken):
         out = []
@@ -960,7 +973,7 @@ def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float |
                 break
         return out
 
-    strict = [e for e in scored if e[3] >= cfg.coherence_floor and e[4]]
+    strict = [e for e in scored if e[3] >= cfg.coherence_floor and e[4] and e[5] >= cfg.key_floor]
     first = pick(strict, lambda e: alpha * e[2] + beta * e[3], [])
     result = [(c, t, False) for c, t in first]
     if len(result) < k:

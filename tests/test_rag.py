@@ -92,20 +92,24 @@ def _penalty(join: float, approach: float) -> float:
 
 
 def test_coherence_units(db, query):
-    """coherence = mean of exp(-ln2/2 * semitones), exp(-ln2/6 * dB) and the tempo term (0.5 with no
-    tempo); pitch and loudness penalties are the smaller of the jump at the join and the distance to
-    the source's approach, measured at the (beat-aligned) start the candidate is played from, after
-    its shift (key + octaves); loudness relative to each side's own level."""
-    assert (db.config.seam_match, db.config.loudness_match) == ("either", "either")
+    """coherence = mean of the key fit (clipped to [0, 1]), exp(-ln2/2 * semitones), exp(-ln2/6 * dB)
+    and the tempo term (0.5 with no tempo). The pitch penalty is the jump at the join, the loudness
+    penalty the smaller of the join's and the distance to the source's approach, measured at the
+    (beat-aligned) start the candidate is played from, after its shift (key + octaves); loudness
+    relative to each side's own level."""
+    assert (db.config.seam_match, db.config.loudness_match) == ("join", "either")
     for c in rag.retrieve(db, query, 5):
         start = np.array([c.source_start_seconds * db.fps])
         e_p, e_l, a_p, a_l = (float(x[0]) for x in rag._entry(db, np.array([c.chunk]), start))
-        pp = _penalty(e_p + 100 * c.transpose - query.seam_pitch, a_p + 100 * c.transpose - query.seam_pitch)
+        pp = abs(e_p + 100 * c.transpose - query.seam_pitch)
         lp = _penalty(e_l - query.seam_loud, a_l - query.seam_loud)
         p = 0.5 if math.isnan(pp) else math.exp(-math.log(2) / 2 * pp / 100)
         loud = 0.5 if math.isnan(lp) else math.exp(-math.log(2) / 6 * lp)
-        assert c.coherence == pytest.approx((p + loud + 0.5) / 3, abs=2e-3)
-        assert abs(c.seam_pitch_jump_cents) <= 600 + 1e-6  # octaves bring the entry near the last note
+        key = min(max(c.key_fit, 0.0), 1.0)
+        assert c.coherence == pytest.approx((p + loud + 0.5 + key) / 4, abs=2e-3)
+        assert c.seam_pitch_jump_cents == pytest.approx(e_p + 100 * c.transpose - query.seam_pitch, abs=0.05)
+        if not c.fallback:
+            assert c.key_fit >= db.config.key_floor
 
 
 def test_seam_match_is_validated():
