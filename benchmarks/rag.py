@@ -2,13 +2,15 @@
 ``extend`` (20 s -> 30 s, K = 10, performed) split by stage.
 
 Retrieval = query scoring + Top-K selection (no analysis, no rendering), on synthetic databases with
-the real layout (unit-norm 64-d embeddings + 12-d chroma per lookback and segment, seam and RMS
-statistics). Up to ``ivf_threshold`` (200k) chunks the faiss index is exact (flat); the 1M database
-uses an IVF index (nprobe 16). The reference design's loop (one Python iteration per candidate) is
+the real layout (unit-norm 32-d embeddings + 12-d pitch-class profiles per lookback and segment,
+per-frame controls, tempo per line, dynamics and level per chunk), at every key shift (-6..+6). Up to
+``ivf_threshold`` (200k) chunks the faiss index is exact (flat); the 1M database uses an IVF index
+(nprobe 16). The reference design's loop (one Python iteration per candidate) is
 timed on a sample of candidates and extrapolated linearly. The full extend runs on the shipped
-assets with a 20 s clip from ``assets/examples`` (or a synthetic melody).
+assets with a 20 s clip from ``assets/examples`` (or a synthetic melody); with ``--v1-dir`` the
+previous version (a git worktree of it) is timed on the same clip in the same run.
 
-    python -m benchmarks.rag [--sizes 10000,100000,1000000] [--queries 15] [--no-extend]
+    python -m benchmarks.rag [--sizes 10000,100000,1000000] [--queries 15] [--no-extend] [--v1-dir DIR]
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ensemble import rag
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def synthetic_db(n: int, seed: int = 0, dims: int = 64) -> rag.RagDatabase:
+def synthetic_db(n: int, seed: int = 0, dims: int = 32) -> rag.RagDatabase:
     rng = np.random.default_rng(seed)
     cfg = rag.RagConfig()
     L = len(cfg.lookbacks)
@@ -40,21 +42,28 @@ def synthetic_db(n: int, seed: int = 0, dims: int = 64) -> rag.RagDatabase:
 
     per_track = 150
     n_tracks = int(np.ceil(n / per_track))
+    frames = per_track * 200 + 400
     track = (np.arange(n) // per_track).astype(np.int32)
     start = ((np.arange(n) % per_track) * 200).astype(np.int32)
+    n_frames = n_tracks * frames
+    voiced = rng.random(n_frames) < 0.8
     db = rag.RagDatabase(
         root=Path("/nonexistent"), config=cfg, manifest={"version": "synthetic"},
-        track_names=[f"Synthetic{i:06d}" for i in range(n_tracks)],
-        track_offsets=np.zeros(n_tracks + 1, np.int64), f0=np.zeros(0, np.float32),
-        voiced=np.zeros(0, bool), loud=np.zeros(0, np.float32), chunk_track=track, chunk_start=start,
-        chunk_remaining=(per_track * 200 - start).astype(np.int32), ctx=vec((L, n)), seg=vec((n,)),
-        rms_mean=rng.uniform(0.02, 0.2, n).astype(np.float32),
-        rms_std=rng.uniform(0.01, 0.1, n).astype(np.float32),
+        track_names=[f"Synthetic{i:06d}/Guitar" for i in range(n_tracks)],
+        track_offsets=np.arange(n_tracks + 1, dtype=np.int64) * frames,
+        tempo_bpm=rng.uniform(60, 160, n_tracks),
+        f0=np.where(voiced, rng.uniform(200, 800, n_frames), 0).astype(np.float32), voiced=voiced,
+        loud=rng.uniform(-50, -10, n_frames).astype(np.float32), chunk_track=track, chunk_start=start,
+        chunk_remaining=(frames - start).astype(np.int32), ctx=vec((L, n)), seg=vec((n,)),
+        dynamics=rng.uniform(1, 8, n).astype(np.float32), level=rng.uniform(-35, -15, n).astype(np.float32),
         seam_pitch=rng.uniform(-1500, 600, n).astype(np.float32),
-        seam_loud=rng.uniform(-50, -10, n).astype(np.float32),
+        seam_loud=rng.uniform(-10, 3, n).astype(np.float32),
         pre_pitch=rng.uniform(-1500, 600, n).astype(np.float32),
-        pre_loud=rng.uniform(-50, -10, n).astype(np.float32),
+        pre_loud=rng.uniform(-10, 3, n).astype(np.float32),
         pca_mean=np.zeros(dims, np.float32), pca_components=np.eye(dims, dtype=np.float32))
+    db.cum_voiced = np.concatenate([[0], np.cumsum(db.voiced, dtype=np.int64)])
+    db.cum_cents = np.concatenate([[0.0], np.cumsum(np.where(voiced, rng.uniform(-1500, 600, n_frames), 0.0))])
+    db.cum_loud = np.concatenate([[0.0], np.cumsum(db.loud, dtype=np.float64)])
     db.build_indexes()
     return db
 
@@ -65,8 +74,10 @@ def random_query(db: rag.RagDatabase, rng: np.random.Generator) -> rag.Query:
     c = np.abs(rng.standard_normal((len(db.config.lookbacks), 12))).astype(np.float32)
     vec = np.concatenate([e / np.linalg.norm(e, axis=1, keepdims=True),
                           c / np.linalg.norm(c, axis=1, keepdims=True)], axis=1)
-    return rag.Query(vec, db.config.lookbacks, float(rng.uniform(-1200, 0)), float(rng.uniform(-40, -15)),
-                     0.1, 0.05, 20.0)
+    return rag.Query(vec, db.config.lookbacks, seam_pitch=float(rng.uniform(-1200, 0)),
+                     seam_loud=float(rng.uniform(-6, 3)), level=-25.0, dynamics=4.0,
+                     profile=np.abs(rng.standard_normal(12)), tempo_bpm=float(rng.uniform(60, 160)),
+                     seconds=20.0, voiced_fraction=0.8, beat_s=0.5, beat_phase_s=float(rng.uniform(0, 0.5)))
 
 
 def time_retrieval(db: rag.RagDatabase, n_queries: int, transpose: bool) -> list[float]:
@@ -86,8 +97,40 @@ def time_reference(db: rag.RagDatabase, sample: int) -> float:
     small = synthetic_db(sample, seed=3)
     q = random_query(small, np.random.default_rng(2))
     t0 = time.perf_counter()
-    rag.reference_retrieve(small, q, 10)
+    rag.reference_retrieve(small, q, 10, transpose=False)
     return (time.perf_counter() - t0) / sample
+
+
+V1_EXTEND = """
+import json, statistics, sys, time
+import numpy as np
+from ensemble.audio import load_audio
+from ensemble.engine import Engine, EngineConfig
+from ensemble.extend import ExtendRequest, extend
+engine = Engine.load(EngineConfig())
+audio = load_audio(sys.argv[1]).audio[: 20 * 16000]
+extend(engine, audio[: 6 * 16000], ExtendRequest(seconds=9.0, k=1))
+runs = []
+for _ in range(int(sys.argv[2])):
+    t0 = time.perf_counter()
+    extend(engine, audio, ExtendRequest(seconds=30.0, k=10))
+    runs.append(time.perf_counter() - t0)
+print(json.dumps(runs))
+"""
+
+
+def time_v1(v1_dir: str, clip: Path, repeats: int) -> list[float] | None:
+    """The previous version's extend of the same clip, timed in its own worktree."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", V1_EXTEND, str(clip), str(repeats)], cwd=v1_dir,
+                          capture_output=True, text=True, env={**__import__("os").environ,
+                                                               "GRADIO_ANALYTICS_ENABLED": "False"})
+    if done.returncode != 0:
+        print(f"v1 extend failed: {done.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def time_extend(repeats: int = 5) -> dict | None:
@@ -123,24 +166,11 @@ def time_extend(repeats: int = 5) -> dict | None:
         runs.append({"total": total, **ext.timings})
     med = statistics.median(r["total"] for r in runs)
     typical = min(runs, key=lambda r: abs(r["total"] - med))
-    # the same K continuations performed one call at a time (the unbatched way), against one batch
-    conts = [leader[len(audio) - 1600:] for leader in ext.leaders]
-    one_by_one, batched = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for c in conts:
-            engine.performer.perform(c, seed=0)
-        one_by_one.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        engine.performer.perform_batch(conts, seed=0, workers=2)
-        batched.append(time.perf_counter() - t0)
     return {"engine_load_s": round(load_s, 2), "clip": source, "k": len(ext.candidates),
             "runs": repeats, "extend_total_s_median": round(med, 3),
             "extend_total_s_all": [round(r["total"], 3) for r in runs],
             "stages_s": {k: round(v, 3) for k, v in typical.items()},
-            "k_continuations_one_by_one_s_median": round(statistics.median(one_by_one), 3),
-            "k_continuations_batched_s_median": round(statistics.median(batched), 3),
-            "batched_speedup": round(statistics.median(one_by_one) / statistics.median(batched), 2)}
+            "clip_path": str(examples[0]) if examples else None}
 
 
 def main() -> None:
@@ -150,6 +180,7 @@ def main() -> None:
     parser.add_argument("--reference-sample", type=int, default=2000)
     parser.add_argument("--no-extend", action="store_true")
     parser.add_argument("--extend-runs", type=int, default=5)
+    parser.add_argument("--v1-dir", help="a git worktree of the previous version: time its extend too")
     args = parser.parse_args()
 
     per_candidate = time_reference(None, args.reference_sample)
@@ -182,11 +213,16 @@ def main() -> None:
             print(f"full extend 20 s -> 30 s, K={ext['k']} ({ext['clip']}), {ext['runs']} runs: "
                   f"{ext['extend_total_s_median']:.2f} s median (all: {ext['extend_total_s_all']}); "
                   f"stages of the median run {ext['stages_s']}")
-            print(f"the K continuations' performance: one call each "
-                  f"{ext['k_continuations_one_by_one_s_median']:.2f} s vs one batch "
-                  f"{ext['k_continuations_batched_s_median']:.2f} s median "
-                  f"({ext['batched_speedup']:.2f}x)")
             result["extend"] = ext
+            if args.v1_dir and ext.get("clip_path"):
+                v1 = time_v1(args.v1_dir, Path(ext["clip_path"]), args.extend_runs)
+                if v1:
+                    m1 = statistics.median(v1)
+                    print(f"previous version (v1, {args.v1_dir}), same clip: {m1:.2f} s median "
+                          f"(all: {[round(x, 2) for x in v1]}); ratio v1 / now "
+                          f"{m1 / ext['extend_total_s_median']:.2f}")
+                    result["extend_v1"] = {"extend_total_s_median": round(m1, 3),
+                                           "extend_total_s_all": [round(x, 3) for x in v1]}
     print(json.dumps(result))
 
 

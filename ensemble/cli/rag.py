@@ -60,7 +60,8 @@ def _extend(args: argparse.Namespace) -> int:
                                       drums_dir=args.drums))
     request = ExtendRequest(seconds=args.seconds, k=args.top_k, alpha=args.alpha, beta=args.beta,
                             lookbacks=_floats(args.lookbacks) if args.lookbacks else None,
-                            transpose=args.transpose, followers=tuple(args.followers.split(",")),
+                            transpose=not args.no_transpose, followers=tuple(args.followers.split(",")),
+                            ranking=args.ranking, conform=not args.no_conform, render=args.render,
                             seed=args.seed)
     bar = tqdm(total=100, desc="extend", disable=args.quiet, bar_format="{l_bar}{bar}| {postfix}")
 
@@ -123,7 +124,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--alpha", type=float)
     e.add_argument("--beta", type=float)
     e.add_argument("--lookbacks", help="subset of the database's lookbacks, e.g. 7,8.5")
-    e.add_argument("--transpose", action="store_true", help="also try the segments shifted -6..+6 st")
+    e.add_argument("--no-transpose", action="store_true",
+                   help="keep every segment in its stored key (default: shift it into the input's key, "
+                        "-6..+6 semitones; octaves follow the input's register)")
+    e.add_argument("--ranking", choices=["composite", "random"], default="composite",
+                   help="random: K playable segments at random (the naive baseline)")
+    e.add_argument("--no-conform", action="store_true",
+                   help="play the stored controls as they are: no key shift, octave, stretch or level match "
+                        "(a baseline)")
+    e.add_argument("--render", choices=["controls", "splice"], default="controls",
+                   help="splice: the database's own audio, unconformed (needs a --keep-audio database)")
     e.add_argument("--followers", default="bass,drums,keys")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True)
