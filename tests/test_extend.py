@@ -83,6 +83,12 @@ def test_bad_requests(tmp_path, engine, clip):
         extend(engine, clip, ExtendRequest(seconds=9.0, k=11))
     with pytest.raises(EnsembleError, match="lookbacks"):
         extend(engine, clip, ExtendRequest(seconds=9.0, k=2, lookbacks=(6.0,)))
+    with pytest.raises(EnsembleError, match="ranking 'best'; allowed"):
+        extend(engine, clip, ExtendRequest(seconds=9.0, k=2, ranking="best"))
+    with pytest.raises(EnsembleError, match="render 'audio'; allowed"):
+        extend(engine, clip, ExtendRequest(seconds=9.0, k=2, render="audio"))
+    with pytest.raises(EnsembleError, match="keep-audio"):  # the shipped database keeps controls only
+        extend(engine, clip, ExtendRequest(seconds=9.0, k=2, render="splice"))
     with pytest.raises(EnsembleError, match="at least 2 s"):
         extend(engine, clip[:16000], ExtendRequest(seconds=9.0, k=2))
 
@@ -134,3 +140,41 @@ def test_extension_carries_each_continuation_as_conformed_controls(engine, clip)
         both = v & cont.voiced
         assert both.mean() > 0.3
         assert np.median(np.abs(cents_between(est[both], cont.f0_hz[both]))) < 50.0
+
+
+def test_unpitched_input_says_so_in_plain_words(engine):
+    """Noise bursts on a beat: the band still plays, and the notes say the database holds melodies."""
+    rng = np.random.default_rng(0)
+    sr = 16000
+    y = np.zeros(8 * sr, np.float32)
+    for t in np.arange(0.0, 8.0, 0.5):
+        a = int(t * sr)
+        y[a:a + 1600] += (0.3 * rng.standard_normal(1600) * np.exp(-np.arange(1600) / 300)).astype(np.float32)
+    ext = extend(engine, y, ExtendRequest(seconds=12.0, k=2, followers=("Drums",)))
+    assert any("mostly unpitched" in n and "may not fit" in n for n in ext.notes), ext.notes
+
+
+def test_level_and_tempo_are_conformed(engine):
+    """The same melody at -35 and -6 dBFS gets (nearly) the same candidates; each continuation's first 3 s
+    come out at the input's last-3-s power (within 1 dB), and perform.json holds one key and one
+    beat grid spanning the whole output, at the input's tempo."""
+    audio = load_audio(EXAMPLES[0]).audio[: 12 * 16000]
+    audio = audio / np.max(np.abs(audio))
+    exts = [extend(engine, audio * np.float32(10 ** (db / 20)), ExtendRequest(seconds=18.0, k=3,
+                                                                            followers=("Drums",)))
+            for db in (-35.0, -6.0)]
+    # (beat tracking and YIN's voicing see a 29 dB quieter recording's noise floor, so a candidate
+    # may move by a chunk; the pure-level test is tests/test_rag.py's)
+    assert len({c.chunk for c in exts[0].candidates} & {c.chunk for c in exts[1].candidates}) >= 2
+    for ext in exts:
+        s0 = len(ext.input_audio) - ext.crossfade
+        n = 3 * 16000
+        before = 10 * np.log10(np.mean(ext.input_audio[s0 - n:s0].astype(np.float64) ** 2))
+        for leader, perf in zip(ext.leaders, ext.performances, strict=True):
+            after = 10 * np.log10(np.mean(leader[s0 + ext.crossfade:s0 + ext.crossfade + n].astype(np.float64) ** 2))
+            assert after == pytest.approx(before, abs=1.0)
+            info = perf.info
+            assert info["one_band"] and info["key"]["name"] == ext.performances[0].info["key"]["name"]
+            beats = np.array(info["beat_times_s"])
+            assert beats[0] < 1.0 and beats[-1] > len(perf.mix) / 16000 - 1.0
+            assert np.allclose(np.diff(beats[beats > ext.seam_seconds]), 60.0 / info["tempo_bpm"], atol=0.02)
