@@ -8,7 +8,8 @@ rate), times the leader's mix gain, crossfaded -- equal power, over the same dur
 time as the 16 kHz crossfade -- into the rendered continuation upsampled to that rate (the same on
 every channel); the band (the sum of the non-leader stems) is upsampled and added to every channel,
 and the sum goes through the performer's soft limiter. Upsampling is soxr's HQ filter. A clip that
-already was 16 kHz mono gets the 16 kHz mix itself. Without the original recording
+already was 16 kHz mono gets the 16 kHz mix itself; one recorded below 16 kHz (a phone's 8 kHz) is
+upsampled to 16 kHz instead, so the band keeps its highs. Without the original recording
 (``ext.original is None``) the native mix is the 16 kHz mono mix.
 
 **The folder** (``write_extension``), written into a temporary folder renamed into place (all or
@@ -54,7 +55,8 @@ _LEADER = "Leader"
 
 
 def native_format(ext: Extension) -> tuple[int, int]:
-    """(sample rate in Hz, channels) of :func:`native_mix`'s output for ``ext``.
+    """(sample rate in Hz, channels) of :func:`native_mix`'s output for ``ext``: the original's rate
+    (at least the analysis rate, 16 kHz) and channel count.
 
     Raises:
         EnsembleError: ``ext.original`` is not [n_samples, channels] or its rate is missing.
@@ -68,7 +70,7 @@ def native_format(ext: Extension) -> tuple[int, int]:
     if not isinstance(ext.original_rate, (int, np.integer)) or ext.original_rate <= 0:
         raise EnsembleError(f"Extension.original_rate is {ext.original_rate!r}; allowed: the original's "
                             "sample rate in Hz (a positive whole number)")
-    return int(ext.original_rate), int(orig.shape[1])
+    return max(int(ext.original_rate), ext.sample_rate), int(orig.shape[1])
 
 
 def leader_gain(perf: Performance, input_audio: np.ndarray, n_before: int) -> float:
@@ -146,7 +148,10 @@ def native_mix(ext: Extension, i: int) -> np.ndarray:
     start = int(round(start16 * rate / sr))
     n_fade = max(1, int(round(xf * rate / sr)))
     fade_out, _ = fade_curves(n_fade, "equal_power")
-    keep = ext.original[:start + n_fade] * np.float32(gain)  # [start + n_fade, channels]
+    orig = ext.original
+    if ext.original_rate < rate:  # recorded below 16 kHz: brought up to the band's rate
+        orig = soxr.resample(orig, ext.original_rate, rate, quality="HQ")
+    keep = orig[:start + n_fade] * np.float32(gain)  # [start + n_fade, channels]
     if len(keep) < start + n_fade:  # resampling rounding: the 16 kHz input may be a sample longer
         keep = np.pad(keep, ((0, start + n_fade - len(keep)), (0, 0)))
     keep[start:] *= fade_out[:, None]
@@ -154,7 +159,12 @@ def native_mix(ext: Extension, i: int) -> np.ndarray:
     n = min(len(out), len(keep))
     out[:n] += keep[:n]
     threshold, ceiling = _limiter(perf.info)
-    return soft_limit(out, threshold_db=threshold, ceiling_db=ceiling).astype(np.float32, copy=False)
+    # the limiter is the identity below its threshold: run it on the samples above only (the same
+    # result, a fraction of the work on a long multichannel mix)
+    over = np.abs(out) > np.float32(10.0 ** (threshold / 20.0))
+    if over.any():
+        out[over] = soft_limit(out[over], threshold_db=threshold, ceiling_db=ceiling)
+    return out
 
 
 def _results_csv(ext: Extension) -> str:

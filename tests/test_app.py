@@ -254,6 +254,35 @@ def test_not_blind_shows_scores_in_composite_order(app, client):
         assert level == pytest.approx(ref, abs=0.5) or level < ref
 
 
+def test_generate_plays_a_stereo_24bit_upload_at_its_own_rate_and_channels(app, client, tmp_path):
+    """The user's recording is never downgraded: a 44.1 kHz stereo PCM-24 upload comes back as 44.1 kHz
+    stereo PCM-24 candidates (loudness-matched copies too)."""
+    import soxr
+
+    from ensemble.audio import load_audio
+
+    mono = load_audio(shortest_example()).audio
+    hi = soxr.resample(mono, SR, 44100, quality="HQ")
+    upload = tmp_path / "stereo take.wav"
+    sf.write(upload, np.stack([hi, 0.6 * hi], axis=1), 44100, subtype="PCM_24")
+    for matched in (False, True):
+        _, _, rnd, files = generate(client, upload, target=11.0, k=1, blind=False, matched=matched)
+        assert rnd["output"] == {"sample_rate": 44100, "channels": 2, "subtype": "PCM_24",
+                                 "analysis_sample_rate": SR}
+        info = sf.info(files[0])
+        assert (info.samplerate, info.channels, info.subtype) == (44100, 2, "PCM_24")
+        assert abs(info.duration - 11.0) < 0.05
+
+
+def test_an_unpitched_upload_is_said_in_plain_words_in_the_status(app, client, tmp_path):
+    noise = tmp_path / "noise.wav"
+    rng = np.random.default_rng(0)
+    sf.write(noise, (0.1 * rng.standard_normal(6 * SR)).astype(np.float32), SR, subtype="PCM_16")
+    _, status, rnd, _ = generate(client, noise, target=10.0, k=1)
+    assert "**Note:**" in status and "unpitched" in status
+    assert any("unpitched" in n for n in rnd["notes"])
+
+
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("bad")

@@ -1,6 +1,7 @@
-"""The real app in headless Chromium (Playwright): upload a WAV, generate, see K players and
-figures, try an incomplete ranking (a warning, nothing saved), rank every candidate, submit, and see
-the scores revealed and the Results tab's table updated.
+"""The real app in headless Chromium (Playwright): upload a WAV (44.1 kHz stereo PCM-24), generate, see K
+players (playing it back at its own rate and channels) and figures, try an incomplete ranking (a
+warning, nothing saved), rank every candidate, submit, and see the scores revealed and the Results
+tab's table updated.
 
 Needs ``/usr/bin/chromium`` (``scripts/test.sh`` installs it with apt when missing); skipped without
 it. Screenshots go to ``tmp_path``, and one copy to ``$ENSEMBLE_SCREENSHOT`` (default
@@ -14,8 +15,13 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
+import soxr
 from test_app import read_rows, running_app, shortest_example
+
+from ensemble.audio import load_audio
 
 CHROMIUM = Path("/usr/bin/chromium")
 K = 3
@@ -53,8 +59,10 @@ def _set_number(page, elem_id: str, value: float) -> None:
 def test_upload_generate_rank_submit_results(app, page, tmp_path):
     from playwright.sync_api import expect
 
+    # a 44.1 kHz stereo PCM-24 recording: the players get it back at its own rate and channels
+    hi = soxr.resample(load_audio(shortest_example()).audio, 16000, 44100, quality="HQ")
     clip = tmp_path / "my melody.wav"
-    shutil.copy(shortest_example(), clip)
+    sf.write(clip, np.stack([hi, 0.7 * hi], axis=1), 44100, subtype="PCM_24")
     page.goto(app.url + "?rater=pw-rater")
     expect(page.locator("#rater textarea, #rater input").first).to_have_value("pw-rater", timeout=30_000)
     page.locator("#input-audio input[type=file]").set_input_files(str(clip))

@@ -312,3 +312,20 @@ def test_cli_extend_writes_native_outputs_and_says_its_notes_first(tmp_path):
     info = sf.info(out / "rank02" / "mix_16k.wav")
     assert (info.samplerate, info.channels) == (SR, 1)
     assert sf.info(out / "input.wav").channels == 2
+
+
+def test_a_recording_below_16k_comes_back_at_16k_with_its_channels():
+    """An 8 kHz stereo phone recording: upsampled to 16 kHz (the band keeps its highs), channels kept."""
+    ext = fake_extension(input_seconds=3.0, target_seconds=5.0, k=1)
+    ext.original = soxr.resample(ext.original, RATE, 8000, quality="HQ")
+    ext.original_rate = 8000
+    assert native_format(ext) == (SR, 2)
+    out = native_mix(ext, 0)
+    assert out.shape == (len(ext.performances[0].mix), 2)
+    up = soxr.resample(ext.original, 8000, SR, quality="HQ")
+    perf = ext.performances[0]
+    band = perf.stems["Bass"] + perf.stems["Drums"]
+    before = slice(int(0.05 * SR), len(ext.input_audio) - XFADE - int(0.05 * SR))
+    for ch in range(2):
+        residual = out[before, ch] - 0.8 * up[before, ch] - band[before]
+        assert _db(residual) - _db(out[before, ch]) < -60.0

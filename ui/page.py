@@ -113,9 +113,11 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
         with gr.Accordion("About this app", open=False):
             gr.Markdown(
                 f"Models `{engine.model_version}`, RAG database `{engine.db.version}` "
-                f"({engine.db.n_chunks} segments). Audio is served as PCM-16 WAV, never "
-                "peak-normalised, so loudness differences are real; tick *Loudness-matched playback* to "
-                "hear every candidate at your clip's loudness. API: see *Use via API* below.")
+                f"({engine.db.n_chunks} segments). Audio is served as WAV at your recording's own "
+                "sample rate and channels (your own audio in the input part; PCM-24 for a 24-bit or "
+                "float upload, else PCM-16), never peak-normalised, so loudness differences are real; "
+                "tick *Loudness-matched playback* to hear every candidate at your clip's loudness. "
+                "API: see *Use via API* below.")
 
         # the events, in this order (it numbers them in the page's config)
         results_fn = make_results(ratings_file, exports_root=store.root)

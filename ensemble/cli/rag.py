@@ -91,8 +91,8 @@ def _print_extension(ext: Extension, out: Path, fmt: tuple[int, int], subtype: s
               f"{seam_jump_text(c.seam_pitch_jump_cents, c.seam_loudness_jump_db)}")
     rate, channels = fmt
     print(f"wrote {out}: rankNN/mix.wav at {rate} Hz, {channels} channel{'s' if channels != 1 else ''} "
-          f"({subtype}, your recording's own rate and channels); 16 kHz mono analysis copies in "
-          "rankNN/mix_16k.wav and rankNN/stems/")
+          f"({subtype}: your recording's own rate, 16 kHz at least, and channels); 16 kHz mono analysis "
+          "copies in rankNN/mix_16k.wav and rankNN/stems/")
     print(json.dumps({"out": str(out), "k": len(ext.candidates), "notes": list(ext.notes),
                       "output": {"sample_rate": rate, "channels": channels, "subtype": subtype},
                       "timings_s": {k: round(v, 3) for k, v in ext.timings.items()}}))

@@ -32,7 +32,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 from PIL import Image
 
 from ensemble.errors import EnsembleError
-from ensemble.files import atomic_write
+from ensemble.files import atomic_write_bytes
 from ensemble.metrics import (
     NO_PITCH_TEXT,
     RMS_FLOOR_DB,
@@ -601,7 +601,7 @@ class CandidateSheet:
     *all* candidates (so cards compare at a glance) and one colour per candidate
     (``CANDIDATE_COLORS[i]``, as in the overview). The input's curves, the axes, ticks and labels are
     drawn once, at construction; each card restores that background and draws only its candidate's
-    curves, seam, legend and titles on it (Agg blitting): about 20 ms a card instead of about 250 ms
+    curves, seam, legend and titles on it (Agg blitting): about 40 ms a card instead of about 250 ms
     for a figure of its own.
 
     One figure is drawn in turn: use a sheet from one thread at a time.
@@ -701,19 +701,26 @@ class CandidateSheet:
 
 
 def _canvas_png(fig: Figure) -> bytes:
-    """PNG bytes of what the figure's Agg canvas holds now (no redraw)."""
+    """PNG bytes of what the figure's Agg canvas holds now (no redraw): RGB, or RGBA when the figure
+    has transparent pixels."""
     rgba = np.asarray(fig.canvas.buffer_rgba())
+    pixels = rgba if rgba[..., 3].min() < 255 else rgba[..., :3]
     buf = io.BytesIO()
     # zlib level 1: ~40 % faster than the default level 6, files ~5 % larger
-    Image.fromarray(rgba[..., :3]).save(buf, format="png", compress_level=1)
+    Image.fromarray(pixels).save(buf, format="png", compress_level=1)
     return buf.getvalue()
 
 
 def figure_png(fig: Figure) -> bytes:
-    """Render a figure to PNG bytes (what the app displays and the CLI writes)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    """Render a figure to PNG bytes (what the app displays and the CLI writes).
+
+    The pixels ``fig.savefig(..., format="png")`` gives (the figure's own dpi and facecolor), drawn on
+    its Agg canvas and encoded at zlib level 1 (:func:`_canvas_png`): about 50 ms less for a report
+    card than ``savefig``'s level 6, for files ~5 % larger.
+    """
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return _canvas_png(fig)
 
 
 def write_figure(fig: Figure, path: str | os.PathLike) -> Path:
@@ -726,4 +733,4 @@ def write_figure(fig: Figure, path: str | os.PathLike) -> Path:
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return atomic_write_bytes(path, figure_png(fig))

@@ -300,11 +300,12 @@ def _present(ext: Extension, order: list[int], input_analysis: Analysis, *, fold
         overview = atomic_write_bytes(folder / _opaque_name(".png"),
                                       sheet.overview(title=f"All {k} candidates (numbered as shown)"))
         written = [f.result() for f in audio]
-    shown = [Shown(position=pos, candidate=ext.candidates[i], audio=mix, audio_matched=matched,
-                   matched_gain_db=gain, matched_limited=limited, figure=fig,
-                   notes=list(ext.performances[i].info.get("notes", [])))
-             for pos, (i, (mix, matched, gain, limited), fig) in enumerate(zip(order, written, figures, strict=True),
-                                                                           start=1)]
+    shown = []
+    for pos, (i, fig, (mix, matched, gain, limited)) in enumerate(zip(order, figures, written, strict=True),
+                                                                  start=1):
+        shown.append(Shown(position=pos, candidate=ext.candidates[i], audio=mix, audio_matched=matched,
+                           matched_gain_db=gain, matched_limited=limited, figure=fig,
+                           notes=list(ext.performances[i].info.get("notes", []))))
     return shown, overview
 
 
