@@ -48,8 +48,9 @@ Scores, for every candidate at every key shift t in -6..+6 semitones (vectorised
 * composite = alpha * relevance + beta * coherence.
 
 Strict pass: dynamics within ``dynamics_tolerance_db`` of the input's last ``segment_seconds``,
-key fit >= ``key_floor`` (the candidate is in the input's key) and coherence >= ``coherence_floor``. If that yields fewer than K, a fallback pass (alpha 0.95, beta
-0.05, no floor, no dynamics filter) fills the list; those rows carry ``fallback=True``.
+key fit >= ``key_floor`` (the candidate is in the input's key) and coherence >= ``coherence_floor``.
+If that yields fewer than K, a fallback pass (alpha 0.95, beta 0.05, no floor, no dynamics or key
+filter) fills the list; those rows carry ``fallback=True``.
 
 Only segments that can be **played to the end** are candidates: the line must have enough frames
 for the continuation at the stretch it needs, and be voiced within ``end_voiced_seconds`` of the
