@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -49,10 +49,21 @@ __all__ = ["InputPlan", "perform_extension"]
 
 @dataclass
 class InputPlan:
-    """The input's plan, shared by every candidate (from :meth:`Performer.plan_input`)."""
+    """The input's plan, shared by every candidate (from :meth:`Performer.plan_input`).
+
+    ``rendering`` is the input's own Bass and Keys voices, started in the background as soon as the
+    plan exists: they depend on nothing retrieval decides, so they render while the candidates are
+    retrieved, conformed and rendered (:func:`perform_extension` waits for them).
+    """
 
     take: _Take
     seed: int
+    rendering: Future | None = None
+
+    def wait(self) -> None:
+        """Block until the input's voices are rendered (re-raising what the render raised)."""
+        if self.rendering is not None:
+            self.rendering.result()
 
     @property
     def analysis(self) -> LeaderAnalysis:
@@ -209,6 +220,7 @@ def perform_extension(performer: Performer, plan: InputPlan, continuations: list
             report(len(prepared) / steps, f"planned {len(prepared)} of {len(continuations)} continuations")
     timings["continuations_planned"] = time.perf_counter() - t
     takes = [p[0] for p in prepared]
+    plan.wait()
     input_needs = [name for name in ("Bass", "Keys") if name in c.followers and name not in take_in.stems]
     for j, (name, offset) in enumerate(renders):
         t = time.perf_counter()

@@ -68,6 +68,7 @@ from ensemble.perform.rhythm import drum_grids
 __all__ = ["Performance", "Performer", "write_performance", "STEM_ORDER"]
 
 STEM_ORDER = ("Leader", "Bass", "Drums", "Keys")
+_BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="input-voices")  # see InputPlan
 FORMAT_VERSION = 1
 
 
@@ -388,7 +389,16 @@ class Performer:
         (:meth:`perform_extension`); its analysis (f0, loudness, beats, key) is public."""
         enable_fast_cpu_inference()
         seed = self.config.seed if seed is None else int(seed)
-        return InputPlan(self._prepare(audio, seed), seed)
+        take = self._prepare(audio, seed)
+        plan = InputPlan(take, seed)
+        todo = [(n, o) for n, o in (("Bass", 0), ("Keys", 1)) if n in self.config.followers]
+        if take.plan is not None and todo:
+            def render() -> None:
+                enable_fast_cpu_inference()
+                for name, offset in todo:
+                    self._render_takes(name, [take], offset)
+            plan.rendering = _BACKGROUND.submit(render)
+        return plan
 
     def perform_extension(self, plan: InputPlan, continuations: list[np.ndarray], *,
                           crossfade_samples: int, controls: list[tuple[np.ndarray, np.ndarray]] | None = None,
