@@ -136,7 +136,7 @@ class RagConfig:
     loudness_halflife_db: float = 6.0
     tempo_halflife_octaves: float = 0.25
     key_margin: float = 0.05
-    key_floor: float = 0.7
+    key_floor: float = 0.85
     register_hz: tuple[float, float] = (80.0, 1300.0)
     transpose_semitones: int = 6
     crossfade_seconds: float = 0.1
