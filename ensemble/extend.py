@@ -300,11 +300,10 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     t = time.perf_counter()
     seam_s, xfade_s = (s0 + xfade / 2) / sr, xfade / sr
     measured = []
-    for c, k, leader, g in zip(cands, continuations, leaders, gains, strict=True):
+    for c, leader in zip(cands, leaders, strict=True):
         pj, lj = measure_seam(leader, seam_s, xfade_s, sample_rate=sr)
         measured.append(replace(c, seam_pitch_jump_cents=float("nan") if pj is None else pj,
                                 seam_loudness_jump_db=lj))
-        del k, g
     for perf, c, k, g in zip(performances, measured, continuations, gains, strict=True):
         perf.info["conform"] = {"transpose": c.transpose, "stretch": c.stretch,
                                 "source_start_seconds": k.source_start_seconds,
