@@ -33,10 +33,12 @@ Scores, for every candidate at every key shift t in -6..+6 semitones (vectorised
 * **key fit** (t) = Pearson correlation of the clip's profile with the segment's profile shifted by
   t. Only shifts within ``key_margin`` of the candidate's best key fit are allowed: a candidate is
   always played in the input's key.
-* **octave**: after the shift, the segment moves by whole octaves so its entry note is nearest the
-  input's last note (the register follows the input), kept inside ``register_hz`` (80-1300 Hz, where
-  the leader decoder renders a clean pitch).
-* coherence = mean of four terms: the key fit (clipped to [0, 1]) and three of the form
+* **octave**: after the shift, the segment moves by whole octaves: of the octave that puts its
+  entry note nearest the input's last note and the two next to it, the one with the best sum of the
+  pitch and register closeness below (a line that starts on the input's last note but lives an
+  octave below the input's register moves up), kept inside ``register_hz`` (80-1300 Hz, where the
+  leader decoder renders a clean pitch).
+* coherence = mean of five terms: the key fit (clipped to [0, 1]) and four of the form
   exp(-ln 2 * penalty / half-life):
   pitch -- |jump| in semitones (half-life 2) by ``seam_match`` (``join``, the default: the jump heard
   at the join, after the shift and octave;
@@ -44,6 +46,9 @@ Scores, for every candidate at every key shift t in -6..+6 semitones (vectorised
   smaller), after shift and octave; loudness -- the same with loudness relative to each side's own
   level (half-life 6 dB); tempo -- |log2| of the time stretch the segment needs to play at the
   input's tempo (folded to within half an octave of tempo, half-life ``tempo_halflife_octaves``).
+  register -- |difference| in semitones between the mean voiced pitch of what the candidate plays
+  (after shift and octave) and of the input's last ``segment_seconds`` (half-life
+  ``register_halflife_semitones``, 7: a fifth).
   A side without evidence gives 0.5 for that term.
 * composite = alpha * relevance + beta * coherence.
 
@@ -135,6 +140,7 @@ class RagConfig:
     pitch_halflife_semitones: float = 2.0
     loudness_halflife_db: float = 6.0
     tempo_halflife_octaves: float = 0.25
+    register_halflife_semitones: float = 7.0
     key_margin: float = 0.05
     key_floor: float = 0.85
     register_hz: tuple[float, float] = (80.0, 1300.0)
@@ -157,7 +163,8 @@ class RagConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise EnsembleError(f"{name} = {v} must be in [0, 1]")
-        for name in ("dynamics_tolerance_db", "key_margin", "tempo_halflife_octaves", "end_voiced_seconds"):
+        for name in ("dynamics_tolerance_db", "key_margin", "tempo_halflife_octaves", "end_voiced_seconds",
+                     "register_halflife_semitones"):
             if not getattr(self, name) > 0:
                 raise EnsembleError(f"{name} = {getattr(self, name)} must be > 0")
 
@@ -447,6 +454,7 @@ class Query:
     notes: tuple[str, ...] = ()
     beat_s: float = float("nan")  # the input's beat period, s (NaN: no grid)
     beat_phase_s: float = 0.0  # where its grid's beats fall, s after the continuation's start (mod beat_s)
+    register_pitch: float = float("nan")  # cents re A4: mean voiced pitch of the last segment_seconds
 
 
 def analyze_query(audio: np.ndarray, db: RagDatabase, decoder: InstrumentDecoder, *,
@@ -506,13 +514,15 @@ def analyze_query(audio: np.ndarray, db: RagDatabase, decoder: InstrumentDecoder
         notes.append(f"the input is mostly unpitched ({100 * voiced_fraction:.0f} % of its sounding frames "
                      "have a pitch): the database holds melodies, so these continuations may not fit it")
     profile = an.chroma.sum(axis=0).astype(np.float64)
+    tail_v = an.voiced[-w:] & (an.f0[-w:] > 0)
+    register = float(np.mean(hz_to_cents(an.f0[-w:][tail_v], dtype=None))) if tail_v.any() else float("nan")
     beat, phase = float("nan"), 0.0
     if grid_s is not None and len(grid_s) >= 2 and math.isfinite(tempo_bpm):
         beat = float(np.median(np.diff(grid_s)))
         phase = float(grid_s[0]) % beat
     return Query(np.stack(vecs).astype(np.float32), tuple(used), pitch, loud - level, level,
                  dynamics_db(tail), profile, float(tempo_bpm), seconds, round(voiced_fraction, 4),
-                 tuple(notes), beat, phase)
+                 tuple(notes), beat, phase, register)
 
 
 @dataclass(frozen=True)
@@ -608,14 +618,29 @@ def _stretch(db: RagDatabase, q: Query, idx: np.ndarray) -> np.ndarray:
     return np.where(ok, fold_stretch(ratio), 1.0)
 
 
+def _closeness(cents: np.ndarray, halflife_semitones: float) -> np.ndarray:
+    """exp(-ln 2 * |cents| / 100 / half-life): 1 at 0, 0.5 at the half-life; 0.5 where NaN."""
+    a = math.log(2) / halflife_semitones
+    return np.where(np.isnan(cents), 0.5, np.exp(-a * np.abs(np.nan_to_num(cents)) / 100.0))
+
+
 def _coherence(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarray, cfg: RagConfig,
-               stretch: np.ndarray, starts: np.ndarray, key_fit: np.ndarray):
+               stretch: np.ndarray, starts: np.ndarray, key_fit: np.ndarray, register: np.ndarray):
     """Coherence [n, n_t], join pitch jump (cents) [n, n_t], octave shift [n, n_t] (semitones),
-    join loudness jump (dB, relative levels) [n], stretch [n] -- at the aligned starts."""
+    join loudness jump (dB, relative levels) [n], stretch [n] -- at the aligned starts.
+
+    ``register``: [n] mean voiced pitch (cents) of each candidate's played window."""
     e_pitch, e_loud, a_pitch, a_loud = _entry(db, idx, starts)
     shift = 100.0 * transposes[None, :]
     join = (e_pitch[:, None] + shift) - q.seam_pitch
+    reg = (register[:, None] + shift) - q.register_pitch  # [n, n_t] cents, before octaves
     octv = _octaves(join)
+    # of the entry's octave and its neighbours, the one where the join and the register fit best
+    # together (a line that starts on the input's last note but lives an octave below it moves)
+    options = np.stack([octv - 12, octv, octv + 12])  # [3, n, n_t]
+    fit = _closeness(join[None] + 100.0 * options, cfg.pitch_halflife_semitones) + \
+        _closeness(reg[None] + 100.0 * options, cfg.register_halflife_semitones)
+    octv = np.take_along_axis(options, np.argmax(fit + 1e-9 * (options == octv[None]), axis=0)[None], 0)[0]
     # the leader decoder renders pitch cleanly within ``register_hz``: keep the entry inside it
     lo, hi = (float(hz_to_cents(np.array([x]), dtype=None)[0]) for x in cfg.register_hz)
     entry = e_pitch[:, None] + shift + 100.0 * octv
@@ -625,15 +650,15 @@ def _coherence(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarra
     pitch_pen = _penalties(join, approach, cfg.seam_match)
     loud_jump = e_loud - q.seam_loud
     loud_pen = _penalties(loud_jump, a_loud - q.seam_loud, cfg.loudness_match)
-    a = math.log(2) / cfg.pitch_halflife_semitones
     b = math.log(2) / cfg.loudness_halflife_db
     c = math.log(2) / cfg.tempo_halflife_octaves
-    p_term = np.where(np.isnan(pitch_pen), 0.5, np.exp(-a * np.nan_to_num(pitch_pen) / 100.0))
+    p_term = _closeness(pitch_pen, cfg.pitch_halflife_semitones)
+    r_term = _closeness(reg + 100.0 * octv, cfg.register_halflife_semitones)
     l_term = np.where(np.isnan(loud_pen), 0.5, np.exp(-b * np.nan_to_num(loud_pen)))[:, None]
     known = math.isfinite(q.tempo_bpm) & np.isfinite(db.tempo_bpm[db.chunk_track[idx]])
     t_term = np.where(known, np.exp(-c * np.abs(np.log2(stretch))), 0.5)[:, None]
     k_term = np.clip(key_fit, 0.0, 1.0)
-    return (p_term + l_term + t_term + k_term) / 4.0, join, octv, loud_jump, stretch
+    return (p_term + l_term + t_term + k_term + r_term) / 5.0, join, octv, loud_jump, stretch
 
 
 def aligned_starts(db: RagDatabase, q: Query, idx: np.ndarray, stretch: np.ndarray,
@@ -682,6 +707,19 @@ def _entry(db: RagDatabase, idx: np.ndarray, start_frames: np.ndarray) -> tuple[
     return ep, el, pp, pl
 
 
+def window_pitch(db: RagDatabase, idx: np.ndarray, cont_frames: int, stretch: np.ndarray,
+                 start_frames: np.ndarray) -> np.ndarray:
+    """[n] mean voiced pitch (cents re A4) of what each candidate plays: the source frames from its
+    aligned start for ``cont_frames`` output frames at its stretch (NaN when none is voiced)."""
+    need = np.ceil(cont_frames / stretch).astype(np.int64)
+    line0 = db.track_offsets[db.chunk_track[idx]]
+    line1 = db.track_offsets[db.chunk_track[idx] + 1]
+    a = np.minimum(line0 + np.round(start_frames).astype(np.int64), line1 - 1)
+    b = np.minimum(a + need, line1)
+    nv = db.cum_voiced[b] - db.cum_voiced[a]
+    return np.where(nv > 0, (db.cum_cents[b] - db.cum_cents[a]) / np.maximum(nv, 1), np.nan)
+
+
 def _playable(db: RagDatabase, idx: np.ndarray, cont_frames: int, stretch: np.ndarray,
               start_frames: np.ndarray) -> np.ndarray:
     """[n] bool: the line has the frames the continuation needs at its stretch and is voiced within
@@ -713,7 +751,8 @@ def _select(order_keys: np.ndarray, idx: np.ndarray, t_idx: np.ndarray, db: RagD
 
 
 def _score_all(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarray, cfg: RagConfig,
-               alpha: float, beta: float, mask: np.ndarray, stretch_all: np.ndarray, starts_all: np.ndarray):
+               alpha: float, beta: float, mask: np.ndarray, stretch_all: np.ndarray, starts_all: np.ndarray,
+               register_all: np.ndarray):
     """Exact scores of candidates ``idx`` for every transpose: dict of [n, n_t] arrays."""
     Q = _query_matrix(q, cfg, transposes)  # [L, n_t, 2d]
     d = db.seg.shape[1]
@@ -731,7 +770,7 @@ def _score_all(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarra
     kf = _key_fit(db, q, idx, transposes)
     allowed = kf >= kf.max(axis=1, keepdims=True) - cfg.key_margin
     stretch, starts = stretch_all[idx], starts_all[idx]
-    coh, pj, octv, lj, stretch = _coherence(db, q, idx, transposes, cfg, stretch, starts, kf)
+    coh, pj, octv, lj, stretch = _coherence(db, q, idx, transposes, cfg, stretch, starts, kf, register_all[idx])
     comp = np.where(allowed, alpha * rel + beta * coh, -np.inf)
     return {"rel": rel, "best_l": best_l, "coh": coh, "pj": pj, "oct": octv, "kf": kf, "allowed": allowed,
             "lj": np.broadcast_to(lj[:, None], rel.shape),
@@ -791,7 +830,7 @@ def _retrieve(db, q, k, *, alpha, beta, transpose, continuation_seconds, lookbac
         else db.chunk_start.astype(np.float64)
     playable = _playable(db, every, cont_frames, stretch_all, starts_all)
     all_idx = np.flatnonzero(playable)
-    extra = (stretch_all, starts_all)
+    extra = (stretch_all, starts_all, window_pitch(db, every, cont_frames, stretch_all, starts_all))
     if ranking == "random":
         return _random(db, q, all_idx, k, min_gap, transposes, cfg, alpha, beta, mask, conform, seed, extra)
 
@@ -929,6 +968,7 @@ def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float |
         if not _playable(db, one, cont_frames, np.array([stretch]), start)[0]:
             continue
         e_pitch, e_loud, a_pitch, a_loud = (float(x[0]) for x in _entry(db, one, start))
+        w_pitch = float(window_pitch(db, one, cont_frames, np.array([stretch]), start)[0])
         prof = db.seg[c, D:].astype(np.float64)
         fits = {}
         for t in ts:
@@ -949,7 +989,16 @@ def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float |
                 rels.append(lam * sim(db.ctx[li, c]) + (1 - lam) * sim(db.seg[c]))
             rel = max(rels)
             join = e_pitch + 100 * t - q.seam_pitch
-            octv = 0 if math.isnan(join) else -12 * round(join / 1200.0)
+            reg = w_pitch + 100 * t - q.register_pitch
+            octv0 = 0 if math.isnan(join) else -12 * round(join / 1200.0)
+
+            def closeness(x: float, hl: float) -> float:
+                return 0.5 if math.isnan(x) else math.exp(-math.log(2) * abs(x) / 100 / hl)
+
+            fits_o = {o: closeness(join + 100 * o, cfg.pitch_halflife_semitones)
+                      + closeness(reg + 100 * o, cfg.register_halflife_semitones)
+                      for o in (octv0 - 12, octv0, octv0 + 12)}
+            octv = max(fits_o, key=lambda o: (fits_o[o] + (1e-9 if o == octv0 else 0.0)))
             entry = e_pitch + 100 * (t + octv)
             lo, hi = (1200 * math.log2(x / 440.0) for x in cfg.register_hz)
             octv += -12 * (entry > hi) + 12 * (entry < lo)
@@ -958,7 +1007,8 @@ def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float |
             pt = 0.5 if math.isnan(pp) else math.exp(-a * pp / 100)
             lt = 0.5 if math.isnan(lp) else math.exp(-b * lp)
             tt = math.exp(-cc * abs(math.log2(stretch))) if known else 0.5
-            coh = (pt + lt + tt + min(max(fits[t], 0.0), 1.0)) / 4.0
+            rt = closeness(reg + 100 * octv, cfg.register_halflife_semitones)
+            coh = (pt + lt + tt + min(max(fits[t], 0.0), 1.0) + rt) / 5.0
             dyn_ok = abs(float(db.dynamics[c]) - q.dynamics) <= cfg.dynamics_tolerance_db \
                 or not math.isfinite(q.dynamics)
             scored.append((c, t + octv, rel, coh, dyn_ok, fits[t]))

@@ -90,8 +90,9 @@ def _penalty(join: float, approach: float) -> float:
 
 
 def test_coherence_units(db, query):
-    """coherence = mean of the key fit (clipped to [0, 1]), exp(-ln2/2 * semitones), exp(-ln2/6 * dB)
-    and the tempo term (0.5 with no tempo). The pitch penalty is the jump at the join, the loudness
+    """coherence = mean of the key fit (clipped to [0, 1]), exp(-ln2/2 * semitones), exp(-ln2/6 * dB),
+    the tempo term (0.5 with no tempo) and the register term exp(-ln2/7 * semitones between the
+    played window's mean pitch and the input's last 8 s). The pitch penalty is the jump at the join, the loudness
     penalty the smaller of the join's and the distance to the source's approach, measured at the
     (beat-aligned) start the candidate is played from, after its shift (key + octaves); loudness
     relative to each side's own level."""
@@ -104,7 +105,11 @@ def test_coherence_units(db, query):
         p = 0.5 if math.isnan(pp) else math.exp(-math.log(2) / 2 * pp / 100)
         loud = 0.5 if math.isnan(lp) else math.exp(-math.log(2) / 6 * lp)
         key = min(max(c.key_fit, 0.0), 1.0)
-        assert c.coherence == pytest.approx((p + loud + 0.5 + key) / 4, abs=2e-3)
+        cont = int(round(db.config.segment_seconds * db.fps))
+        w = float(rag.window_pitch(db, np.array([c.chunk]), cont, np.array([c.stretch]), start)[0])
+        rp = abs(w + 100 * c.transpose - query.register_pitch)
+        reg = 0.5 if math.isnan(rp) else math.exp(-math.log(2) / 7 * rp / 100)
+        assert c.coherence == pytest.approx((p + loud + 0.5 + key + reg) / 5, abs=2e-3)
         assert c.seam_pitch_jump_cents == pytest.approx(e_p + 100 * c.transpose - query.seam_pitch, abs=0.05)
         if not c.fallback:
             assert c.key_fit >= db.config.key_floor
