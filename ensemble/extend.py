@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ensemble.colour import apply_filter, colour_match
 from ensemble.conform import Continuation, conform, level_gain_db
 from ensemble.dsp import crossfade
 from ensemble.engine import Engine
@@ -67,6 +68,8 @@ class ExtendRequest:
             stored controls as they are -- a baseline).
         render: "controls" (render the conformed controls with the leader decoder) or "splice"
             (the database's audio, unconformed; a comparison mode for databases with audio).
+        match_colour: give the rendered continuations the input's long-term spectral colour
+            (:mod:`ensemble.colour`; only when conforming a pitched input).
     """
 
     seconds: float = 30.0
@@ -80,6 +83,7 @@ class ExtendRequest:
     ranking: str = "composite"
     conform: bool = True
     render: str = "controls"
+    match_colour: bool = True
 
 
 @dataclass
@@ -178,12 +182,29 @@ def _lookback_mask(db: RagDatabase, lookbacks: tuple[float, ...] | None) -> np.n
 
 
 @torch.inference_mode()
-def _render(engine: Engine, conts: list[Continuation], n_samples: int, seed: int) -> np.ndarray:
-    """[K, n_samples] the leader decoder's rendering of every continuation, in one batch."""
-    f0 = torch.from_numpy(np.stack([c.f0_hz for c in conts]).astype(np.float32))[..., None]
-    ld = torch.from_numpy(np.stack([c.loudness_db for c in conts]).astype(np.float32))[..., None]
+def _render(engine: Engine, controls: list[tuple[np.ndarray, np.ndarray]], n_samples: int,
+            seed: int) -> np.ndarray:
+    """[K, n_samples] the leader decoder's rendering of every (f0 [T] Hz, loudness [T] dB), one batch."""
+    f0 = torch.from_numpy(np.stack([f for f, _ in controls]).astype(np.float32))[..., None]
+    ld = torch.from_numpy(np.stack([x for _, x in controls]).astype(np.float32))[..., None]
     out = engine.leader(f0, ld, n_samples=n_samples, generator=torch.Generator().manual_seed(seed))
     return out.numpy().astype(np.float32)
+
+
+def _own_passage(audio: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, loud_db: np.ndarray,
+                 end_sample: int, frames: int, n_samples: int, hop: int):
+    """The input's last passage before ``end_sample`` that is ``frames`` frames long, and its controls.
+
+    Returns:
+        (audio [n_samples], (f0 [frames] Hz, 0 unvoiced; loudness [frames] dB)), or None when the
+        input is shorter than the passage.
+    """
+    first = end_sample // hop - frames
+    if first < 0 or first * hop + n_samples > len(audio):
+        return None
+    sl = slice(first, first + frames)
+    f0 = np.where(voiced[sl], f0_hz[sl], 0.0)
+    return audio[first * hop:first * hop + n_samples], (f0, loud_db[sl])
 
 
 def measure_seam(leader: np.ndarray, seam_s: float, crossfade_s: float, *, sample_rate: int,
@@ -272,10 +293,19 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     report(0.14, "rendering the continuations")
     do_conform = req.conform and req.render == "controls"
     continuations = [conform(db, c, q, frames=frames, conform_level=do_conform) for c in cands]
+    colour = None
     if req.render == "splice":
         rendered = np.stack([segment_audio(db, c.chunk, n_cont) for c in cands])
     else:
-        rendered = _render(engine, continuations, n_cont, req.seed)
+        rows = [(k.f0_hz, k.loudness_db) for k in continuations]
+        own = _own_passage(audio, a.features.f0_hz, a.features.voiced, a.features.loudness_db, s0, frames,
+                           n_cont, engine.config.features.hop_length) \
+            if do_conform and req.match_colour and a.pitched else None
+        rendered = _render(engine, rows + ([own[1]] if own else []), n_cont, req.seed)
+        if own is not None:
+            # the decoder's rendering of the user's own passage: their difference is the colour
+            colour = colour_match(own[0], rendered[-1], sample_rate=sr)
+            rendered = apply_filter(rendered[:-1], colour)
     gains = []
     for i in range(len(cands)):
         g = level_gain_db(audio[:s0], rendered[i][xfade:], sample_rate=sr) if do_conform else 0.0
@@ -308,7 +338,8 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
         perf.info["conform"] = {"transpose": c.transpose, "stretch": c.stretch,
                                 "source_start_seconds": k.source_start_seconds,
                                 "level_offset_db": k.level_offset_db, "level_gain_db": g,
-                                "render": req.render, "conformed": do_conform}
+                                "render": req.render, "conformed": do_conform,
+                                "colour": None if colour is None else colour.summary()}
     timings["seam_measure"] = time.perf_counter() - t
     report(1.0, "done")
     versions = {"model": engine.model_version, "database": db.version}

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # higher ones; the runtime wing is 0-5, the offline jobs 6, entry points 7.
 LAYER = {
     # 0 ground: pure functions over arrays, files and numbers
-    "errors": 0, "files": 0, "music": 0, "config": 0, "audio": 0, "dsp": 0, "features": 0, "beats": 0,
+    "errors": 0, "files": 0, "music": 0, "config": 0, "audio": 0, "dsp": 0, "colour": 0, "features": 0, "beats": 0,
     # 1 models: decoders, arranger (+ its input features), checkpoint files
     "models": 1,
     # 2 analysis: clip analysis, its cache, scores, seams

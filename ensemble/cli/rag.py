@@ -62,7 +62,7 @@ def _extend(args: argparse.Namespace) -> int:
                             lookbacks=_floats(args.lookbacks) if args.lookbacks else None,
                             transpose=not args.no_transpose, followers=tuple(args.followers.split(",")),
                             ranking=args.ranking, conform=not args.no_conform, render=args.render,
-                            seed=args.seed)
+                            match_colour=not args.no_colour_match, seed=args.seed)
     bar = tqdm(total=100, desc="extend", disable=args.quiet, bar_format="{l_bar}{bar}| {postfix}")
 
     def progress(fraction: float, message: str) -> None:
@@ -132,6 +132,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--no-conform", action="store_true",
                    help="play the stored controls as they are: no key shift, octave, stretch or level match "
                         "(a baseline)")
+    e.add_argument("--no-colour-match", action="store_true",
+                   help="keep the leader decoder's own colour (default: a fixed filter gives the rendered "
+                        "continuations the input's long-term spectral envelope)")
     e.add_argument("--render", choices=["controls", "splice"], default="controls",
                    help="splice: the database's own audio, unconformed (needs a --keep-audio database)")
     e.add_argument("--followers", default="bass,drums,keys")
