@@ -237,6 +237,14 @@ def fit_tempo(beats_s: np.ndarray, *, config: GridFitConfig = GridFitConfig()) -
     return TempoFit(t0, period, index, keep, spread, bool(steady))
 
 
+def _checked_fit(beats_s: np.ndarray, duration_s: float, config: GridFitConfig) -> tuple[np.ndarray, TempoFit]:
+    """(beats [B] s, their :func:`fit_tempo`) after checking the beats and the duration."""
+    beats = _check_beats(beats_s)
+    if not np.isfinite(duration_s) or duration_s < 0:
+        raise EnsembleError(f"duration_s must be finite and >= 0, got {duration_s}")
+    return beats, fit_tempo(beats, config=config)
+
+
 def _edge_fit(beats: np.ndarray, fit: TempoFit, end: str, config: GridFitConfig) -> TempoFit:
     """The fit to extrapolate with at ``end`` ("start" or "end"): the whole fit when steady,
     else a fit over the beats within ``edge_seconds`` of that end."""
@@ -285,10 +293,7 @@ def extend_grid(beats_s: np.ndarray, duration_s: float, *,
     Raises:
         EnsembleError: fewer than 2 beats, beats not finite and increasing, or a bad duration.
     """
-    beats = _check_beats(beats_s)
-    if not np.isfinite(duration_s) or duration_s < 0:
-        raise EnsembleError(f"duration_s must be finite and >= 0, got {duration_s}")
-    fit = fit_tempo(beats, config=config)
+    beats, fit = _checked_fit(beats_s, duration_s, config)
     before, after = np.empty(0), np.empty(0)
     if beats[0] > 0:
         before = _continue(_edge_fit(beats, fit, "start", config), beats[0], 0.0, forward=False)
@@ -408,10 +413,7 @@ def grid_from_beats(beats_s: np.ndarray, duration_s: float, *,
     Raises:
         EnsembleError: fewer than 2 beats, beats not finite and increasing, or a bad duration.
     """
-    beats = _check_beats(beats_s)
-    if not np.isfinite(duration_s) or duration_s < 0:
-        raise EnsembleError(f"duration_s must be finite and >= 0, got {duration_s}")
-    fit = fit_tempo(beats, config=config)
+    beats, fit = _checked_fit(beats_s, duration_s, config)
     if fit.steady:
         return regular_grid(fit, duration_s), round(60.0 / fit.period_s, 3)
     keep = np.ones(len(beats), dtype=bool)
