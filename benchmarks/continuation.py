@@ -260,8 +260,11 @@ def input_grid(leader: np.ndarray, seam_s: float, crossfade_s: float, duration_s
     g = _grid(leader[:a])
     if g.source != "tracked":
         return None
-    beats = extend_grid(g.times_s, duration_s)
-    k = SETTINGS.grid_subdivision
+    return _split(extend_grid(g.times_s, duration_s), SETTINGS.grid_subdivision)
+
+
+def _split(beats: np.ndarray, k: int) -> np.ndarray:
+    """[(B - 1) * k + 1] the beats with each interval split into ``k`` equal parts."""
     frac = np.arange(k) / k
     return np.append((beats[:-1, None] + np.diff(beats)[:, None] * frac[None, :]).reshape(-1), beats[-1])
 
@@ -272,9 +275,7 @@ def score_grid(query: dict) -> np.ndarray | None:
     beats = np.asarray(query.get("beat_times_s") or [], np.float64)
     if beats.size < 2:
         return None
-    k = max(1, int(round(2.0 * float(query.get("beat_ql", 1.0)))))
-    frac = np.arange(k) / k
-    return np.append((beats[:-1, None] + np.diff(beats)[:, None] * frac[None, :]).reshape(-1), beats[-1])
+    return _split(beats, max(1, int(round(2.0 * float(query.get("beat_ql", 1.0))))))
 
 
 def drum_grid_error_ms(drums: np.ndarray, seam_s: float, grid_s: np.ndarray | None) -> float | None:
