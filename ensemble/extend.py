@@ -15,11 +15,13 @@ One request, in order:
    plays (key and register, tempo and beat phase, level); the leader decoder renders all K in one
    batch; each is brought to the input's level as heard (:func:`ensemble.conform.level_gain_db`)
    and joined to the input with an equal-power crossfade;
-4. :meth:`~ensemble.perform.Performer.perform_extension` performs them with one band: the input's
+4. the seam pitch and loudness jumps are measured on the rendered leader
+   (:func:`ensemble.metrics.seam_metrics`) and replace retrieval's prediction on each candidate;
+   ``on_leaders`` hands the leaders to the caller here (a round draws its figures while the band
+   plays);
+5. :meth:`~ensemble.perform.Performer.perform_extension` performs them with one band: the input's
    plan (grid, drum loop and bar phase, key) is shared by all K; only the continuation part is
-   planned per candidate, and the Bass and Keys decoders render all K continuations in one batch;
-5. the seam pitch and loudness jumps are measured on the rendered leader
-   (:func:`ensemble.metrics.seam_metrics`) and replace retrieval's prediction on each candidate.
+   planned per candidate, and the Bass and Keys decoders render all K continuations in one batch.
 
 ``render="splice"`` (a comparison mode, off by default) plays the database's own audio instead,
 unconformed, for databases built with ``--keep-audio``.
@@ -42,10 +44,11 @@ from ensemble.dsp import crossfade
 from ensemble.engine import Engine
 from ensemble.errors import EnsembleError
 from ensemble.metrics import MetricsConfig, analyze_clip, seam_metrics
+from ensemble.models.decoder import parallel_controls
 from ensemble.perform import Performance, Performer, parse_followers
 from ensemble.rag import RANKINGS, Candidate, Query, RagDatabase, analyze_query, retrieve, segment_audio
 
-__all__ = ["ExtendRequest", "Continuation", "Extension", "extend", "RENDERS", "measure_seam"]
+__all__ = ["ExtendRequest", "Continuation", "Extension", "LeadersReady", "extend", "RENDERS", "measure_seam"]
 
 RENDERS = ("controls", "splice")
 
@@ -142,6 +145,19 @@ class Extension:
                 "candidates": [c.to_dict() for c in self.candidates]}
 
 
+@dataclass(frozen=True)
+class LeadersReady:
+    """What :func:`extend` knows once the leaders are rendered, before the band plays (the fields
+    of :class:`Extension` of the same names; the candidates' seams already measured)."""
+
+    input_audio: np.ndarray
+    candidates: list[Candidate]
+    continuations: list[Continuation]
+    leaders: list[np.ndarray]
+    crossfade: int
+    sample_rate: int
+
+
 def _validate(audio: np.ndarray, req: ExtendRequest, engine: Engine) -> tuple[np.ndarray, ExtendRequest]:
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
@@ -187,7 +203,9 @@ def _render(engine: Engine, controls: list[tuple[np.ndarray, np.ndarray]], n_sam
     """[K, n_samples] the leader decoder's rendering of every (f0 [T] Hz, loudness [T] dB), one batch."""
     f0 = torch.from_numpy(np.stack([f for f, _ in controls]).astype(np.float32))[..., None]
     ld = torch.from_numpy(np.stack([x for _, x in controls]).astype(np.float32))[..., None]
-    out = engine.leader(f0, ld, n_samples=n_samples, generator=torch.Generator().manual_seed(seed))
+    dec = engine.leader_renderer
+    out = dec.render(parallel_controls(dec, f0, ld, workers=min(2, os.cpu_count() or 1)), n_samples=n_samples,
+                     generator=torch.Generator().manual_seed(seed))
     return out.numpy().astype(np.float32)
 
 
@@ -225,13 +243,17 @@ def measure_seam(leader: np.ndarray, seam_s: float, crossfade_s: float, *, sampl
 
 def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendRequest(), *,
            progress: Callable[[float, str], None] | None = None,
-           original: tuple[np.ndarray, int] | None = None) -> Extension:
+           original: tuple[np.ndarray, int] | None = None,
+           on_leaders: Callable[[LeadersReady], None] | None = None) -> Extension:
     """Retrieve, conform, render and perform Top-K continuations of ``audio`` ([n] float32, 16 kHz).
 
     Args:
         progress: called as ``progress(fraction, message)`` per stage.
         original: the user's recording as uploaded, ([n_src, channels] float32, Hz), kept for
             native-rate outputs (:mod:`ensemble.outputs`).
+        on_leaders: called once the leaders are rendered and their seams measured, before the
+            band plays (:class:`LeadersReady`); it must return at once (start a thread for work
+            that runs beside the performing, e.g. the candidates' figures).
 
     Raises:
         EnsembleError: target <= input length, silent or too short input, bad K/alpha/beta/lookbacks,
@@ -315,6 +337,19 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
                for i in range(len(cands))]
     timings["render"] = time.perf_counter() - t
 
+    # the seams are the leader's (what the band adds does not move them): measured before the band
+    # plays, so whatever needs them can run beside the performing
+    t = time.perf_counter()
+    seam_s, xfade_s = (s0 + xfade / 2) / sr, xfade / sr
+    measured = []
+    for c, leader in zip(cands, leaders, strict=True):
+        pj, lj = measure_seam(leader, seam_s, xfade_s, sample_rate=sr)
+        measured.append(replace(c, seam_pitch_jump_cents=float("nan") if pj is None else pj,
+                                seam_loudness_jump_db=lj))
+    timings["seam_measure"] = time.perf_counter() - t
+    if on_leaders is not None:
+        on_leaders(LeadersReady(audio, measured, continuations, leaders, xfade, sr))
+
     t = time.perf_counter()
     report(0.2, "performing the continuations with the band")
 
@@ -327,20 +362,12 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
                                                workers=min(2, os.cpu_count() or 1), progress=step)
     timings["perform"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    seam_s, xfade_s = (s0 + xfade / 2) / sr, xfade / sr
-    measured = []
-    for c, leader in zip(cands, leaders, strict=True):
-        pj, lj = measure_seam(leader, seam_s, xfade_s, sample_rate=sr)
-        measured.append(replace(c, seam_pitch_jump_cents=float("nan") if pj is None else pj,
-                                seam_loudness_jump_db=lj))
     for perf, c, k, g in zip(performances, measured, continuations, gains, strict=True):
         perf.info["conform"] = {"transpose": c.transpose, "stretch": c.stretch,
                                 "source_start_seconds": k.source_start_seconds,
                                 "level_offset_db": k.level_offset_db, "level_gain_db": g,
                                 "render": req.render, "conformed": do_conform,
                                 "colour": None if colour is None else colour.summary()}
-    timings["seam_measure"] = time.perf_counter() - t
     report(1.0, "done")
     versions = {"model": engine.model_version, "database": db.version}
     orig, orig_rate = (None, None) if original is None else (np.asarray(original[0], np.float32),

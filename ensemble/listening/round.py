@@ -13,8 +13,9 @@ all use the 16 kHz mono analysis copies.
 The seam numbers a round shows (card, legend of the figures, API, ratings log) are the
 candidate's own (``Candidate.seam_pitch_jump_cents`` / ``seam_loudness_jump_db``, measured by
 :func:`ensemble.extend.extend`), never measured again here. The figures share one drawing of the
-input (:class:`ensemble.figures.report.CandidateSheet`) and are drawn while a worker thread writes
-the audio.
+input (:class:`ensemble.figures.report.CandidateSheet`) and are drawn on a worker thread while the
+band plays (they need only the rendered leaders: ``extend(on_leaders=...)``); the audio is written
+once the band has played.
 
 Blind rounds show the candidates in an order shuffled by a seeded RNG (the seed is kept in the
 round), under opaque random file names, and keep the scores back until the rater has submitted.
@@ -33,7 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -42,7 +43,7 @@ import numpy as np
 from ensemble.audio import LoadedAudio, save_wav
 from ensemble.engine import Engine
 from ensemble.errors import EnsembleError
-from ensemble.extend import Extension, extend
+from ensemble.extend import Extension, LeadersReady, extend
 from ensemble.features import FeatureConfig
 from ensemble.figures.report import CandidateSheet, report_card, write_figure
 from ensemble.files import atomic_write_bytes
@@ -220,7 +221,7 @@ def _as_int_or_none(name: str, value: object) -> int | None:
     return int(x)
 
 
-def _segment_features(ext: Extension, i: int, features: FeatureConfig) -> SegmentFeatures:
+def _segment_features(ext: Extension | LeadersReady, i: int, features: FeatureConfig) -> SegmentFeatures:
     """The i-th candidate's continuation: its controls' pitch (as the extension rendered it), audio as joined."""
     cont = ext.continuations[i]
     seg = ext.leaders[i][len(ext.input_audio) - ext.crossfade:]  # from the crossfade's start
@@ -273,40 +274,49 @@ def _write_audio(ext: Extension, i: int, *, folder: Path, name: str, matched_nam
     return mix_path, matched, gain, limited
 
 
-def _present(ext: Extension, order: list[int], input_analysis: Analysis, *, folder: Path, blind: bool,
-             subtype: str, features: FeatureConfig, progress: Progress) -> tuple[list[Shown], Path]:
-    """Every candidate's files in shown order (audio on a worker thread while the figures are drawn
-    here) -> (the shown candidates, the overview figure)."""
+def _draw(ready: LeadersReady, order: list[int], input_analysis: Analysis, *,
+          folder: Path, features: FeatureConfig) -> tuple[list[Path], Path, float]:
+    """Every candidate's card in shown order and the overview, from the leaders alone (drawn while
+    the band plays) -> (card PNGs, overview PNG, seconds spent)."""
+    t = time.perf_counter()
+    k = len(order)
+    xfade_s = ready.crossfade / ready.sample_rate
+    sheet = CandidateSheet(input_analysis, [
+        _heard(candidate_analysis(input_analysis, _segment_features(ready, i, features),
+                                  crossfade_s=xfade_s, label=""), ready.candidates[i]) for i in order])
+    figures = [atomic_write_bytes(folder / _opaque_name(".png"),
+                                  sheet.card(pos - 1, label=f"#{pos} candidate {pos}",
+                                             title=f"Candidate {pos}: melody and loudness, seam marked"))
+               for pos in range(1, k + 1)]
+    overview = atomic_write_bytes(folder / _opaque_name(".png"),
+                                  sheet.overview(title=f"All {k} candidates (numbered as shown)"))
+    return figures, overview, time.perf_counter() - t
+
+
+def _present(ext: Extension, order: list[int], drawing: Future, *, folder: Path, blind: bool,
+             subtype: str, features: FeatureConfig, progress: Progress) -> tuple[list[Shown], Path, float]:
+    """Every candidate's audio in shown order, joined with its figures from ``drawing`` (a
+    :func:`_draw` running since the leaders were ready) -> (the shown candidates, the overview
+    figure, seconds the drawing took)."""
     k = len(order)
     reference_db = integrated_loudness_db(ext.input_audio, features=features)
     names = [(_opaque_name(""), _opaque_name("")) if blind else
              (f"candidate{pos:02d}_rank{ext.candidates[i].rank:02d}",
               f"candidate{pos:02d}_rank{ext.candidates[i].rank:02d}_matched")
              for pos, i in enumerate(order, start=1)]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="round-audio") as pool:
-        audio = [pool.submit(_write_audio, ext, i, folder=folder, name=name, matched_name=matched_name,
-                             reference_db=reference_db, subtype=subtype, features=features)
-                 for i, (name, matched_name) in zip(order, names, strict=True)]
-        xfade_s = ext.crossfade / ext.sample_rate
-        sheet = CandidateSheet(input_analysis, [
-            _heard(candidate_analysis(input_analysis, _segment_features(ext, i, features),
-                                      crossfade_s=xfade_s, label=""), ext.candidates[i]) for i in order])
-        figures = []
-        for pos in range(1, k + 1):
-            png = sheet.card(pos - 1, label=f"#{pos} candidate {pos}",
-                             title=f"Candidate {pos}: melody and loudness, seam marked")
-            figures.append(atomic_write_bytes(folder / _opaque_name(".png"), png))
-            progress(pos / (k + 1), f"drew candidate {pos} of {k}")
-        overview = atomic_write_bytes(folder / _opaque_name(".png"),
-                                      sheet.overview(title=f"All {k} candidates (numbered as shown)"))
-        written = [f.result() for f in audio]
+    written = []
+    for pos, (i, (name, matched_name)) in enumerate(zip(order, names, strict=True), start=1):
+        written.append(_write_audio(ext, i, folder=folder, name=name, matched_name=matched_name,
+                                    reference_db=reference_db, subtype=subtype, features=features))
+        progress(pos / (k + 1), f"wrote candidate {pos} of {k}")
+    figures, overview, drawn_s = drawing.result()
     shown = []
     for pos, (i, fig, (mix, matched, gain, limited)) in enumerate(zip(order, figures, written, strict=True),
                                                                   start=1):
         shown.append(Shown(position=pos, candidate=ext.candidates[i], audio=mix, audio_matched=matched,
                            matched_gain_db=gain, matched_limited=limited, figure=fig,
                            notes=list(ext.performances[i].info.get("notes", []))))
-    return shown, overview
+    return shown, overview, drawn_s
 
 
 def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder: Path,
@@ -343,17 +353,26 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
     timings["input_report"] = time.perf_counter() - t
 
     original = None if clip.original is None else (clip.original, clip.source_sample_rate)
-    ext = extend(engine, audio, settings.request(), progress=lambda f, m: report(0.85 * f, m),
-                 original=original)
-    timings.update({f"extend_{k}": v for k, v in ext.timings.items()})
-    shuffle_seed, order = _shown_order(len(ext.candidates), settings.blind)
+    drawn: dict = {}
+    # the figures need only the leaders: one worker draws them while the band plays (the pool's
+    # exit waits for it, so a failed request never leaves it writing into the folder)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="round-figures") as pool:
+        def on_leaders(ready: LeadersReady) -> None:
+            drawn["order"] = _shown_order(len(ready.candidates), settings.blind)
+            drawn["figures"] = pool.submit(_draw, ready, drawn["order"][1], input_analysis, folder=folder,
+                                           features=features)
 
-    t = time.perf_counter()
-    report(0.86, "drawing the candidates and writing their audio")
-    shown, overview = _present(ext, order, input_analysis, folder=folder, blind=settings.blind,
-                               subtype=clip.output_subtype, features=features,
-                               progress=lambda f, m: report(0.86 + 0.13 * f, m))
-    timings["figures_and_audio"] = time.perf_counter() - t
+        ext = extend(engine, audio, settings.request(), progress=lambda f, m: report(0.85 * f, m),
+                     original=original, on_leaders=on_leaders)
+        timings.update({f"extend_{k}": v for k, v in ext.timings.items()})
+        shuffle_seed, order = drawn["order"]
+
+        t = time.perf_counter()
+        report(0.86, "writing the candidates' audio")
+        shown, overview, timings["figures_drawn_beside"] = _present(
+            ext, order, drawn["figures"], folder=folder, blind=settings.blind, subtype=clip.output_subtype,
+            features=features, progress=lambda f, m: report(0.86 + 0.13 * f, m))
+        timings["figures_and_audio"] = time.perf_counter() - t
     rate, channels = native_format(ext)
     cfg = engine.db.config
     req = settings.request()

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from ensemble.audio import DEFAULT_MAX_SECONDS
 from ensemble.config import config_from_dict
 from ensemble.errors import EnsembleError
+from ensemble.models.decoder import GRU_WEIGHTS
 
 __all__ = ["FOLLOWERS", "HARMONY_UNITS", "PerformConfig", "parse_followers"]
 
@@ -68,6 +69,9 @@ class PerformConfig:
         analysis_chunk_seconds: the leader is analysed in chunks of this length (bounds memory).
         render_chunk_seconds: the keys voices are rendered one at a time above this length to bound
             memory (a 10-minute clip).
+        gru_weights: "float16" (the Bass and Keys decoders render with float16 GRU weights:
+            1.6-2x faster, 90 dB SNR to float32; :func:`ensemble.models.decoder.for_rendering`) or
+            "float32".
     """
 
     followers: tuple[str, ...] = FOLLOWERS
@@ -100,6 +104,7 @@ class PerformConfig:
     limiter_ceiling_db: float = -1.0
     analysis_chunk_seconds: float = 30.0
     render_chunk_seconds: float = 120.0
+    gru_weights: str = "float16"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "followers", parse_followers(self.followers))
@@ -121,6 +126,8 @@ class PerformConfig:
         if not self.limiter_threshold_db < self.limiter_ceiling_db < 0.0:
             raise EnsembleError(f"need limiter threshold < ceiling < 0 dBFS, got "
                                 f"{self.limiter_threshold_db}, {self.limiter_ceiling_db}")
+        if self.gru_weights not in GRU_WEIGHTS:
+            raise EnsembleError(f"gru_weights {self.gru_weights!r}; allowed: {', '.join(GRU_WEIGHTS)}")
         if self.drum_variety < 1 or self.min_beats < 2:
             raise EnsembleError(f"drum_variety ({self.drum_variety}) must be >= 1 and min_beats "
                                 f"({self.min_beats}) >= 2")

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,8 @@ from ensemble.models.decoder import (
     InstrumentDecoder,
     denormalize_loudness,
     enable_fast_cpu_inference,
+    for_rendering,
+    parallel_controls,
 )
 from ensemble.models.io import ARRANGER_FILE, decoder_file, load_arranger, load_decoder
 from ensemble.music import PC_NAMES
@@ -162,6 +165,7 @@ class Performer:
         self.decoders = {k: v.eval() for k, v in decoders.items()}
         self.drum_db = drum_db
         self.features = features
+        self._workers = min(2, os.cpu_count() or 1)  # threads a batched render spreads over
         missing = [f for f in config.followers if f in ("Bass", "Keys") and f not in self.decoders]
         if missing:
             raise EnsembleError(f"followers {missing} need decoders; got decoders for "
@@ -207,8 +211,9 @@ class Performer:
         for name in ("Bass", "Keys"):
             if name in config.followers:
                 path = ckpt / decoder_file(name)
-                decoders[name], meta = load_decoder(path)
-                versions[name] = _model_version(path, decoders[name], meta)
+                decoder, meta = load_decoder(path)
+                versions[name] = _model_version(path, decoder, meta)
+                decoders[name] = for_rendering(decoder, config.gru_weights)
         need_db = "Drums" in config.followers or config.harmony_model == "learned"
         # "auto" harmony without drums: the learned model when the asset is there, else the rules
         want_db = need_db or (config.harmony_model == "auto"
@@ -496,22 +501,43 @@ class Performer:
             ld_b = torch.from_numpy(np.ascontiguousarray(np.concatenate(loud), dtype=np.float32))[..., None]
             batched = f0_b.shape[1] <= limit_frames
             with torch.inference_mode():
-                controls = dec.controls(f0_b, ld_b) if batched else None  # [V_total, T, ...]
-                v0 = 0
-                for t, voices in zip(group, (len(v) for v in f0), strict=True):
-                    gen = torch.Generator().manual_seed(int(t.seed) + seed_offset)
-                    if batched:
-                        part = {k: x[v0:v0 + voices] for k, x in controls.items()}
-                        audio = dec.render(part, n_samples=n, generator=gen).sum(dim=0).numpy()
-                    else:
-                        audio = np.zeros(n, np.float32)
-                        for v in range(v0, v0 + voices):
-                            audio += dec(f0_b[v:v + 1], ld_b[v:v + 1], n_samples=n, generator=gen)[0].numpy()
-                    t.stems[name] = audio
-                    v0 += voices
+                # [V_total, T, ...]: the rows split over the cores (parallel_controls)
+                controls = parallel_controls(dec, f0_b, ld_b, workers=self._workers) if batched else None
+            starts = np.cumsum([0] + [len(v) for v in f0])
+            jobs = [(t, int(starts[j]), int(starts[j + 1])) for j, t in enumerate(group)]
+            if batched and len(group) > 1 and self._workers > 1:
+                # each take draws its own noise (its own generator): the takes synthesise in any order
+                with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="synth") as pool:
+                    list(pool.map(partial(self._synth_take, name, dec, controls=controls, f0_b=f0_b, ld_b=ld_b,
+                                          n=n, seed_offset=seed_offset, one_thread=True), jobs))
+            else:
+                for job in jobs:
+                    self._synth_take(name, dec, job, controls=controls, f0_b=f0_b, ld_b=ld_b, n=n,
+                                     seed_offset=seed_offset, one_thread=False)
             share = (time.perf_counter() - start) / len(group)
             for t in group:
                 t.timings[name.lower()] = share
+
+    @staticmethod
+    def _synth_take(name: str, dec: InstrumentDecoder, job: tuple[_Take, int, int], *,
+                    controls: dict[str, torch.Tensor] | None, f0_b: torch.Tensor, ld_b: torch.Tensor, n: int,
+                    seed_offset: int, one_thread: bool) -> None:
+        """Synthesise one take's voices (rows v0:v1 of the batch) into ``take.stems[name]``: from the
+        batch's controls, or (``controls`` None: a long clip) one voice at a time, network included."""
+        take, v0, v1 = job
+        enable_fast_cpu_inference()
+        if one_thread:
+            torch.set_num_threads(1)  # this thread's own setting (OpenMP): the other take has the other core
+        gen = torch.Generator().manual_seed(int(take.seed) + seed_offset)
+        with torch.inference_mode():
+            if controls is not None:
+                part = {k: x[v0:v1] for k, x in controls.items()}
+                audio = dec.render(part, n_samples=n, generator=gen).sum(dim=0).numpy()
+            else:
+                audio = np.zeros(n, np.float32)
+                for v in range(v0, v1):
+                    audio += dec(f0_b[v:v + 1], ld_b[v:v + 1], n_samples=n, generator=gen)[0].numpy()
+        take.stems[name] = audio
 
     def _finish(self, take: _Take) -> Performance:
         """Mix gains, bus gain and limiter -> the Performance."""
