@@ -11,6 +11,7 @@ the performer (band decoders, arranger, drum database). The engine is read-only 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ensemble.models.decoder import GRU_WEIGHTS, InstrumentDecoder, enable_fast_
 from ensemble.models.io import decoder_file, load_decoder
 from ensemble.perform import PerformConfig, Performer
 from ensemble.rag import RagDatabase
+from ensemble.timbre import TimbreConfig
 
 __all__ = ["Limits", "EngineConfig", "Engine"]
 
@@ -63,7 +65,11 @@ class EngineConfig:
         checkpoints_dir: ``decoder_{leader,Bass,Keys}.pt`` and ``arranger.pt``.
         database_dir: the RAG database (``python -m ensemble index build``).
         drums_dir: the drum database and learned harmony model (``python -m ensemble drums build``).
-        leader: the instrument whose decoder embeds the query and re-synthesises transposed segments.
+        leader: the instrument whose decoder embeds the query (the database was embedded with it).
+        timbre_leader: the conditioned decoder that renders continuations in the user's timbre
+            (``decoder_<timbre_leader>.pt``; :mod:`ensemble.timbre`). Without that file the
+            ``leader`` decoder renders them (BabyBand's guitar), with a note.
+        timbre: how the user's timbre is inferred and the switch into the rendering hidden.
         features: the frame grid of every model and database (16 kHz, hop 160 = 100 frames/s).
         limits: what a request may ask for.
         gru_weights: how the decoders that render (leader, Bass, Keys) store their GRU's weights:
@@ -76,6 +82,8 @@ class EngineConfig:
     database_dir: str = "assets/rag"
     drums_dir: str = "assets/drums"
     leader: str = "Guitar"
+    timbre_leader: str = "Leader"
+    timbre: TimbreConfig = field(default_factory=TimbreConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     limits: Limits = field(default_factory=Limits)
     gru_weights: str = "float16"
@@ -107,6 +115,12 @@ class Engine:
     config: EngineConfig = field(default_factory=EngineConfig)
     versions: dict = field(default_factory=dict)
     renderer: InstrumentDecoder | None = None  # the leader as it renders (for_rendering); None: leader
+    timbre_renderer: InstrumentDecoder | None = None  # the conditioned decoder (for_rendering), if installed
+
+    @property
+    def timbres(self) -> tuple[str, ...]:
+        """The timbres a request may name besides "auto" and "guitar" (empty: none installed)."""
+        return self.timbre_renderer.config.timbres if self.timbre_renderer is not None else ()
 
     @property
     def leader_renderer(self) -> InstrumentDecoder:
@@ -130,13 +144,29 @@ class Engine:
                                    features=config.features)
         versions = {"guitar_decoder_steps": meta.get("steps"), "database": db.version,
                     "performer": performer.versions}
-        return cls(leader, db, performer, config, versions, for_rendering(leader, config.gru_weights))
+        timbre_path = Path(config.checkpoints_dir) / decoder_file(config.timbre_leader)
+        timbre_renderer = None
+        if timbre_path.is_file():
+            timbre_dec, timbre_meta = load_decoder(timbre_path)
+            if not timbre_dec.config.timbres:
+                raise EnsembleError(f"{str(timbre_path)!r} is not conditioned on timbres; allowed: a decoder "
+                                    "trained with `python -m ensemble train decoder --timbres ...`")
+            timbre_renderer = for_rendering(timbre_dec, config.gru_weights)
+            try:
+                sha = json.loads(timbre_path.with_suffix(".json").read_text()).get("sha256")
+            except (OSError, ValueError):
+                sha = None
+            versions["timbre_decoder"] = {"file": timbre_path.name, "sha256": sha, "steps": timbre_meta.get("steps"),
+                                          "timbres": list(timbre_dec.config.timbres)}
+        return cls(leader, db, performer, config, versions, for_rendering(leader, config.gru_weights),
+                   timbre_renderer)
 
     @property
     def model_version(self) -> str:
         """Short id of the shipped models: sha256 prefixes of the checkpoints."""
         v = self.performer.versions
         parts = [str(v.get(k, {}).get("sha256") or "")[:8] for k in ("arranger", "Bass", "Keys")]
+        parts.append(str(self.versions.get("timbre_decoder", {}).get("sha256") or "")[:8])
         return "-".join(p for p in parts if p) or "in-memory"
 
     @property

@@ -44,9 +44,10 @@ from ensemble.dsp import crossfade
 from ensemble.engine import Engine
 from ensemble.errors import EnsembleError
 from ensemble.metrics import MetricsConfig, analyze_clip, seam_metrics
-from ensemble.models.decoder import parallel_controls
+from ensemble.models.decoder import LOUDNESS_FLOOR_DB, parallel_controls
 from ensemble.perform import Performance, Performer, parse_followers
 from ensemble.rag import RANKINGS, Candidate, Query, RagDatabase, analyze_query, retrieve, segment_audio
+from ensemble.timbre import TimbreChoice, check_timbre, choose_timbre
 
 __all__ = ["ExtendRequest", "Continuation", "Extension", "LeadersReady", "extend", "RENDERS", "measure_seam"]
 
@@ -73,6 +74,8 @@ class ExtendRequest:
             (the database's audio, unconformed; a comparison mode for databases with audio).
         match_colour: give the rendered continuations the input's long-term spectral colour
             (:mod:`ensemble.colour`; only when conforming a pitched input).
+        timbre: "auto" (inferred from the input, :mod:`ensemble.timbre`), "guitar" (BabyBand's
+            guitar decoder, the previous sound) or one of ``engine.timbres`` (controls render only).
     """
 
     seconds: float = 30.0
@@ -87,6 +90,7 @@ class ExtendRequest:
     conform: bool = True
     render: str = "controls"
     match_colour: bool = True
+    timbre: str = "auto"
 
 
 @dataclass
@@ -121,6 +125,7 @@ class Extension:
     sample_rate: int
     original: np.ndarray | None = None
     original_rate: int | None = None
+    timbre: TimbreChoice | None = None  # what rendered the continuations (None: spliced audio)
 
     @property
     def input_seconds(self) -> float:
@@ -142,6 +147,7 @@ class Extension:
                 "notes": self.notes, "query_lookbacks_used": list(self.query.lookbacks_used),
                 "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
                 "versions": self.versions,
+                "timbre": None if self.timbre is None else self.timbre.summary(),
                 "candidates": [c.to_dict() for c in self.candidates]}
 
 
@@ -188,7 +194,8 @@ def _validate(audio: np.ndarray, req: ExtendRequest, engine: Engine) -> tuple[np
     if req.render == "splice" and not db.has_audio:
         raise EnsembleError(f"render 'splice' needs a database that keeps its audio; {str(db.root)!r} was "
                             "built without it (`python -m ensemble index build --keep-audio`)")
-    return audio, replace(req, lookbacks=lookbacks, followers=parse_followers(req.followers))
+    timbre = check_timbre(req.timbre, engine.timbres)
+    return audio, replace(req, lookbacks=lookbacks, followers=parse_followers(req.followers), timbre=timbre)
 
 
 def _lookback_mask(db: RagDatabase, lookbacks: tuple[float, ...] | None) -> np.ndarray | None:
@@ -198,15 +205,36 @@ def _lookback_mask(db: RagDatabase, lookbacks: tuple[float, ...] | None) -> np.n
 
 
 @torch.inference_mode()
-def _render(engine: Engine, controls: list[tuple[np.ndarray, np.ndarray]], n_samples: int,
-            seed: int) -> np.ndarray:
-    """[K, n_samples] the leader decoder's rendering of every (f0 [T] Hz, loudness [T] dB), one batch."""
+def _render(engine: Engine, controls: list[tuple[np.ndarray, np.ndarray]], n_samples: int, seed: int,
+            choice: TimbreChoice, preroll: list[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
+    """[K, n_samples] every (f0 [T] Hz, loudness [T] dB) rendered in one batch in ``choice``'s timbre.
+
+    ``preroll``: per row, (f0 [P], loudness [P]) rendered first and cut off: the decoder reaches the
+    row's first frame in the state the user's own playing left it, not from a cold start.
+    """
+    hop = engine.config.features.hop_length
+    P = 0 if preroll is None else len(preroll[0][0])
+    if P:
+        controls = [(np.concatenate([pf, f]), np.concatenate([pl, x]))
+                    for (f, x), (pf, pl) in zip(controls, preroll, strict=True)]
     f0 = torch.from_numpy(np.stack([f for f, _ in controls]).astype(np.float32))[..., None]
     ld = torch.from_numpy(np.stack([x for _, x in controls]).astype(np.float32))[..., None]
-    dec = engine.leader_renderer
-    out = dec.render(parallel_controls(dec, f0, ld, workers=min(2, os.cpu_count() or 1)), n_samples=n_samples,
-                     generator=torch.Generator().manual_seed(seed))
-    return out.numpy().astype(np.float32)
+    dec = engine.leader_renderer if choice.index is None else engine.timbre_renderer
+    workers = min(2, os.cpu_count() or 1)
+    ctl = parallel_controls(dec, f0, ld, workers=workers, timbre=choice.index)
+    out = dec.render(ctl, n_samples=n_samples + P * hop, generator=torch.Generator().manual_seed(seed))
+    return out[:, P * hop:].numpy().astype(np.float32)
+
+
+def _frames_before(f0_hz: np.ndarray, voiced: np.ndarray, loud_db: np.ndarray, end_frame: int,
+                   n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` frames of controls before ``end_frame`` (f0 0 where unvoiced), silence-padded at the start."""
+    lo = max(0, end_frame - n)
+    f0 = np.where(voiced[lo:end_frame], f0_hz[lo:end_frame], 0.0)
+    ld = loud_db[lo:end_frame]
+    pad = n - len(f0)
+    return (np.pad(f0, (pad, 0)).astype(np.float32),
+            np.pad(ld, (pad, 0), constant_values=LOUDNESS_FLOOR_DB).astype(np.float32))
 
 
 def _own_passage(audio: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, loud_db: np.ndarray,
@@ -290,6 +318,19 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
         notes.append("no steady beat was found in the input: continuations keep their own tempo")
     timings["query_analysis"] = time.perf_counter() - t
 
+    choice = None
+    hop = engine.config.features.hop_length
+    if req.render == "controls":
+        t = time.perf_counter()
+        report(0.08, "hearing which instrument you play")
+        choice = choose_timbre(engine.timbre_renderer, req.timbre, audio=audio, f0_hz=a.features.f0_hz,
+                               voiced=a.features.voiced, loudness_db=a.features.loudness_db, end_sample=s0,
+                               hop=hop, sample_rate=sr, config=engine.config.timbre, seed=req.seed,
+                               workers=min(2, os.cpu_count() or 1))
+        if choice.note:
+            notes.append(choice.note)
+        timings["timbre"] = time.perf_counter() - t
+
     t = time.perf_counter()
     report(0.1, "retrieving candidates")
     n_cont = int(round((req.seconds - len(audio) / sr) * sr)) + xfade
@@ -321,9 +362,15 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     else:
         rows = [(k.f0_hz, k.loudness_db) for k in continuations]
         own = _own_passage(audio, a.features.f0_hz, a.features.voiced, a.features.loudness_db, s0, frames,
-                           n_cont, engine.config.features.hop_length) \
+                           n_cont, hop) \
             if do_conform and req.match_colour and a.pitched else None
-        rendered = _render(engine, rows + ([own[1]] if own else []), n_cont, req.seed)
+        P = int(round(engine.config.timbre.preroll_seconds * sr / hop))
+        ctl = (a.features.f0_hz, a.features.voiced, a.features.loudness_db)
+        preroll = [_frames_before(*ctl, s0 // hop, P)] * len(rows)
+        if own:
+            preroll.append(_frames_before(*ctl, s0 // hop - frames, P))
+        rendered = _render(engine, rows + ([own[1]] if own else []), n_cont, req.seed, choice,
+                           preroll if P else None)
         if own is not None:
             # the decoder's rendering of the user's own passage: their difference is the colour
             colour = colour_match(own[0], rendered[-1], sample_rate=sr)
@@ -367,10 +414,11 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
                                 "source_start_seconds": k.source_start_seconds,
                                 "level_offset_db": k.level_offset_db, "level_gain_db": g,
                                 "render": req.render, "conformed": do_conform,
+                                "timbre": None if choice is None else choice.name,
                                 "colour": None if colour is None else colour.summary()}
     report(1.0, "done")
     versions = {"model": engine.model_version, "database": db.version}
     orig, orig_rate = (None, None) if original is None else (np.asarray(original[0], np.float32),
                                                              int(original[1]))
     return Extension(audio, q, measured, continuations, performances, leaders, req, notes, timings, versions,
-                     crossfade=xfade, sample_rate=sr, original=orig, original_rate=orig_rate)
+                     crossfade=xfade, sample_rate=sr, original=orig, original_rate=orig_rate, timbre=choice)

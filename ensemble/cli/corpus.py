@@ -70,6 +70,18 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timbres(args: argparse.Namespace) -> int:
+    from ensemble.jobs.timbres import TimbreCorpusConfig, build_timbre_corpus
+
+    config = TimbreCorpusConfig(tracks=(("train", args.train), ("valid", args.valid), ("test", args.test)),
+                                max_seconds=args.seconds, seed=args.seed, held_out=not args.no_held_out)
+    manifest = build_timbre_corpus(args.source, args.out, config, soundfont=args.soundfont,
+                                   command=" ".join(["python -m ensemble", *sys.argv[1:]]), say=_warn)
+    print(f"timbre corpus in {args.out}: {len(manifest['tracks'])} renderings, "
+          f"{len(manifest['skipped'])} skipped, {manifest['build_seconds']:.0f} s")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``corpus`` group and its subcommands."""
     corpus = subparsers.add_parser("corpus", help="build, import and inspect multitrack corpora",
@@ -105,6 +117,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="tracker for stems without MIDI/annotations (default pyin; yin is fast)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=fn)
+
+    p = sub.add_parser("timbres", help="render BabyBand melodies through many GM programs",
+                       description="The timbre-contrast set: each source track's Guitar melody rendered "
+                       "by every trained (and held-out) program, in the corpus layout (stem 'Leader'). "
+                       "Resumable: finished renderings are kept.")
+    p.add_argument("--source", required=True, help="a BabyBand build (e.g. data/babyband_xl)")
+    p.add_argument("--out", required=True, help="output folder")
+    for split, n in (("train", 40), ("valid", 6), ("test", 8)):
+        p.add_argument(f"--{split}", type=int, default=n, help=f"source tracks of the {split} split (default {n})")
+    p.add_argument("--seconds", type=_positive_float, default=40.0, help="length of each rendering (default 40)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the levels")
+    p.add_argument("--no-held-out", action="store_true", help="skip the held-out programs")
+    p.add_argument("--soundfont", default=None, help="a .sf2 file (default: TimGM6mb.sf2 of pretty_midi)")
+    p.set_defaults(func=_timbres)
 
     p = sub.add_parser("stats", help="minutes, pitch ranges and loudness of a corpus",
                        description="Minutes per stem and split, pitch range per stem and a loudness "

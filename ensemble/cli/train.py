@@ -35,7 +35,8 @@ def _train_decoder(args: argparse.Namespace) -> int:
     from ensemble.jobs.training import train_decoder
     from ensemble.models.decoder import DecoderConfig
 
-    model_cfg = DecoderConfig(instrument=args.instrument, hidden=args.hidden)
+    timbres = tuple(t.strip() for t in (args.timbres or "").split(",") if t.strip())
+    model_cfg = DecoderConfig(instrument=args.instrument, hidden=args.hidden, timbres=timbres)
     meta = train_decoder(args.data, args.instrument, args.out, model_config=model_cfg,
                          train_config=_train_config(args), command=_command_line(),
                          progress=not args.quiet)
@@ -76,6 +77,16 @@ def _eval_decoder(args: argparse.Namespace) -> int:
     print(f"decoder {res['instrument']} on the test split: {res['windows']} windows of "
           f"{res['window_seconds']} s")
     _print_table(rows, ("model", "MR-STFT loss", "median |f0 err| (cents)"))
+    if res.get("timbres"):
+        trows = []
+        for name, r in res["timbres"].items():
+            m = r["mrstft"]
+            gain = 1.0 - m["trained"] / m["additive_baseline"]
+            trows.append((name, r["windows"], m["trained"], m["additive_baseline"], f"{100 * gain:.1f} %",
+                          r["f0_error_cents_median"].get("trained", "-")))
+        print("per timbre:")
+        _print_table(trows, ("timbre", "windows", "MR-STFT trained", "additive baseline", "better by",
+                             "median |f0 err| (cents)"))
     _write_json(args.json_out, res)
     print(json.dumps(res))
     return 0
@@ -127,6 +138,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--instrument", required=True)
     d.add_argument("--hidden", type=int, default=256)
     d.add_argument("--fft-sizes", help="MR-STFT sizes, e.g. 2048,1024,512,256,128,64 (larger resolve bass)")
+    d.add_argument("--timbres", help="train one decoder conditioned on these timbres of a timbre corpus "
+                   "(`corpus timbres`), comma-separated, e.g. 'violin,flute' (default: one timbre)")
     _train_args(d)
     d.set_defaults(func=_train_decoder)
     a = tsub.add_parser("arranger", help="train the arranger")

@@ -79,6 +79,14 @@ class StemData:
     f0_hz: np.ndarray
     voiced: np.ndarray
     loudness_db: np.ndarray
+    timbre: str | None = None  # the track's "timbre" (a timbre corpus, ensemble.jobs.timbres)
+
+
+def _track_timbre(track: Path) -> str | None:
+    try:
+        return json.loads((track / "metadata.json").read_text()).get("timbre")
+    except (OSError, ValueError):
+        return None
 
 
 def _tracks(data_dir: Path, split: str) -> list[Path]:
@@ -129,7 +137,7 @@ def load_stems(data_dir: str | os.PathLike, stem: str, split: str,
         except (OSError, KeyError, ValueError):
             continue
         audio = load_audio(path, max_seconds=3600).audio if with_audio else np.zeros(0, np.float32)
-        out.append(StemData(track.name, audio, f0, voiced, loud))
+        out.append(StemData(track.name, audio, f0, voiced, loud, _track_timbre(track)))
     if not out:
         raise EnsembleError(f"no {stem!r} stems with features in split {split!r} of {str(data_dir)!r}")
     return out
@@ -249,22 +257,31 @@ def train_decoder(data_dir: str | os.PathLike, instrument: str, out_dir: str | o
     if model_config.instrument != instrument:
         model_config = DecoderConfig(**{**asdict(model_config), "instrument": instrument})
     stems = load_stems(data_dir, instrument, "train")
+    names = model_config.timbres
+    if names:  # a conditioned decoder learns the named timbres of a timbre corpus, nothing else
+        stems = [s for s in stems if s.timbre in names]
+        missing = sorted(set(names) - {s.timbre for s in stems})
+        if missing:
+            raise EnsembleError(f"timbres {missing} have no {instrument!r} stems in the train split of "
+                                f"{str(data_dir)!r}; build them with `python -m ensemble corpus timbres`")
     frames = int(round(cfg.window_seconds * features.frame_rate))
     sampler = _WindowSampler(stems, frames, cfg.min_active, rng)
     model = InstrumentDecoder(model_config)
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def batch_loss() -> torch.Tensor:
-        f0, loud, audio = [], [], []
+        f0, loud, audio, timbre = [], [], [], []
         for _ in range(cfg.batch_size):
             s, start = sampler.sample()
             f0.append(s.f0_hz[start:start + frames])
             loud.append(s.loudness_db[start:start + frames])
             audio.append(s.audio[start * features.hop_length:(start + frames) * features.hop_length])
+            timbre.append(names.index(s.timbre) if names else 0)
         f0_t = torch.tensor(np.stack(f0))[..., None]
         loud_t = torch.tensor(np.stack(loud))[..., None]
         target = torch.tensor(np.stack([np.pad(a, (0, frames * features.hop_length - len(a))) for a in audio]))
-        pred = model(f0_t, loud_t, n_samples=frames * features.hop_length, generator=gen)
+        pred = model(f0_t, loud_t, n_samples=frames * features.hop_length, generator=gen,
+                     timbre=torch.tensor(timbre) if names else None)
         return multi_resolution_stft_loss(pred, target, fft_sizes=tuple(cfg.fft_sizes))
 
     name = f"decoder_{instrument}"
@@ -424,9 +441,38 @@ def evaluate_decoder(data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
     """
     model, meta = io.load_decoder(checkpoint)
     instrument = model.config.instrument
+    names = model.config.timbres
+    if names:  # a conditioned decoder: every timbre on its own test windows, plus the summary
+        per = {}
+        for i, name in enumerate(names):
+            per[name] = _evaluate(model, meta, data_dir, checkpoint, seconds=seconds, per_track=per_track,
+                                  max_windows=max_windows, pitch_windows=pitch_windows, seed=seed,
+                                  figure=None, progress=progress, features=features, timbre=(i, name))
+        first = next(iter(per.values()))
+        return {"instrument": instrument, "checkpoint": str(checkpoint), "train_steps": meta.get("steps"),
+                "window_seconds": seconds, "windows": sum(r["windows"] for r in per.values()),
+                "timbres": per,
+                "mrstft": {k: round(float(np.mean([r["mrstft"][k] for r in per.values()])), 4)
+                           for k in first["mrstft"]},
+                "f0_error_cents_median": {k: None for k in first["f0_error_cents_median"]}}
+    return _evaluate(model, meta, data_dir, checkpoint, seconds=seconds, per_track=per_track,
+                     max_windows=max_windows, pitch_windows=pitch_windows, seed=seed, figure=figure,
+                     progress=progress, features=features, timbre=None)
+
+
+def _evaluate(model: InstrumentDecoder, meta: dict, data_dir, checkpoint, *, seconds: float, per_track: int,
+              max_windows: int, pitch_windows: int, seed: int, figure, progress: bool, features: FeatureConfig,
+              timbre: tuple[int, str] | None) -> dict:
+    instrument = model.config.instrument
     torch.manual_seed(seed)
     untrained = InstrumentDecoder(model.config).eval()
     stems = load_stems(data_dir, instrument, "test")
+    if timbre is not None:
+        stems = [s for s in stems if s.timbre == timbre[1]]
+        if not stems:
+            raise EnsembleError(f"no {instrument!r} test stems of timbre {timbre[1]!r} in {str(data_dir)!r}")
+        instrument = f"{instrument} ({timbre[1]})"
+    tix = None if timbre is None else timbre[0]
     windows = _eval_windows(stems, seconds, per_track, features)[:max_windows]
     if not windows:
         raise EnsembleError(f"no sounding {seconds} s windows of {instrument!r} in the test split")
@@ -440,8 +486,8 @@ def evaluate_decoder(data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
         loud = torch.tensor(s.loudness_db[start:start + frames])[None, :, None]
         target = torch.tensor(s.audio[start * features.hop_length:(start + frames) * features.hop_length])[None]
         with torch.inference_mode():
-            outs = {"trained": model(f0, loud, generator=gen),
-                    "untrained": untrained(f0, loud, generator=gen),
+            outs = {"trained": model(f0, loud, generator=gen, timbre=tix),
+                    "untrained": untrained(f0, loud, generator=gen, timbre=tix),
                     "additive_baseline": additive_baseline(f0, loud, model.config.n_harmonics, features=features)}
         for k, y in outs.items():
             scores[k].append(float(multi_resolution_stft_loss(y, target)))

@@ -103,6 +103,10 @@ class DecoderConfig:
         gru_layers: GRU depth (3).
         n_harmonics: K harmonics (100).
         n_noise_bands: M noise magnitudes, 0..Nyquist (65).
+        timbres: names of the timbres a conditioned decoder plays (empty: one timbre). A conditioned
+            decoder learns one ``timbre_dim`` vector per name (``nn.Embedding``), appended to the
+            inputs of both MLPs; every call names the timbre (``timbre=`` index or [B] indices).
+        timbre_dim: size of a timbre vector.
     """
 
     instrument: str = "Guitar"
@@ -112,6 +116,15 @@ class DecoderConfig:
     gru_layers: int = 3
     n_harmonics: int = 100
     n_noise_bands: int = 65
+    timbres: tuple[str, ...] = ()
+    timbre_dim: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timbres", tuple(str(t) for t in self.timbres))
+        if len(set(self.timbres)) != len(self.timbres):
+            raise EnsembleError(f"timbres {self.timbres} repeat a name; allowed: distinct names")
+        if self.timbre_dim < 1:
+            raise EnsembleError(f"timbre_dim {self.timbre_dim}; allowed: >= 1")
 
     def to_json(self) -> str:
         return config_to_json(self)
@@ -136,10 +149,12 @@ class InstrumentDecoder(nn.Module):
         super().__init__()
         self.config = config
         H = config.hidden
-        self.in_mlp = _mlp(2, H)
+        E = config.timbre_dim if config.timbres else 0
+        self.timbre_embedding = nn.Embedding(len(config.timbres), E) if config.timbres else None
+        self.in_mlp = _mlp(2 + E, H)
         self.gru = nn.GRU(H, H, num_layers=config.gru_layers, batch_first=True)
         self.norm = nn.LayerNorm(H)
-        self.out_mlp = _mlp(H + 2, H)
+        self.out_mlp = _mlp(H + 2 + E, H)
         self.amplitude_head = nn.Linear(H, 1)
         self.harmonic_head = nn.Linear(H, config.n_harmonics)
         self.noise_head = nn.Linear(H, config.n_noise_bands)
@@ -157,11 +172,44 @@ class InstrumentDecoder(nn.Module):
         if f0_hz.shape[1] < 1:
             raise EnsembleError("need at least one frame")
 
-    def _inputs(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor):
+    def timbre_index(self, timbre: int | str | torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """[B] long indices of ``timbre`` (an index, a name or [B] indices; None for a decoder of one
+        timbre).
+
+        Raises:
+            EnsembleError: a conditioned decoder called without a timbre, an unknown name or index,
+                or a timbre given to a decoder of one timbre.
+        """
+        names = self.config.timbres
+        if not names:
+            if timbre is not None:
+                raise EnsembleError(f"timbre {timbre!r}: the {self.config.instrument} decoder plays one "
+                                    "timbre; allowed: None")
+            return None
+        if timbre is None:
+            raise EnsembleError(f"the {self.config.instrument} decoder needs a timbre; allowed: "
+                                f"{', '.join(names)} (or their indices 0..{len(names) - 1})")
+        if isinstance(timbre, str):
+            if timbre not in names:
+                raise EnsembleError(f"timbre {timbre!r}; allowed: {', '.join(names)}")
+            timbre = names.index(timbre)
+        idx = torch.as_tensor(timbre, dtype=torch.long).reshape(-1)
+        if idx.numel() == 1:
+            idx = idx.expand(batch)
+        if idx.shape != (batch,) or bool(((idx < 0) | (idx >= len(names))).any()):
+            raise EnsembleError(f"timbre {timbre!r}; allowed: one index in 0..{len(names) - 1} or {batch} "
+                                "of them, or a name")
+        return idx
+
+    def _inputs(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, timbre=None):
         self._check(f0_hz, loudness_db)
+        idx = self.timbre_index(timbre, f0_hz.shape[0])
         f0_held = hold_unvoiced(f0_hz)
         x = torch.cat([normalize_f0(f0_held), normalize_loudness(torch.nan_to_num(
             loudness_db, nan=LOUDNESS_FLOOR_DB))], dim=-1)  # [B, T, 2]
+        if idx is not None:
+            z = self.timbre_embedding(idx)[:, None, :].expand(-1, x.shape[1], -1)
+            x = torch.cat([x, z.to(x.dtype)], dim=-1)  # [B, T, 2 + E]
         return f0_held, x
 
     def hidden_states(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,9 +241,10 @@ class InstrumentDecoder(nn.Module):
             out.append(self.norm(y))
         return torch.cat(out, dim=1)
 
-    def controls(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Synth controls for f0 [B, T, 1] Hz and loudness [B, T, 1] dB (A-weighted)."""
-        f0_held, x = self._inputs(f0_hz, loudness_db)
+    def controls(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, timbre=None) -> dict[str, torch.Tensor]:
+        """Synth controls for f0 [B, T, 1] Hz and loudness [B, T, 1] dB (A-weighted); ``timbre``: see
+        :meth:`timbre_index`."""
+        f0_held, x = self._inputs(f0_hz, loudness_db, timbre)
         h = self.out_mlp(torch.cat([self.hidden_states(x), x], dim=-1))  # [B, T, H]
         harmonic = self.harmonic_synth.get_controls(self.amplitude_head(h), self.harmonic_head(h),
                                                     f0_held)
@@ -211,9 +260,9 @@ class InstrumentDecoder(nn.Module):
         return harmonic + noise
 
     def forward(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, n_samples: int | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, timbre=None) -> torch.Tensor:
         """f0 [B, T, 1] Hz, loudness [B, T, 1] dB -> audio [B, n_samples] (default T * hop)."""
-        return self.render(self.controls(f0_hz, loudness_db), n_samples, generator)
+        return self.render(self.controls(f0_hz, loudness_db, timbre), n_samples, generator)
 
     def embed(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor) -> torch.Tensor:
         """Style embedding of a window: mean GRU state over time, L2-normalised. -> [B, H]."""
@@ -262,7 +311,7 @@ def for_rendering(decoder: InstrumentDecoder, gru_weights: str = "float16") -> I
 
 
 def parallel_controls(decoder: InstrumentDecoder, f0_hz: torch.Tensor, loudness_db: torch.Tensor, *,
-                      workers: int = 2) -> dict[str, torch.Tensor]:
+                      workers: int = 2, timbre=None) -> dict[str, torch.Tensor]:
     """``decoder.controls`` of a batch, its rows split into ``workers`` parts run on as many threads.
 
     The float16 GRU of :func:`for_rendering` runs each call on one core whatever torch's thread
@@ -274,10 +323,12 @@ def parallel_controls(decoder: InstrumentDecoder, f0_hz: torch.Tensor, loudness_
     Args:
         f0_hz, loudness_db: [B, T, 1] as :meth:`InstrumentDecoder.controls`.
         workers: threads (1: one plain call on this thread).
+        timbre: as :meth:`InstrumentDecoder.controls`.
     """
     parts = max(1, min(int(workers), f0_hz.shape[0]))
+    idx = decoder.timbre_index(timbre, f0_hz.shape[0])
     if parts == 1:
-        return decoder.controls(f0_hz, loudness_db)
+        return decoder.controls(f0_hz, loudness_db, idx)
     bounds = np.linspace(0, f0_hz.shape[0], parts + 1).round().astype(int)
 
     def run(i: int) -> dict[str, torch.Tensor]:
@@ -285,7 +336,7 @@ def parallel_controls(decoder: InstrumentDecoder, f0_hz: torch.Tensor, loudness_
         torch.set_num_threads(1)  # this thread's own setting (OpenMP): the other part has the other core
         with torch.inference_mode():
             sl = slice(int(bounds[i]), int(bounds[i + 1]))
-            return decoder.controls(f0_hz[sl], loudness_db[sl])
+            return decoder.controls(f0_hz[sl], loudness_db[sl], None if idx is None else idx[sl])
 
     with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="decoder") as pool:
         outs = list(pool.map(run, range(parts)))
