@@ -453,7 +453,7 @@ def _render_query(index: int, ref: PieceRef, mel: _Melody, prog: _Program, level
         "index": index, "ref": ref, "audio": audio, "target_dbfs": level_db,
         "program": prog, "bpm": bpm, "tempo_source": tempo_source, "beats": beats, "passes": passes,
         "transpose": shift, "pan": pan, "key": f"{PC_NAMES[key_tonic]} {key_mode}", "mel": mel,
-        "n_notes": len(notes),
+        "n_notes": len(notes), "notes": notes,
     }
 
 
@@ -664,6 +664,9 @@ def _write_query(r: dict, folder: Path, config: HeldoutConfig, root: Path) -> di
         "key_method": "Krumhansl-Kessler on note durations, final-note bonus (as BabyBand)",
         "pan": round(r["pan"], 3),
         "n_notes": r["n_notes"],
+        # the notes as written for the program (sounding = written + sounding_shift_semitones): the
+        # timbre benchmark renders the same melody with other programs
+        "notes": r["notes"].to_json(),
     }
 
 
