@@ -517,3 +517,38 @@ def test_a_folder_in_neither_layout_is_refused_by_name(tmp_path, importer):
         importer(tmp_path / "missing", tmp_path / "out")
     assert main(["corpus", "import-slakh" if importer is import_slakh else "import-urmp",
                  str(tmp_path / "songs"), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_timbre_corpus_plays_one_melody_in_every_program(band, tmp_path):
+    """`corpus timbres`: each source melody rendered by every trained program, placed in the program's
+    range, at -20 dBFS +- 2 dB, f0 from the notes agreeing with YIN on the audio (cents), the
+    source's split kept; a second run keeps what is there."""
+    import librosa
+
+    from ensemble.jobs.timbres import TRAINED, TimbreCorpusConfig, build_timbre_corpus
+
+    src = band[0]
+    split = json.loads((src / "Track00000" / "metadata.json").read_text())["split"]
+    cfg = TimbreCorpusConfig(tracks=((split, 1),), max_seconds=14.0, held_out=False)
+    man = build_timbre_corpus(src, tmp_path / "timbres", cfg, say=lambda m: None)
+    assert len(man["tracks"]) == len(TRAINED) and not man["skipped"]
+    for prog in TRAINED:
+        t = tmp_path / "timbres" / f"Track00000_p{prog.program:03d}"
+        meta = json.loads((t / "metadata.json").read_text())
+        assert meta["timbre"] == prog.name and meta["split"] == split and meta["trained"]
+        y, _ = librosa.load(t / "stems" / "Leader.flac", sr=16000)
+        with np.load(t / "features.npz") as z:
+            f0, voiced = z["Leader/f0_hz"], z["Leader/voiced"]
+        midi = 69 + 12 * np.log2(f0[voiced] / 440.0)
+        assert prog.low <= np.median(midi) <= prog.high
+        rms_db = 20 * np.log10(np.sqrt(np.mean(y ** 2)))
+        assert -22.5 <= rms_db <= -17.5 or np.abs(y).max() > 0.88  # the -1 dBFS ceiling may cut a peaky one
+        est = librosa.yin(y, fmin=60, fmax=2000, sr=16000, frame_length=1024, hop_length=160)
+        n = min(len(est), len(f0))
+        both = voiced[:n] & (f0[:n] > 0)
+        err = np.abs(1200 * np.log2(est[:n][both] / f0[:n][both]))
+        assert np.median(err) < 50.0, (prog.name, float(np.median(err)))
+    again = build_timbre_corpus(src, tmp_path / "timbres", cfg, say=lambda m: None)
+    assert [r["track"] for r in again["tracks"]] == [r["track"] for r in man["tracks"]]
+    with pytest.raises(EnsembleError, match="max_seconds 2; allowed: 4..600 s"):
+        TimbreCorpusConfig(max_seconds=2.0)
