@@ -360,12 +360,17 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     if req.render == "splice":
         rendered = np.stack([segment_audio(db, c.chunk, n_cont) for c in cands])
     else:
-        rows = [(k.f0_hz, k.loudness_db) for k in continuations]
+        # the overlap: the crossfade's frames play the user's own last controls, so the real audio
+        # fades into a rendering of the same note (only the sound changes there, not the note)
+        ctl = (a.features.f0_hz, a.features.voiced, a.features.loudness_db)
+        X = min(frames - 1, -(-xfade // hop)) if do_conform else 0
+        own_f0, own_ld = _frames_before(*ctl, s0 // hop + X, X)
+        rows = [(np.concatenate([own_f0, k.f0_hz[X:]]), np.concatenate([own_ld, k.loudness_db[X:]]))
+                for k in continuations]
         own = _own_passage(audio, a.features.f0_hz, a.features.voiced, a.features.loudness_db, s0, frames,
                            n_cont, hop) \
             if do_conform and req.match_colour and a.pitched else None
         P = int(round(engine.config.timbre.preroll_seconds * sr / hop))
-        ctl = (a.features.f0_hz, a.features.voiced, a.features.loudness_db)
         preroll = [_frames_before(*ctl, s0 // hop, P)] * len(rows)
         if own:
             preroll.append(_frames_before(*ctl, s0 // hop - frames, P))
