@@ -13,6 +13,7 @@ from pathlib import Path
 from ensemble.files import atomic_write_text, sha256_file
 
 DECODERS = ("Guitar", "Bass", "Keys")
+TIMBRE_DECODER = "Leader"  # conditioned on timbres (python -m ensemble corpus timbres)
 
 
 def _load(path: Path) -> dict | None:
@@ -52,7 +53,7 @@ def main() -> None:
               "| model | parameters | file size | training steps | wall time | complete | command |",
               "|---|---|---|---|---|---|---|"]
     manifest = {"files": {}}
-    for name in [f"decoder_{d}" for d in DECODERS] + ["arranger"]:
+    for name in [f"decoder_{d}" for d in (*DECODERS, TIMBRE_DECODER)] + ["arranger"]:
         side = _load(ck / f"{name}.json")
         if side is None:
             continue
@@ -87,6 +88,22 @@ def main() -> None:
             m, c = ev["mrstft"], ev["f0_error_cents_median"]
             lines.append(f"| {d} | {ev['windows']} | {m['trained']} | {m['untrained']} | {m['additive_baseline']} | "
                          f"{c.get('trained')} | {c.get('additive_baseline')} | {c.get('target')} |")
+    ev = _load(ck / "eval" / f"decoder_{TIMBRE_DECODER}.json")
+    if ev and ev.get("timbres"):
+        timbres = _load(Path("data/timbres/manifest.json")) or {}
+        lines += ["", f"**Timbre decoder** (`decoder_{TIMBRE_DECODER}.pt`): one decoder of the same architecture",
+                  "with a learned 16-d vector per timbre appended to both MLPs' inputs, trained on the timbre-contrast",
+                  "set (`python -m ensemble corpus timbres --source data/babyband_xl --out data/timbres`: the Guitar",
+                  "melody of the first 40 train / 6 valid / 8 test tracks of the 240-minute build, 40 s each,",
+                  "rendered by each program" + (f"; {len(timbres.get('tracks', []))} renderings, {timbres.get('build_seconds')} s)."
+                                    if timbres else ")."),
+                  "Test split, per timbre (the additive baseline gets the same f0 and loudness):", "",
+                  "| timbre | windows | trained | untrained | additive 1/k baseline | better than the baseline by |",
+                  "|---|---|---|---|---|---|"]
+        for name, r in ev["timbres"].items():
+            m = r["mrstft"]
+            lines.append(f"| {name} | {r['windows']} | {m['trained']} | {m['untrained']} | {m['additive_baseline']} | "
+                         f"{100 * (1 - m['trained'] / m['additive_baseline']):.1f} % |")
     lines += ["", "Commands: `python -m ensemble eval decoder --instrument NAME --figure "
               "checkpoints/figures/NAME.png --json-out checkpoints/eval/decoder_NAME.json`.", "",
               "Arranger: MSE of predicted follower loudness (normalised to [0, 1]: 0 = -80 dB, 1 = 0 dB) vs ground",
