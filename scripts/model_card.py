@@ -95,8 +95,8 @@ def main() -> None:
                   "with a learned 16-d vector per timbre appended to both MLPs' inputs, trained on the timbre-contrast",
                   "set (`python -m ensemble corpus timbres --source data/babyband_xl --out data/timbres`: the Guitar",
                   "melody of the first 40 train / 6 valid / 8 test tracks of the 240-minute build, 40 s each,",
-                  "rendered by each program" + (f"; {len(timbres.get('tracks', []))} renderings, {timbres.get('build_seconds')} s)."
-                                    if timbres else ")."),
+                  "rendered by each program" + (f"; {len(timbres.get('tracks', []))} renderings)." if timbres
+                                                else ")."),
                   "Test split, per timbre (the additive baseline gets the same f0 and loudness):", "",
                   "| timbre | windows | trained | untrained | additive 1/k baseline | better than the baseline by |",
                   "|---|---|---|---|---|---|"]
