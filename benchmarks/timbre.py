@@ -8,7 +8,9 @@ rest is the *true continuation* in that program. Each upload is extended to 30 s
 Drums follower only: the leader is what is measured) by three systems, in one run:
 
 * ``v2``: ``timbre="auto"`` -- the timbre inferred from the upload (:mod:`ensemble.timbre`);
-* ``guitar``: ``timbre="guitar"`` -- BabyBand's guitar decoder, the sound of v1's renderings;
+* ``v1-guitar``: ``timbre="guitar", match_colour=False`` -- BabyBand's guitar decoder as v1 rendered
+  every continuation;
+* ``guitar``: ``timbre="guitar"`` with the colour match of the continuation issue (its end state);
 * ``random``: a timbre drawn at random (seeded) from the trained ones.
 
 **Timbre position** of a continuation: ``d`` = distance between the mean MFCCs (1-19; frames within
@@ -45,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
 WINDOW_S = 3.0
-SYSTEMS = ("v2", "guitar", "random")
+SYSTEMS = ("v2", "v1-guitar", "guitar", "random")
 
 
 def mfcc_mean(x: np.ndarray) -> np.ndarray | None:
@@ -175,10 +177,12 @@ def main() -> None:
             audio = full[p.program][:n_in]
             c_in = centroid_hz(audio[n_in - w:])
             for system in SYSTEMS:
-                timbre = {"v2": "auto", "guitar": "guitar"}.get(system) or str(rng.choice(sorted(trained_names)))
+                timbre = {"v2": "auto", "guitar": "guitar", "v1-guitar": "guitar"}.get(system) \
+                    or str(rng.choice(sorted(trained_names)))
                 t = time.perf_counter()
                 ext = extend(engine, audio, ExtendRequest(seconds=q["total_seconds"], k=args.k, seed=args.seed,
-                                                          followers=("Drums",), timbre=timbre))
+                                                          followers=("Drums",), timbre=timbre,
+                                                          match_colour=system != "v1-guitar"))
                 wall = time.perf_counter() - t
                 choice = ext.timbre
                 for rank, leader in enumerate(ext.leaders, start=1):
