@@ -26,6 +26,9 @@ Native files are PCM-24 by default when there is an original recording: a 24-bit
 recording is never cut to 16 bits. Callers that know the source's format pass
 ``subtype=LoadedAudio.output_subtype`` (PCM-16 for a 16-bit or lossy source, whose detail 16 bits
 already hold). Without an original, and for the 16 kHz analysis copies, files are PCM-16.
+
+**Which timbre played** (:func:`timbre_text`): the same words in the CLI's output, the app's round
+status and each candidate's card.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +50,39 @@ from ensemble.dsp import fade_curves, soft_limit
 from ensemble.errors import EnsembleError
 from ensemble.extend import Extension
 from ensemble.perform import Performance, PerformConfig
+from ensemble.timbre import TimbreChoice
 
-__all__ = ["write_extension", "native_mix", "native_format", "leader_gain", "RESULT_COLUMNS"]
+__all__ = ["write_extension", "native_mix", "native_format", "leader_gain", "timbre_text", "RESULT_COLUMNS"]
 RESULT_COLUMNS = ["rank", "db_chunk_idx", "track", "start_seconds", "composite", "relevance",
                   "coherence", "lookback", "transpose", "seam_pitch_jump_cents",
                   "seam_loudness_jump_db", "fallback"]
 _LEADER = "Leader"
+
+
+_CHOSEN_BY = {"auto": "inferred from your clip", "user": "your choice", "default": "the default"}
+
+
+def timbre_text(choice: TimbreChoice | None, *, notes: Sequence[str] = ()) -> str:
+    """Which timbre rendered the continuations and how it was chosen, in plain words.
+
+    Args:
+        choice: ``Extension.timbre`` (None: the spliced database audio, which no timbre renders).
+        notes: the notes already shown beside this text (``Extension.notes``); the choice's note is
+            not repeated when it is among them.
+
+    Returns:
+        e.g. ``"violin (inferred from your clip)"``, ``"guitar (your choice)"`` or
+        ``"guitar (the default: no timbre decoder is installed: BabyBand's guitar plays)"``
+        (``"guitar (the default, see the note)"`` when that note is in ``notes``).
+    """
+    if choice is None:
+        return "none (the database's own audio, spliced)"
+    how = _CHOSEN_BY.get(choice.chosen_by, choice.chosen_by)
+    if not choice.note:
+        return f"{choice.name} ({how})"
+    if choice.note in notes:
+        return f"{choice.name} ({how}, see the note)"
+    return f"{choice.name} ({how}: {choice.note})"
 
 
 def native_format(ext: Extension) -> tuple[int, int]:

@@ -4,8 +4,9 @@
   invalid ratings (duplicate, missing, too few ranks) and a second rating of the same round write
   nothing; ``/summary`` agrees with what was submitted;
 * every bad input of the issue's list (no file, not audio, silent, too short, too long, target <=
-  input) gives its readable message, never a traceback, writes nothing and leaves no files behind,
-  and the app keeps serving;
+  input, an unknown timbre) gives its readable message, never a traceback, writes nothing and leaves
+  no files behind, and the app keeps serving;
+* the timbre a round was asked for renders it, and its JSON, status and ratings rows name it;
 * SIGTERM shuts the app down cleanly and removes its temporary files.
 
 The app loads the shipped ``checkpoints/`` and ``assets/`` (or ``ENSEMBLE_CHECKPOINTS``,
@@ -149,13 +150,15 @@ def client(app, tmp_path_factory):
 
 
 def generate(client, audio: Path | None, *, target: float = 12.0, k: int = 3, blind: bool = True,
-             matched: bool = False, rater: str = "client-rater"):
-    """Call /generate with the page's defaults for everything else."""
+             matched: bool = False, rater: str = "client-rater", timbre: str | None = None):
+    """Call /generate with the page's defaults for everything else (``timbre`` None: left out, as
+    clients written before it was a parameter do)."""
     from gradio_client import handle_file
 
+    extra = () if timbre is None else (timbre,)
     return client.predict(handle_file(str(audio)) if audio is not None else None, target, k, 0.8, 0.6,
                           [7.0, 7.5, 8.0, 8.5], ["Bass", "Drums", "Keys"], False, 0, blind, matched, rater,
-                          api_name="/generate")
+                          *extra, api_name="/generate")
 
 
 def read_rows(app: App):
@@ -174,6 +177,7 @@ def test_page_and_named_endpoints(app, client):
     assert {"/generate", "/rate", "/summary"} <= set(named)
     params = [p["parameter_name"] for p in named["/generate"]["parameters"]]
     assert params[:3] == ["audio", "target_seconds", "k"]
+    assert params[-3:] == ["loudness_matched", "rater_id", "timbre"]  # timbre last: older clients still fit
     assert [p["parameter_name"] for p in named["/rate"]["parameters"]][:2] == ["round_id", "ranks"]
 
 
@@ -181,9 +185,11 @@ def test_generate_rate_and_exactly_k_new_rows(app, client):
     from gradio_client.exceptions import AppError
     from scipy.stats import kendalltau
 
-    report, status, rnd, files = generate(client, shortest_example(), target=12.0, k=3)
+    report, status, rnd, files = generate(client, shortest_example(), target=12.0, k=3, timbre="guitar")
     assert Path(report).suffix == ".png" and Path(report).stat().st_size > 10_000
     assert "3 candidates" in status
+    assert "Instrument sound: guitar (your choice)" in status
+    assert (rnd["timbre"]["name"], rnd["timbre"]["chosen_by"]) == ("guitar", "user")
     assert rnd["k"] == 3 and rnd["blind"] and not rnd["submitted"]
     assert [c["position"] for c in rnd["candidates"]] == [1, 2, 3]
     # blind: no scores and opaque file names before the rating
@@ -221,6 +227,7 @@ def test_generate_rate_and_exactly_k_new_rows(app, client):
     assert new["favourite"].tolist() == [0, 1, 0]
     assert set(new["rater_id"]) == {"client-rater"} and set(new["blind"]) == {1}
     assert set(new["comment"]) == {"from gradio_client"}
+    assert set(new["timbre"]) == {"guitar"}  # the timbre that rendered the round, on every row
     assert set(new["input_seconds"]) == {8.0} and set(new["target_seconds"]) == {12.0}
     revealed = out["round"]["candidates"]
     assert [c["composite_rank"] for c in revealed] == new["composite_rank"].tolist()
@@ -241,6 +248,7 @@ def test_generate_rate_and_exactly_k_new_rows(app, client):
 def test_not_blind_shows_scores_in_composite_order(app, client):
     _, _, rnd, files = generate(client, shortest_example(), target=11.0, k=2, blind=False, matched=True)
     assert not rnd["blind"]
+    assert rnd["timbre"]["chosen_by"] in ("auto", "default")  # left out: automatic
     assert [c["composite_rank"] for c in rnd["candidates"]] == [1, 2]
     assert all({"composite", "relevance", "coherence"} <= set(c) for c in rnd["candidates"])
     # loudness-matched files: each at the input's integrated loudness (unless the peak ceiling cut it)
@@ -321,6 +329,18 @@ def test_bad_input_gives_a_readable_error(app, client, bad_files, case, target, 
     assert not re.search(r"/\w+/", message)  # the user's file by its name, never a server path
     assert len(read_rows(app)) == rows  # a failed request writes nothing to the log ...
     assert set(app.round_folders()) <= folders  # ... and leaves no files behind
+
+
+def test_an_unknown_timbre_names_the_field_and_the_allowed_values(app, client):
+    from gradio_client.exceptions import AppError
+
+    rows, folders = len(read_rows(app)), set(app.round_folders())
+    with pytest.raises(AppError) as err:
+        generate(client, shortest_example(), timbre="tuba")
+    message = str(err.value)
+    assert "timbre 'tuba'; allowed: auto, guitar" in message
+    assert "Traceback" not in message and "not in the list of choices" not in message
+    assert len(read_rows(app)) == rows and set(app.round_folders()) <= folders
 
 
 def test_still_serving_after_bad_inputs(app, client):

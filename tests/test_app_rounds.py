@@ -18,7 +18,8 @@ from ensemble.listening.round import Round, Shown
 from ensemble.listening.settings import check_settings, read_clip
 from ensemble.listening.store import RoundStore
 from ensemble.rag import Candidate
-from ensemble.ratings.log import validate_submission
+from ensemble.ratings.log import append_submission, read_ratings, validate_submission
+from ensemble.timbre import TimbreChoice
 
 SR = 16000
 
@@ -78,6 +79,12 @@ def test_check_settings_accepts_the_page_values():
     assert _settings(alpha=None, beta=None, lookbacks=None).request().alpha is None
 
 
+def test_check_settings_passes_the_timbre_to_the_request():
+    assert _settings().timbre == "auto" and _settings(timbre=None).request().timbre == "auto"
+    assert _settings(timbre=" Guitar ").request().timbre == "guitar"
+    assert _settings(timbre="violin", timbres=("violin", "flute")).request().timbre == "violin"
+
+
 @pytest.mark.parametrize("change, reason", [
     ({"target_seconds": 8.0}, "must be longer than the input (8.00 s)"),
     ({"target_seconds": 601, "input_seconds": 20.0}, "allowed: up to 600 s"),
@@ -89,6 +96,10 @@ def test_check_settings_accepts_the_page_values():
     ({"beta": "x"}, "beta 'x' is not a number"),
     ({"lookbacks": []}, "at least one lookback"),
     ({"followers": []}, "at least one follower"),
+    ({"timbre": "tuba"}, "timbre 'tuba'; allowed: auto, guitar"),
+    ({"timbre": "tuba", "timbres": ("violin", "flute")}, "timbre 'tuba'; allowed: auto, guitar, violin, flute"),
+    ({"timbre": "violin"}, "timbre 'violin'; allowed: auto, guitar"),  # no timbre decoder installed
+    ({"timbre": 3}, "timbre 3; allowed: auto, guitar"),
 ])
 def test_check_settings_says_what_is_wrong(change, reason):
     with pytest.raises(EnsembleError) as err:
@@ -131,7 +142,7 @@ def test_match_gain_reaches_the_reference_below_the_peak_ceiling():
 # ------------------------------------------------------------------------------------------ rounds
 
 
-def fake_round(tmp_path: Path, *, order=(2, 0, 1), blind=True) -> Round:
+def fake_round(tmp_path: Path, *, order=(2, 0, 1), blind=True, timbre: TimbreChoice | None = None) -> Round:
     """A round of 3 candidates shown in ``order`` (composite indices), without running the engine."""
     shown = []
     for pos, i in enumerate(order, start=1):
@@ -146,7 +157,7 @@ def fake_round(tmp_path: Path, *, order=(2, 0, 1), blind=True) -> Round:
                  input_sha256="a" * 64, input_seconds=8.0, target_seconds=12.0, alpha=0.8, beta=0.6,
                  blind=blind, shuffle_seed=1, shown=shown, report_card=tmp_path / "r.png",
                  overview=tmp_path / "o.png", notes=[], timings={}, model_version="m1",
-                 database_version="d1")
+                 database_version="d1", timbre=timbre)
 
 
 def test_submission_maps_shown_positions_to_composite_ranks(tmp_path):
@@ -230,3 +241,33 @@ def test_status_puts_the_requests_notes_first_in_plain_words(tmp_path):
     rnd.notes = ["the input has no pitch (unpitched): the database holds melodies and cannot serve it well"]
     lines = round_status(rnd).split("  \n")
     assert lines[1] == f"**Note:** {rnd.notes[0]}"
+
+
+def test_a_round_records_the_timbre_that_rendered_it(tmp_path):
+    """A round rendered by the guitar names it in its JSON, its status, each card and every log row."""
+    from ui.round_text import round_status, scores_markdown
+
+    rnd = fake_round(tmp_path, timbre=TimbreChoice("guitar", None, "user"))
+    assert rnd.public()["timbre"] == {"name": "guitar", "chosen_by": "user", "distances": {}, "note": ""}
+    assert "Instrument sound: guitar (your choice)." in round_status(rnd)
+    rnd.submission_id = "s" * 32  # revealed: every card says it too
+    assert all("instrument sound: guitar (your choice)" in scores_markdown(rnd, i) for i in range(rnd.k))
+    log = tmp_path / "ratings.csv"
+    append_submission(log, rnd.submission([1, 2, 3]))
+    rows = read_ratings(log)
+    assert len(rows) == 3 and rows["timbre"].tolist() == ["guitar"] * 3
+    assert fake_round(tmp_path).public()["timbre"] is None  # nothing rendered it (spliced audio)
+
+
+def test_the_timbre_is_said_with_how_it_was_chosen(tmp_path):
+    from ensemble.outputs import timbre_text
+    from ui.round_text import round_status
+
+    assert timbre_text(TimbreChoice("violin", 0, "auto", {"violin": 1.0, "flute": 2.0})) == \
+        "violin (inferred from your clip)"
+    note = "no timbre decoder is installed: BabyBand's guitar plays"
+    default = TimbreChoice("guitar", None, "default", note=note)
+    assert timbre_text(default) == f"guitar (the default: {note})"
+    rnd = fake_round(tmp_path, timbre=default)
+    rnd.notes = [note]  # said once, as a note
+    assert round_status(rnd).count(note) == 1 and "guitar (the default, see the note)" in round_status(rnd)

@@ -98,16 +98,35 @@ def test_cli_extend_and_error_message(tmp_path):
     sf.write(src, load_audio(EXAMPLES[0]).audio[: 5 * 16000], 16000, format="FLAC")
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "ensemble", "extend", str(src), "--seconds", "8", "--top-k", "2",
-                          "--followers", "bass", "--out", str(out), "--quiet"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+                          "--followers", "bass", "--timbre", "guitar", "--out", str(out), "--quiet"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert (out / "rank02" / "mix.wav").is_file()
+    # the user's pick renders the continuations, and every output says so
+    assert "timbre: guitar (your choice)" in run.stdout.splitlines()
+    assert json.loads(run.stdout.splitlines()[-1])["timbre"]["name"] == "guitar"
+    assert json.loads((out / "results.json").read_text())["timbre"]["chosen_by"] == "user"
+    assert json.loads((out / "rank01" / "perform.json").read_text())["conform"]["timbre"] == "guitar"
     bad = tmp_path / "notes.wav"
     bad.write_text("not audio")
     run = subprocess.run([sys.executable, "-m", "ensemble", "extend", str(bad), "--out", str(tmp_path / "o2")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "not a readable audio file" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "o2").exists()
+
+
+def test_cli_refuses_an_unknown_timbre_in_the_librarys_words(tmp_path, engine):
+    src = tmp_path / "clip.wav"
+    sf.write(src, load_audio(EXAMPLES[0]).audio[: 5 * 16000], 16000)
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "ensemble", "extend", str(src), "--seconds", "8", "--top-k", "2",
+                          "--timbre", "tuba", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    # the installed timbres (none here: no checkpoints/decoder_Leader.pt) follow auto and guitar
+    allowed = ", ".join(("auto", "guitar", *engine.timbres))
+    assert run.stderr.strip() == f"error: timbre 'tuba'; allowed: {allowed}"
+    assert run.stdout == "" and not out.exists()
 
 
 def test_extension_carries_each_continuation_as_conformed_controls(engine, clip):

@@ -251,6 +251,108 @@ def test_appending_to_a_foreign_file_is_refused(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
+# the timbre column, and logs written before it existed
+
+# the header of every log written before the timbre was recorded (literal: what such files hold)
+OLD_HEADER = ("submission_id,timestamp_utc,rater_id,session_id,input_sha256,input_seconds,target_seconds,k,"
+              "alpha,beta,blind,shown_position,composite_rank,human_rank,favourite,db_chunk_idx,composite,"
+              "relevance,coherence,lookback_s,transpose,seam_pitch_jump_cents,seam_loudness_jump_db,"
+              "model_version,database_version,comment")
+
+
+def write_old_log(path: Path, submissions: list[Submission]) -> list[list[str]]:
+    """``path`` as a log from before the timbre column, holding ``submissions``; its records."""
+    new = path.with_name("as-now.csv")
+    for submission in submissions:
+        append_submission(new, submission)
+    with new.open(newline="") as f:
+        records = list(csv.reader(f))
+    drop = records[0].index("timbre")
+    old = [[cell for i, cell in enumerate(record) if i != drop] for record in records]
+    assert ",".join(old[0]) == OLD_HEADER
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, lineterminator="\n").writerows(old)
+    path.write_text(buffer.getvalue())
+    new.unlink()
+    Path(f"{new}.lock").unlink(missing_ok=True)
+    return old
+
+
+def test_every_row_records_the_timbre(tmp_path):
+    path = tmp_path / "ratings.csv"
+    append_submission(path, make_submission([1, 2, 3], timbre="violin"))
+    append_submission(path, make_submission([2, 1]))  # none recorded: empty
+    with path.open(newline="") as f:
+        assert [r["timbre"] for r in csv.DictReader(f)] == ["violin"] * 3 + [""] * 2
+    assert read_ratings(path)["timbre"].tolist() == ["violin"] * 3 + [""] * 2
+
+
+def test_a_log_from_before_the_timbre_column_reads_and_is_upgraded_once(tmp_path):
+    path = tmp_path / "ratings.csv"
+    old = write_old_log(path, [make_submission([1, 2, 3], comment='quoted, "text"'),
+                               make_submission([2, 1], rater="bob", favourite=1)])
+    with path.open("ab") as f:
+        f.write(old[1][0].encode() + b",2026-01")  # an interrupted append's partial last line
+    before = path.read_bytes()
+
+    frame = read_ratings(path)  # read as it is, the timbre empty, never written
+    assert list(frame.columns) == list(RATINGS_COLUMNS) and len(frame) == 5
+    assert frame["timbre"].tolist() == [""] * 5 and frame["comment"].iloc[0] == 'quoted, "text"'
+    assert frame.attrs["dropped_rows"] == 1 and path.read_bytes() == before
+
+    new_id = append_submission(path, make_submission([3, 1, 2], timbre="guitar"))
+    assert path.read_text().startswith(HEADER + "\n") and header_count(path) == 1
+    with path.open(newline="") as f:
+        records = list(csv.reader(f))
+    assert len(records) == 1 + 5 + 3  # every old row kept, the partial line cut off, the new rows
+    at = RATINGS_COLUMNS.index("timbre")
+    for was, now in zip(old[1:], records[1:6], strict=True):
+        assert now[:at] + now[at + 1:] == was and now[at] == ""  # cell for cell, the timbre empty
+    frame = read_ratings(path)
+    assert frame["submission_id"].nunique() == 3 and frame.attrs["dropped_rows"] == 0
+    assert frame.loc[frame["submission_id"] == new_id, "timbre"].tolist() == ["guitar"] * 3
+    assert_complete(frame)
+    append_submission(path, make_submission([1, 2]))  # already upgraded: appended to as it is
+    assert header_count(path) == 1 and len(read_ratings(path)) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ratings.csv", "ratings.csv.lock"]  # no temp file
+
+
+def test_threads_appending_to_a_log_from_before_upgrade_it_once(tmp_path):
+    path = tmp_path / "ratings.csv"
+    write_old_log(path, [make_submission([1, 2, 3])])
+    errors = []
+
+    def worker(n: int) -> None:
+        try:
+            for _ in range(3):
+                append_submission(path, make_submission([2, 1], rater=f"t{n}", timbre="violin"))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    frame = read_ratings(path)
+    assert header_count(path) == 1 and frame["submission_id"].nunique() == 1 + 18
+    assert (frame["timbre"] == "violin").sum() == 36 and (frame["timbre"] == "").sum() == 3
+    assert_complete(frame)
+
+
+def test_a_corrupt_log_from_before_is_left_as_it_is(tmp_path):
+    path = tmp_path / "ratings.csv"
+    old = write_old_log(path, [make_submission([1, 2])])
+    path.write_text("\n".join([OLD_HEADER, ",".join(old[1][:-3]), ",".join(old[2])]) + "\n")
+    before = path.read_bytes()
+    with pytest.raises(EnsembleError, match="line 2 has 23 fields, expected 26"):
+        append_submission(path, make_submission([1, 2]))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ratings.csv", "ratings.csv.lock"]
+
+
+# --------------------------------------------------------------------------------------------------
 # validation and CSV injection
 
 
@@ -270,6 +372,7 @@ INVALID = {
     "long comment": (make_submission([1, 2], comment="x" * (MAX_COMMENT_CHARS + 1)), "at most 2000"),
     "bad sha": (make_submission([1, 2], input_sha256="abc"), "64 hex digits"),
     "blind not bool": (make_submission([1, 2], blind="yes"), "blind must be True or False"),
+    "timbre not text": (make_submission([1, 2], timbre=3), "timbre must be text"),
 }
 
 

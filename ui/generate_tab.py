@@ -23,10 +23,11 @@ from ensemble.listening.round import analyse_input, make_round, new_session_id
 from ensemble.listening.settings import check_settings, read_clip
 from ensemble.listening.store import RoundStore
 from ensemble.perform import FOLLOWERS
+from ensemble.timbre import AUTO, GUITAR
 from ui.errors import user_errors
 from ui.round_text import round_status
 
-__all__ = ["GenerateTab", "build_generate_tab", "make_generate"]
+__all__ = ["GenerateTab", "build_generate_tab", "make_generate", "timbre_choices"]
 
 log = logging.getLogger("ensemble.app")
 
@@ -36,8 +37,9 @@ class GenerateTab:
     """The Generate tab's components (the ``/generate`` inputs, in the API's order, then its outputs).
 
     Attributes:
-        audio_in, target, k_in, alpha, beta, lookbacks, followers, transpose, seed, blind, rater: the
-            clip and the round's settings.
+        audio_in, target, k_in, alpha, beta, lookbacks, followers, transpose, seed, blind, rater,
+            timbre: the clip and the round's settings (the API takes ``timbre`` last, after
+            ``loudness_matched`` and ``rater_id``).
         generate_btn: starts the round.
         status: the round's status line (the progress bar runs here).
         report: the input's report card.
@@ -55,6 +57,7 @@ class GenerateTab:
     seed: gr.Number
     blind: gr.Checkbox
     rater: gr.Textbox
+    timbre: gr.Dropdown
     generate_btn: gr.Button
     status: gr.Markdown
     report: gr.Image
@@ -100,6 +103,10 @@ def build_generate_tab(engine: Engine, *, examples: list[Path], default_k: int,
                     beta = gr.Slider(0, 2, value=db_cfg.beta, step=0.05, label="beta (coherence weight)")
                 followers = gr.CheckboxGroup(list(FOLLOWERS), value=list(FOLLOWERS),
                                              label="Followers (the band)")
+                # custom values pass through to check_settings, whose message names the field and
+                # the allowed values (Gradio's own check would not name the field)
+                timbre = gr.Dropdown(timbre_choices(engine.timbres), value=AUTO, allow_custom_value=True,
+                                     label="Instrument sound of the continuations", elem_id="timbre")
                 with gr.Accordion("More settings", open=False):
                     lookbacks = gr.CheckboxGroup(
                         lookback_choices, value=[v for _, v in lookback_choices],
@@ -120,7 +127,14 @@ def build_generate_tab(engine: Engine, *, examples: list[Path], default_k: int,
         round_json = gr.JSON(label="round", visible=False)
         files_out = gr.File(label="candidates (shown order)", file_count="multiple", visible=False)
     return GenerateTab(audio_in, target, k_in, alpha, beta, lookbacks, followers, transpose, seed, blind,
-                       rater, generate_btn, status, report, round_json, files_out)
+                       rater, timbre, generate_btn, status, report, round_json, files_out)
+
+
+def timbre_choices(timbres: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The instrument-sound dropdown's (label, value) pairs: automatic, BabyBand's guitar, then each
+    installed timbre (``engine.timbres``)."""
+    return [("Automatic (from your clip)", AUTO), ("BabyBand guitar", GUITAR),
+            *((name[:1].upper() + name[1:], name) for name in timbres)]
 
 
 def _plain(x: float) -> float | int:
@@ -145,14 +159,15 @@ def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.L
 
     @user_errors("Generating")
     def generate(audio, target_seconds, k, alpha, beta, lookbacks, followers, transpose, seed, blind,
-                 loudness_matched, rater_id, session_id, progress=gr.Progress()):
+                 loudness_matched, rater_id, timbre, session_id, progress=gr.Progress()):
         started = time.perf_counter()
         session_id = session_id or new_session_id()
         progress(0.0, desc="reading your clip")
         clip = read_clip(audio, limits=limits, features=features)
         settings = check_settings(target_seconds=target_seconds, k=k, alpha=alpha, beta=beta,
                                   lookbacks=lookbacks, followers=followers, transpose=transpose,
-                                  seed=seed, blind=blind, input_seconds=clip.seconds, limits=limits)
+                                  seed=seed, blind=blind, timbre=timbre, input_seconds=clip.seconds,
+                                  limits=limits, timbres=engine.timbres)
         round_id, folder = store.new_folder()
         try:
             progress(0.02, desc="analysing your clip")

@@ -127,8 +127,10 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
          .click(make_clear_round(listen), None, listen.clear_outputs(round_state),
                 api_visibility="private", queue=False)
          .then(make_generate(engine, store=store, engine_lock=config.engine_lock),
+               # the handler's parameters, in order; timbre came last, so that API clients passing
+               # the first twelve positionally keep working
                [gen.audio_in, gen.target, gen.k_in, gen.alpha, gen.beta, gen.lookbacks, gen.followers,
-                gen.transpose, gen.seed, gen.blind, listen.matched, gen.rater, session_state],
+                gen.transpose, gen.seed, gen.blind, listen.matched, gen.rater, gen.timbre, session_state],
                [gen.report, gen.status, gen.round_json, gen.files_out, round_state, session_state],
                api_name="generate", concurrency_limit=1, concurrency_id="engine",
                show_progress_on=[gen.status])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ensemble.listening.round import Round
 from ensemble.metrics import seam_jump_text
+from ensemble.outputs import timbre_text
 
 __all__ = ["round_status", "scores_markdown"]
 
@@ -21,7 +22,8 @@ def scores_markdown(rnd: Round, i: int) -> str:
 
     Returns:
         Markdown: composite rank, the composite's terms, where the segment came from, the seam's jumps
-        (the candidate's own numbers, signed: after minus before, as in the API and the ratings log).
+        (the candidate's own numbers, signed: after minus before, as in the API and the ratings log),
+        the timbre that rendered it.
     """
     s = rnd.shown[i].scores()
     lines = [
@@ -32,6 +34,7 @@ def scores_markdown(rnd: Round, i: int) -> str:
         f"lookback {s['lookback_s']:g} s, transpose {s['transpose']:+d} st; from {s['track']} at "
         f"{s['start_seconds']:.1f} s (chunk {s['db_chunk_idx']})",
         f"seam: {seam_jump_text(s['seam_pitch_jump_cents'], s['seam_loudness_jump_db'])}",
+        f"instrument sound: {timbre_text(rnd.timbre)}",
     ]
     return "  \n".join(lines)
 
@@ -44,8 +47,9 @@ def round_status(rnd: Round) -> str:
 
     Returns:
         Markdown: K, lengths, weights and time taken; the round's notes (what extend said about the
-        input, e.g. that the database cannot serve it well); the order shown (blind or by score);
-        and, until it is rated, how to rate it.
+        input, e.g. that the database cannot serve it well); the instrument sound that rendered the
+        candidates and how it was chosen; the order shown (blind or by score); and, until it is
+        rated, how to rate it.
     """
     total = rnd.timings.get("total", sum(rnd.timings.values()))
     parts = [f"**{rnd.k} candidate{'s' if rnd.k != 1 else ''}** of {rnd.target_seconds:g} s for your "
@@ -54,6 +58,7 @@ def round_status(rnd: Round) -> str:
     # the request's notes (e.g. an input the database cannot serve well) come first, in bold, so
     # they are read before the candidates are
     parts += [f"**Note:** {n}" for n in rnd.notes]
+    parts.append(f"Instrument sound: {timbre_text(rnd.timbre, notes=rnd.notes)}.")
     if rnd.blind:
         parts.append("Blind mode: shown in shuffled order"
                      + ("; your ranking is saved and the scores are revealed on each card."

@@ -50,6 +50,7 @@ def _extend(args: argparse.Namespace) -> int:
     from ensemble.engine import Engine, EngineConfig
     from ensemble.extend import ExtendRequest, extend
     from ensemble.outputs import native_format, write_extension
+    from ensemble.timbre import check_timbre
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -58,11 +59,13 @@ def _extend(args: argparse.Namespace) -> int:
     clip = load_audio(args.input, allow_silent=False, keep_original=True)
     engine = Engine.load(EngineConfig(checkpoints_dir=args.checkpoints, database_dir=args.database,
                                       drums_dir=args.drums))
+    # the installed timbres are known only now: a bad --timbre is refused before any work starts
+    timbre = check_timbre(args.timbre, engine.timbres)
     request = ExtendRequest(seconds=args.seconds, k=args.top_k, alpha=args.alpha, beta=args.beta,
                             lookbacks=_floats(args.lookbacks) if args.lookbacks else None,
                             transpose=not args.no_transpose, followers=tuple(args.followers.split(",")),
                             ranking=args.ranking, conform=not args.no_conform, render=args.render,
-                            match_colour=not args.no_colour_match, seed=args.seed)
+                            match_colour=not args.no_colour_match, seed=args.seed, timbre=timbre)
     bar = tqdm(total=100, desc="extend", disable=args.quiet, bar_format="{l_bar}{bar}| {postfix}")
 
     def progress(fraction: float, message: str) -> None:
@@ -80,9 +83,11 @@ def _extend(args: argparse.Namespace) -> int:
 def _print_extension(ext: Extension, out: Path, fmt: tuple[int, int], subtype: str) -> None:
     """What ``extend`` says: its notes first (plain words), the candidates, where the files went."""
     from ensemble.metrics import seam_jump_text
+    from ensemble.outputs import timbre_text
 
     for note in ext.notes:  # first, so that e.g. "the database cannot serve this input well" is read
         print(f"Note: {note}")
+    print(f"timbre: {timbre_text(ext.timbre, notes=ext.notes)}")
     print(f"{'rank':>4} {'chunk':>6} {'composite':>9} {'relev.':>7} {'coher.':>7} {'lookback':>8} "
           f"{'transp.':>7} fallback  seam (after - before: + = up / louder)")
     for c in ext.candidates:
@@ -95,6 +100,7 @@ def _print_extension(ext: Extension, out: Path, fmt: tuple[int, int], subtype: s
           "copies in rankNN/mix_16k.wav and rankNN/stems/")
     print(json.dumps({"out": str(out), "k": len(ext.candidates), "notes": list(ext.notes),
                       "output": {"sample_rate": rate, "channels": channels, "subtype": subtype},
+                      "timbre": None if ext.timbre is None else ext.timbre.summary(),
                       "timings_s": {k: round(v, 3) for k, v in ext.timings.items()}}))
 
 
@@ -135,6 +141,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--no-colour-match", action="store_true",
                    help="keep the leader decoder's own colour (default: a fixed filter gives the rendered "
                         "continuations the input's long-term spectral envelope)")
+    e.add_argument("--timbre", default="auto", metavar="NAME",
+                   help="the continuations' instrument sound: auto (default: inferred from your clip), "
+                        "guitar (BabyBand's guitar decoder, the previous sound) or a timbre of the installed "
+                        "timbre decoder (decoder_Leader.pt in --checkpoints), e.g. violin, flute, "
+                        "\"nylon guitar\"; an unknown name is refused with the allowed ones")
     e.add_argument("--render", choices=["controls", "splice"], default="controls",
                    help="splice: the database's own audio, unconformed (needs a --keep-audio database)")
     e.add_argument("--followers", default="bass,drums,keys")

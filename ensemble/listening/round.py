@@ -17,6 +17,10 @@ input (:class:`ensemble.figures.report.CandidateSheet`) and are drawn on a worke
 band plays (they need only the rendered leaders: ``extend(on_leaders=...)``); the audio is written
 once the band has played.
 
+Every round records the timbre that rendered its candidates (``Round.timbre``, the request's
+:class:`~ensemble.timbre.TimbreChoice`): the API's JSON, the status, each card and every ratings-log row
+name it.
+
 Blind rounds show the candidates in an order shuffled by a seeded RNG (the seed is kept in the
 round), under opaque random file names, and keep the scores back until the rater has submitted.
 
@@ -61,6 +65,7 @@ from ensemble.metrics import (
 from ensemble.outputs import native_format, native_mix
 from ensemble.rag import Candidate
 from ensemble.ratings.log import CandidateRating, Submission, sanitize_rater_id
+from ensemble.timbre import TimbreChoice
 
 __all__ = ["Shown", "Round", "analyse_input", "make_round", "new_session_id"]
 
@@ -122,7 +127,11 @@ class Shown:
 
 @dataclass
 class Round:
-    """One press of Generate: the candidates in shown order and everything needed to log a rating."""
+    """One press of Generate: the candidates in shown order and everything needed to log a rating.
+
+    ``timbre`` is what rendered every candidate of the round (``Extension.timbre``; None when none
+    did: the spliced database audio).
+    """
 
     round_id: str
     session_id: str
@@ -143,6 +152,7 @@ class Round:
     model_version: str
     database_version: str
     output: dict = field(default_factory=dict)
+    timbre: TimbreChoice | None = None
     created: float = field(default_factory=time.time)
     submission_id: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -169,6 +179,7 @@ class Round:
                 "input_seconds": round(self.input_seconds, 3), "target_seconds": self.target_seconds,
                 "alpha": self.alpha, "beta": self.beta, "notes": list(self.notes),
                 "output": dict(self.output),
+                "timbre": None if self.timbre is None else self.timbre.summary(),
                 "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
                 "submitted": self.submission_id is not None, "candidates": cands}
 
@@ -204,7 +215,8 @@ class Round:
             input_seconds=float(self.input_seconds), target_seconds=float(self.target_seconds),
             k=self.k, alpha=float(self.alpha), beta=float(self.beta), blind=self.blind,
             candidates=tuple(rows), favourite=fav or None, comment=comment or "",
-            model_version=self.model_version, database_version=self.database_version)
+            model_version=self.model_version, database_version=self.database_version,
+            timbre="" if self.timbre is None else self.timbre.name)
 
 
 def _as_int_or_none(name: str, value: object) -> int | None:
@@ -385,6 +397,6 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
         beta=float(cfg.beta if req.beta is None else req.beta), blind=settings.blind,
         shuffle_seed=shuffle_seed, shown=shown, report_card=report_png, overview=overview,
         notes=list(ext.notes), timings=timings, model_version=str(ext.versions.get("model", "")),
-        database_version=str(ext.versions.get("database", "")),
+        database_version=str(ext.versions.get("database", "")), timbre=ext.timbre,
         output={"sample_rate": rate, "channels": channels, "subtype": clip.output_subtype,
                 "analysis_sample_rate": ext.sample_rate})

@@ -1,8 +1,9 @@
 """What a round is asked: the upload, decoded and checked, and the page's settings, checked.
 
 Both are checked against the engine's :class:`~ensemble.engine.Limits` (declared once in
-:class:`~ensemble.engine.EngineConfig`), so the page, the API and the library refuse the same values
-with the same words: each message names the field, the value and what is allowed.
+:class:`~ensemble.engine.EngineConfig`) and its timbres (``engine.timbres``), so the page, the API and
+the library refuse the same values with the same words: each message names the field, the value and
+what is allowed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ensemble.errors import EnsembleError
 from ensemble.extend import ExtendRequest
 from ensemble.features import FeatureConfig
 from ensemble.perform import FOLLOWERS
+from ensemble.timbre import AUTO, check_timbre
 
 __all__ = ["Settings", "read_clip", "check_settings"]
 
@@ -63,6 +65,8 @@ class Settings:
         transpose: also try the segments shifted -6..+6 semitones.
         seed: seeds the decoders' noise.
         blind: shuffle, hide scores until submission, opaque names.
+        timbre: the instrument sound of the continuations: "auto" (inferred from the clip), "guitar"
+            (BabyBand's guitar decoder) or one of ``engine.timbres``.
     """
 
     target_seconds: float = 30.0
@@ -74,11 +78,12 @@ class Settings:
     transpose: bool = False
     seed: int = 0
     blind: bool = True
+    timbre: str = AUTO
 
     def request(self) -> ExtendRequest:
         return ExtendRequest(seconds=self.target_seconds, k=self.k, alpha=self.alpha, beta=self.beta,
                              lookbacks=self.lookbacks, transpose=self.transpose,
-                             followers=self.followers, seed=self.seed)
+                             followers=self.followers, seed=self.seed, timbre=self.timbre)
 
 
 def _number(name: str, value: object) -> float:
@@ -94,13 +99,20 @@ def _number(name: str, value: object) -> float:
 def check_settings(*, target_seconds: object, k: object, alpha: object, beta: object,
                    lookbacks: Sequence[object] | None, followers: Sequence[str] | None,
                    transpose: object = False, seed: object = 0, blind: object = True,
-                   input_seconds: float | None = None, limits: Limits = Limits()) -> Settings:
+                   timbre: object = AUTO, input_seconds: float | None = None, limits: Limits = Limits(),
+                   timbres: tuple[str, ...] = ()) -> Settings:
     """Turn the page's raw values into :class:`Settings`, or say in words what is wrong.
+
+    Args:
+        timbre: "auto", "guitar" or one of ``timbres`` (``None``: "auto", what an API client that
+            leaves it out means).
+        limits: the engine's limits (``engine.config.limits``).
+        timbres: the engine's installed timbres (``engine.timbres``; empty: only "auto" and "guitar").
 
     Raises:
         EnsembleError: a target not longer than the input or above ``limits.max_target_seconds``, K
             outside 1..``limits.max_k``, a weight outside [0, ``limits.max_weight``], no lookback or no
-            follower chosen.
+            follower chosen, a timbre that is not "auto", "guitar" or one of ``timbres``.
     """
     target = _number("target length", target_seconds)
     if input_seconds is not None and target <= input_seconds:
@@ -127,6 +139,8 @@ def check_settings(*, target_seconds: object, k: object, alpha: object, beta: ob
     if not followers:
         raise EnsembleError("choose at least one follower (bass, drums, keys) to play along")
     seed_value = _number("seed", 0 if seed is None else seed)
+    timbre_name = check_timbre(AUTO if timbre is None else timbre, tuple(timbres))  # the library's words
     return Settings(target_seconds=target, k=int(k_value), alpha=weights[0], beta=weights[1],
                     lookbacks=lookbacks, followers=tuple(str(f) for f in followers),
-                    transpose=bool(transpose), seed=int(seed_value) & 0x7FFFFFFF, blind=bool(blind))
+                    transpose=bool(transpose), seed=int(seed_value) & 0x7FFFFFFF, blind=bool(blind),
+                    timbre=timbre_name)

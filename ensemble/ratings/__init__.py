@@ -3,7 +3,8 @@
 * :mod:`ensemble.ratings.log` -- the ``ratings.csv`` log: its columns (``RATINGS_COLUMNS``), what one
   submission holds (``CandidateRating``, ``Submission``), validating it, appending it safely across
   threads and processes (lock, one write, fsync, CSV-injection neutralising, repair of a partial last
-  line) and reading the log back into a DataFrame.
+  line, the one-time upgrade of a log written before a column was added) and reading the log back into
+  a DataFrame.
 * :mod:`ensemble.ratings.stats` -- agreement between the system's composite ranking and the
   listeners' (Kendall tau with bootstrap intervals, first choices, mean human rank), as a dict, text
   tables or one JSON line.

@@ -20,6 +20,12 @@ Writing is safe for many threads and processes at once and survives a crash:
   changed -- ``-3.5`` stays ``-3.5`` -- and so is text that is a plain decimal number such as ``-3``.
   The ``'`` stays in the log and in what :func:`read_ratings` returns.
 
+Older logs. A log written before a column existed (its header is one of :data:`EARLIER_COLUMNS`) is
+read with that column empty (:data:`_ADDED_DEFAULTS`); the first :func:`append_submission` to it
+upgrades it once, under the lock: its header and every row, the new columns empty, go into a temporary
+file beside it that replaces the log in one ``os.replace`` (fsync'd), so a reader sees the old log or
+the upgraded one, never a mix, and no row is lost. Earlier columns are never renamed or removed.
+
 Where the log lives (``$RATINGS_DIR``, Hugging Face Spaces' ``/data``) is the app's hosting choice:
 see ``ui/config.py``. The statistics of a log are in :mod:`ensemble.ratings.stats`.
 """
@@ -32,6 +38,7 @@ import math
 import numbers
 import os
 import re
+import tempfile
 import unicodedata
 import uuid
 from collections.abc import Sequence
@@ -49,6 +56,7 @@ if TYPE_CHECKING:  # pandas is imported when a log is read, so that appending st
 
 __all__ = [
     "RATINGS_COLUMNS",
+    "EARLIER_COLUMNS",
     "RATINGS_FILENAME",
     "MAX_COMMENT_CHARS",
     "CandidateRating",
@@ -84,10 +92,16 @@ RATINGS_COLUMNS: tuple[str, ...] = (
     "transpose",               # transposition applied to the chunk, semitones
     "seam_pitch_jump_cents",   # SIGNED: 1200 log2(after/before) across the seam, cents (+ = up); empty if unvoiced
     "seam_loudness_jump_db",   # SIGNED: after - before across the seam, dB (+ = louder); empty when undefined
+    "timbre",                  # the timbre that rendered the candidates (guitar, violin, ...); empty in old rows
     "model_version",
     "database_version",
     "comment",                 # the rater's comment (one line; line breaks become spaces)
 )
+# The headers of earlier logs, newest first; what they lack reads as _ADDED_DEFAULTS.
+EARLIER_COLUMNS: tuple[tuple[str, ...], ...] = (
+    tuple(c for c in RATINGS_COLUMNS if c != "timbre"),  # before the timbre was recorded
+)
+_ADDED_DEFAULTS = {"timbre": ""}
 RATINGS_FILENAME = "ratings.csv"
 MAX_COMMENT_CHARS = 2000
 MAX_VERSION_CHARS = 200
@@ -97,6 +111,8 @@ _INT_COLUMNS = ("k", "blind", "shown_position", "composite_rank", "human_rank", 
 _FLOAT_COLUMNS = ("input_seconds", "target_seconds", "alpha", "beta", "composite", "relevance", "coherence",
                   "lookback_s", "transpose", "seam_pitch_jump_cents", "seam_loudness_jump_db")
 _HEADER = (",".join(RATINGS_COLUMNS) + "\n").encode("utf-8")
+_EARLIER_HEADERS = tuple((",".join(columns) + "\n").encode("utf-8") for columns in EARLIER_COLUMNS)
+_HEAD_BYTES = max(len(h) for h in (_HEADER, *_EARLIER_HEADERS))
 _ID_DISALLOWED = re.compile(r"[^A-Za-z0-9_.-]")
 _PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -174,6 +190,8 @@ class Submission:
         favourite: ``shown_position`` of the rater's favourite, or ``None`` for none.
         comment: free text, at most :data:`MAX_COMMENT_CHARS` characters.
         model_version, database_version: free text, at most 200 characters each.
+        timbre: the timbre that rendered the candidates (``TimbreChoice.name``: "guitar", "violin",
+            ...; empty when none did), at most 200 characters.
     """
 
     rater_id: str
@@ -190,6 +208,7 @@ class Submission:
     comment: str = ""
     model_version: str = ""
     database_version: str = ""
+    timbre: str = ""
 
 
 def _is_int(value: object) -> bool:
@@ -301,6 +320,7 @@ def validate_submission(submission: Submission) -> None:
     _check_text("comment", s.comment, MAX_COMMENT_CHARS)
     _check_text("model_version", s.model_version, MAX_VERSION_CHARS)
     _check_text("database_version", s.database_version, MAX_VERSION_CHARS)
+    _check_text("timbre", s.timbre, MAX_VERSION_CHARS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -348,6 +368,7 @@ def _submission_csv(submission: Submission, submission_id: str, timestamp_utc: s
         "blind": s.blind,
         "model_version": s.model_version,
         "database_version": s.database_version,
+        "timbre": s.timbre,
         "comment": s.comment,
     }
     buffer = io.StringIO(newline="")
@@ -396,7 +417,8 @@ def append_submission(path: str | os.PathLike[str], submission: Submission) -> s
 
     The parent folder is created if needed. Under ``FileLock(path + ".lock")`` the file is opened for
     appending, a partial last line left by a crash is cut off, the header is written if the file is
-    empty, and the header plus all K rows go out in one ``os.write`` followed by ``fsync``.
+    empty, and the header plus all K rows go out in one ``os.write`` followed by ``fsync``. A log with an
+    earlier header (:data:`EARLIER_COLUMNS`) is first upgraded to :data:`RATINGS_COLUMNS` (module docstring).
 
     Args:
         path: the CSV log, e.g. the app's ``ratings_path()`` (``ui/config.py``).
@@ -407,8 +429,8 @@ def append_submission(path: str | os.PathLike[str], submission: Submission) -> s
 
     Raises:
         EnsembleError: the submission is invalid (nothing is written, the file is not created); the
-            file exists but is not a ratings log with these columns; the lock is not free within 30 s;
-            the file cannot be written (what was appended is truncated away again).
+            file exists but is not a ratings log with these (or earlier) columns; the lock is not free
+            within 30 s; the file cannot be written (what was appended is truncated away again).
     """
     validate_submission(submission)
     path = Path(path)
@@ -432,12 +454,28 @@ def append_submission(path: str | os.PathLike[str], submission: Submission) -> s
     return submission_id
 
 
+def _earlier_columns(head: bytes) -> tuple[str, ...] | None:
+    """The columns of the earlier header ``head`` (a file's first bytes) starts with, if any."""
+    for header, columns in zip(_EARLIER_HEADERS, EARLIER_COLUMNS, strict=True):
+        if head.startswith(header):
+            return columns
+    return None
+
+
 def _append_locked(path: Path, rows: bytes) -> None:
     created = not path.exists()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        head = os.pread(fd, _HEAD_BYTES, 0)
+        earlier = None if head.startswith(_HEADER) else _earlier_columns(head)
+        if earlier is not None:  # a log from before a column was added: upgraded once, then appended to
+            os.close(fd)
+            fd = -1
+            _upgrade_locked(path, earlier)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            head = os.pread(fd, _HEAD_BYTES, 0)
+        head = head[:len(_HEADER)]
         size = os.fstat(fd).st_size
-        head = os.pread(fd, len(_HEADER), 0)
         # Check before repairing anything, so that a foreign file is never truncated. A strict prefix
         # of the header is what a crash during the very first append leaves.
         if head != _HEADER and not (len(head) < len(_HEADER) and _HEADER.startswith(head)):
@@ -453,9 +491,50 @@ def _append_locked(path: Path, rows: bytes) -> None:
             os.ftruncate(fd, size)  # a failed request writes nothing
             raise
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
     if created:
         _fsync_dir(path.parent)
+
+
+def _upgrade_locked(path: Path, columns: tuple[str, ...]) -> None:
+    """Rewrite the log at ``path``, whose header is the earlier ``columns``, with :data:`RATINGS_COLUMNS`
+    (the added ones :data:`_ADDED_DEFAULTS`), replacing it in one ``os.replace``. Called under the lock.
+
+    A partial last line (an interrupted append) is left out, as the next append would cut it off.
+
+    Raises:
+        EnsembleError: a row before the last line does not have ``len(columns)`` fields, or the file is
+            not UTF-8 (the log is left as it is).
+    """
+    raw = path.read_bytes()
+    raw = raw[: raw.rfind(b"\n") + 1]
+    try:
+        records = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
+    except UnicodeDecodeError as exc:
+        raise EnsembleError(f"ratings log {path} is not UTF-8 text: {exc}; it is left as it is") from exc
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(RATINGS_COLUMNS)
+    for line, record in enumerate(records[1:], start=2):
+        if len(record) != len(columns):
+            raise EnsembleError(f"ratings log {path} line {line} has {len(record)} fields, expected "
+                                f"{len(columns)}; the file is corrupt (left as it is, not upgraded)")
+        cells = dict(zip(columns, record, strict=True))
+        writer.writerow([cells[name] if name in cells else _ADDED_DEFAULTS[name] for name in RATINGS_COLUMNS])
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".upgrade", dir=path.parent)
+    try:
+        try:
+            os.fchmod(fd, os.stat(path).st_mode & 0o777)
+            _write_all(fd, buffer.getvalue().encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -486,13 +565,15 @@ def _empty_frame() -> pd.DataFrame:
     return frame
 
 
-def _typed_frame(rows: list[list[str]], path: Path) -> pd.DataFrame:
-    """The data rows (file lines 2, 3, ...) as typed columns; a cell that does not parse raises."""
+def _typed_frame(rows: list[list[str]], path: Path, header: tuple[str, ...] = RATINGS_COLUMNS) -> pd.DataFrame:
+    """The data rows (file lines 2, 3, ...) under ``header`` (:data:`RATINGS_COLUMNS` or one of
+    :data:`EARLIER_COLUMNS`) as typed columns, those ``header`` lacks filled with :data:`_ADDED_DEFAULTS`;
+    a cell that does not parse raises."""
     import pandas as pd
 
-    columns: dict[str, list] = {name: [] for name in RATINGS_COLUMNS}
+    columns: dict[str, list] = {name: [] for name in header}
     for line, record in enumerate(rows, start=2):
-        for name, value in zip(RATINGS_COLUMNS, record, strict=True):
+        for name, value in zip(header, record, strict=True):
             try:
                 if name in _INT_COLUMNS:
                     value = int(value)
@@ -503,9 +584,12 @@ def _typed_frame(rows: list[list[str]], path: Path) -> pd.DataFrame:
                 raise EnsembleError(f"ratings log {path} line {line}: {name} must be {kind}, "
                                     f"got {value!r}; the file is corrupt") from exc
             columns[name].append(value)
-    return pd.DataFrame({name: pd.Series(values, dtype="int64" if name in _INT_COLUMNS else
+    for name in RATINGS_COLUMNS:
+        if name not in columns:
+            columns[name] = [_ADDED_DEFAULTS[name]] * len(rows)
+    return pd.DataFrame({name: pd.Series(columns[name], dtype="int64" if name in _INT_COLUMNS else
                                          "float64" if name in _FLOAT_COLUMNS else "str")
-                         for name, values in columns.items()})
+                         for name in RATINGS_COLUMNS})
 
 
 def read_ratings(path: str | os.PathLike[str], *, missing_ok: bool = False) -> pd.DataFrame:
@@ -515,7 +599,9 @@ def read_ratings(path: str | os.PathLike[str], *, missing_ok: bool = False) -> p
     numeric ones float64 (empty seam cells are NaN), text columns strings (empty comment = ``""``).
     What a crash mid-append can leave is skipped, not an error: a last line without a newline, and
     the rows of any submission with fewer rows than its ``k``. ``frame.attrs["dropped_rows"]`` counts
-    the rows skipped (the partial line included).
+    the rows skipped (the partial line included). A log with an earlier header
+    (:data:`EARLIER_COLUMNS`) is read as it is (never upgraded here), the columns it lacks empty
+    (``timbre`` is ``""``).
 
     Args:
         path: the CSV log.
@@ -548,19 +634,20 @@ def read_ratings(path: str | os.PathLike[str], *, missing_ok: bool = False) -> p
         frame = _empty_frame()
         frame.attrs["dropped_rows"] = dropped
         return frame
-    if tuple(records[0]) != RATINGS_COLUMNS:
+    header = tuple(records[0])
+    if header != RATINGS_COLUMNS and header not in EARLIER_COLUMNS:
         raise EnsembleError(f"{path} is not a ratings log: its header is {','.join(records[0])[:200]!r}, "
                             f"expected {','.join(RATINGS_COLUMNS)!r}")
     for line, record in enumerate(records[1:], start=2):
-        if len(record) != len(RATINGS_COLUMNS):
+        if len(record) != len(header):
             raise EnsembleError(f"ratings log {path} line {line} has {len(record)} fields, "
-                                f"expected {len(RATINGS_COLUMNS)}; the file is corrupt")
+                                f"expected {len(header)}; the file is corrupt")
     if len(records) == 1:
         frame = _empty_frame()
         frame.attrs["dropped_rows"] = dropped
         return frame
 
-    frame = _typed_frame(records[1:], path)
+    frame = _typed_frame(records[1:], path, header)
     rows_per_submission = frame.groupby("submission_id", sort=False)["submission_id"].transform("size")
     too_many = rows_per_submission > frame["k"]
     if too_many.any():
