@@ -552,3 +552,61 @@ def test_timbre_corpus_plays_one_melody_in_every_program(band, tmp_path):
     assert [r["track"] for r in again["tracks"]] == [r["track"] for r in man["tracks"]]
     with pytest.raises(EnsembleError, match="max_seconds 2; allowed: 4..600 s"):
         TimbreCorpusConfig(max_seconds=2.0)
+
+
+def test_split_voices_is_monophonic_from_the_top():
+    """Chords by onset (30 ms), voice k the k-th note from each chord's top, a held note cut where
+    its voice moves on."""
+    from ensemble.jobs.voices import split_voices
+
+    notes = NoteList.from_rows([(0.0, 1.0, 60, 80), (0.01, 1.0, 64, 80), (0.02, 2.0, 48, 80),
+                                (1.0, 2.0, 62, 80), (1.5, 2.5, 50, 80)])
+    voices = split_voices(notes)
+    # the lone note at 1.5 s is its chord's top: voice 0, which cuts the 62 held there
+    assert [v.pitch.tolist() for v in voices] == [[64, 62, 50], [60], [48]]
+    assert voices[0].offset_s.tolist() == [1.0, 1.5, 2.5]
+    assert voices[1].offset_s.tolist() == [1.0] and voices[2].offset_s.tolist() == [2.0]
+
+
+def test_keys_voice_corpus_renders_every_voice_alone(band, tmp_path):
+    """`corpus keys-voices`: every source Keys note in exactly one voice, each voice monophonic
+    (at most one note per frame), voice 0's f0 the top note of each chord, the Keys program, gain
+    and split of the source; a second run keeps what is there."""
+    from ensemble.jobs.voices import VoiceCorpusConfig, build_voice_corpus
+
+    src = band[0]
+    meta = json.loads((src / "Track00000" / "metadata.json").read_text())
+    split, keys = meta["split"], meta["stems"]["Keys"]
+    cfg = VoiceCorpusConfig(tracks=((split, 1),), max_seconds=600.0, min_notes=1)
+    man = build_voice_corpus(src, tmp_path / "voices", cfg, say=lambda m: None)
+    assert not man["skipped"] and len(man["tracks"]) >= 2
+    source = sorted(zip(keys["notes"]["onset_s"], keys["notes"]["pitch"], keys["notes"]["velocity"], strict=True))
+    got, fc = [], FeatureConfig()
+    onsets, pitches = np.array(keys["notes"]["onset_s"]), np.array(keys["notes"]["pitch"])
+    for row in man["tracks"]:
+        t = tmp_path / "voices" / row["track"]
+        m = json.loads((t / "metadata.json").read_text())
+        assert (m["split"], m["source_track"], m["program"]) == (split, "Track00000", keys["program"])
+        assert m["gain_db"] == pytest.approx(keys["gain_db"], abs=1e-3) and m["voice"] == row["voice"]
+        n = m["stems"]["Keys"]["notes"]
+        got += list(zip(n["onset_s"], n["pitch"], n["velocity"], strict=True))
+        with np.load(t / "features.npz") as z:
+            assert z["Keys/n_notes"].max() == 1  # monophonic
+            f0 = z["Keys/f0_hz"]
+        assert sf.info(t / "stems" / "Keys.flac").frames > 0
+        if m["voice"] == 0:
+            for on, off in zip(n["onset_s"], n["offset_s"], strict=True):
+                k = int(np.ceil(on * fc.frame_rate - 1e-9))
+                if k >= min(len(f0), int(np.ceil(off * fc.frame_rate - 1e-9))):
+                    continue  # a note shorter than a frame
+                top = midi_hz(int(pitches[np.abs(onsets - on) <= 0.03].max()))
+                assert abs(1200 * np.log2(f0[k] / top)) < 1.0, on
+    assert sorted(got) == source  # every note exactly once
+    again = build_voice_corpus(src, tmp_path / "voices", cfg, say=lambda m: None)
+    assert [r["track"] for r in again["tracks"]] == [r["track"] for r in man["tracks"]]
+    with pytest.raises(EnsembleError, match="chord_window_s 1; allowed"):
+        VoiceCorpusConfig(chord_window_s=1.0)
+
+
+def midi_hz(pitch: int) -> float:
+    return 440.0 * 2.0 ** ((pitch - 69) / 12.0)

@@ -1,4 +1,4 @@
-"""``python -m ensemble corpus ...``: build BabyBand, import Slakh/BabySlakh and URMP, corpus stats.
+"""``python -m ensemble corpus ...``: build BabyBand, import Slakh/BabySlakh and URMP, derived sets, stats.
 
 Thin argparse front over :mod:`ensemble.jobs.corpus`; every check and message lives in the library.
 """
@@ -82,6 +82,21 @@ def _timbres(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_voices(args: argparse.Namespace) -> int:
+    from ensemble.jobs.voices import VoiceCorpusConfig, build_voice_corpus
+
+    config = VoiceCorpusConfig(tracks=(("train", args.train), ("valid", args.valid), ("test", args.test)),
+                               max_seconds=args.seconds)
+    manifest = build_voice_corpus(args.source, args.out, config, soundfont=args.soundfont,
+                                  command=" ".join(["python -m ensemble", *sys.argv[1:]]), say=_warn)
+    counts = "; ".join(f"{split}: " + ", ".join(f"{k} {v}" for k, v in sorted(per.items()))
+                       for split, per in manifest["counts"].items())
+    print(f"Keys voice corpus in {args.out}: {len(manifest['tracks'])} voices from "
+          f"{manifest['source_tracks']} tracks ({counts}), {len(manifest['skipped'])} skipped, "
+          f"{manifest['build_seconds']:.0f} s")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``corpus`` group and its subcommands."""
     corpus = subparsers.add_parser("corpus", help="build, import and inspect multitrack corpora",
@@ -131,6 +146,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-held-out", action="store_true", help="skip the held-out programs")
     p.add_argument("--soundfont", default=None, help="a .sf2 file (default: TimGM6mb.sf2 of pretty_midi)")
     p.set_defaults(func=_timbres)
+
+    p = sub.add_parser("keys-voices", help="render each BabyBand Keys voice on its own",
+                       description="Split each source track's Keys part into monophonic voices (voice 0 "
+                       "= the top note of each chord) and render every voice alone with the track's "
+                       "Keys program and gain, in the corpus layout (stem 'Keys'). Resumable.")
+    p.add_argument("--source", required=True, help="a BabyBand build (e.g. data/babyband_xl)")
+    p.add_argument("--out", required=True, help="output folder")
+    for split, n in (("train", 40), ("valid", 6), ("test", 8)):
+        p.add_argument(f"--{split}", type=int, default=n, help=f"source tracks of the {split} split (default {n})")
+    p.add_argument("--seconds", type=_positive_float, default=40.0, help="length of each voice (default 40)")
+    p.add_argument("--soundfont", default=None, help="a .sf2 file (default: TimGM6mb.sf2 of pretty_midi)")
+    p.set_defaults(func=_keys_voices)
 
     p = sub.add_parser("stats", help="minutes, pitch ranges and loudness of a corpus",
                        description="Minutes per stem and split, pitch range per stem and a loudness "
