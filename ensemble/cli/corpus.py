@@ -97,6 +97,15 @@ def _keys_voices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rendering_args(p: argparse.ArgumentParser, what: str) -> None:
+    """The source, output, tracks per split and length of a corpus re-rendering (timbres, keys-voices)."""
+    p.add_argument("--source", required=True, help="a BabyBand build (e.g. data/babyband_xl)")
+    p.add_argument("--out", required=True, help="output folder")
+    for split, n in (("train", 40), ("valid", 6), ("test", 8)):
+        p.add_argument(f"--{split}", type=int, default=n, help=f"source tracks of the {split} split (default {n})")
+    p.add_argument("--seconds", type=_positive_float, default=40.0, help=f"length of each {what} (default 40)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``corpus`` group and its subcommands."""
     corpus = subparsers.add_parser("corpus", help="build, import and inspect multitrack corpora",
@@ -137,11 +146,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description="The timbre-contrast set: each source track's Guitar melody rendered "
                        "by every trained (and held-out) program, in the corpus layout (stem 'Leader'). "
                        "Resumable: finished renderings are kept.")
-    p.add_argument("--source", required=True, help="a BabyBand build (e.g. data/babyband_xl)")
-    p.add_argument("--out", required=True, help="output folder")
-    for split, n in (("train", 40), ("valid", 6), ("test", 8)):
-        p.add_argument(f"--{split}", type=int, default=n, help=f"source tracks of the {split} split (default {n})")
-    p.add_argument("--seconds", type=_positive_float, default=40.0, help="length of each rendering (default 40)")
+    _rendering_args(p, "rendering")
     p.add_argument("--seed", type=int, default=0, help="seed of the levels")
     p.add_argument("--no-held-out", action="store_true", help="skip the held-out programs")
     p.add_argument("--soundfont", default=None, help="a .sf2 file (default: TimGM6mb.sf2 of pretty_midi)")
@@ -151,11 +156,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description="Split each source track's Keys part into monophonic voices (voice 0 "
                        "= the top note of each chord) and render every voice alone with the track's "
                        "Keys program and gain, in the corpus layout (stem 'Keys'). Resumable.")
-    p.add_argument("--source", required=True, help="a BabyBand build (e.g. data/babyband_xl)")
-    p.add_argument("--out", required=True, help="output folder")
-    for split, n in (("train", 40), ("valid", 6), ("test", 8)):
-        p.add_argument(f"--{split}", type=int, default=n, help=f"source tracks of the {split} split (default {n})")
-    p.add_argument("--seconds", type=_positive_float, default=40.0, help="length of each voice (default 40)")
+    _rendering_args(p, "voice")
     p.add_argument("--soundfont", default=None, help="a .sf2 file (default: TimGM6mb.sf2 of pretty_midi)")
     p.set_defaults(func=_keys_voices)
 

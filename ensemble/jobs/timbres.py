@@ -38,7 +38,7 @@ from ensemble.jobs.corpus.build import default_soundfont, render_notes
 from ensemble.jobs.corpus.layout import NoteList, notes_to_frames, stem_features, write_track
 
 __all__ = ["TimbreProgram", "TRAINED", "HELD_OUT", "TimbreCorpusConfig", "place_melody",
-           "build_timbre_corpus"]
+           "build_timbre_corpus", "source_tracks", "soundfont_file"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,42 @@ def _render_one(src: Path, meta: dict, prog: TimbreProgram, out: Path, config: T
     return {"track": out.name, "split": meta["split"], "timbre": prog.name, "trained": trained}
 
 
+def soundfont_file(soundfont: str | os.PathLike | None) -> Path:
+    """The SoundFont to render with (default: the corpus's).
+
+    Raises:
+        EnsembleError: the file does not exist.
+    """
+    sf2 = Path(soundfont) if soundfont else default_soundfont()
+    if not sf2.is_file():
+        raise EnsembleError(f"SoundFont {str(sf2)!r} does not exist")
+    return sf2
+
+
+def source_tracks(source_dir: Path, tracks: tuple[tuple[str, int], ...], stem: str) -> list[tuple[Path, dict]]:
+    """The first ``count`` tracks of each ``(split, count)`` of a BabyBand build that have notes for
+    ``stem`` -> [(track folder, metadata)] (unreadable metadata is skipped).
+
+    Raises:
+        EnsembleError: no track of the build has notes for ``stem``.
+    """
+    metas = []
+    for p in sorted(Path(source_dir).glob("Track*/metadata.json")):
+        try:
+            meta = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("stems", {}).get(stem, {}).get("notes"):
+            metas.append((p.parent, meta))
+    if not metas:
+        raise EnsembleError(f"{str(source_dir)!r} has no BabyBand tracks with a {stem} part (build one "
+                            "with `python -m ensemble corpus build`)")
+    chosen = []
+    for split, count in tracks:
+        chosen += [(d, m) for d, m in metas if m.get("split") == split][:count]
+    return chosen
+
+
 def build_timbre_corpus(source_dir: str | os.PathLike, out_dir: str | os.PathLike,
                         config: TimbreCorpusConfig = TimbreCorpusConfig(), *, command: str = "",
                         soundfont: str | os.PathLike | None = None, say=print) -> dict:
@@ -159,21 +195,8 @@ def build_timbre_corpus(source_dir: str | os.PathLike, out_dir: str | os.PathLik
         EnsembleError: no source tracks, a missing SoundFont.
     """
     source_dir, out_dir = Path(source_dir), Path(out_dir)
-    sf2 = Path(soundfont) if soundfont else default_soundfont()
-    if not sf2.is_file():
-        raise EnsembleError(f"SoundFont {str(sf2)!r} does not exist")
-    metas = []
-    for p in sorted(source_dir.glob("Track*/metadata.json")):
-        try:
-            metas.append((p.parent, json.loads(p.read_text())))
-        except (OSError, ValueError):
-            continue
-    if not metas:
-        raise EnsembleError(f"{str(source_dir)!r} has no BabyBand tracks (build one with "
-                            "`python -m ensemble corpus build`)")
-    chosen = []
-    for split, count in config.tracks:
-        chosen += [(d, m) for d, m in metas if m.get("split") == split and "Guitar" in m.get("stems", {})][:count]
+    sf2 = soundfont_file(soundfont)
+    chosen = source_tracks(source_dir, config.tracks, "Guitar")
     programs = [(p, True) for p in TRAINED] + ([(p, False) for p in HELD_OUT] if config.held_out else [])
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()

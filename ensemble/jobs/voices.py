@@ -34,8 +34,9 @@ import numpy as np
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig, loudness_db, n_frames
 from ensemble.files import sha256_file, write_json_atomic
-from ensemble.jobs.corpus.build import default_soundfont, render_notes
+from ensemble.jobs.corpus.build import render_notes
 from ensemble.jobs.corpus.layout import NoteList, notes_to_frames, stem_features, write_track
+from ensemble.jobs.timbres import soundfont_file, source_tracks
 
 __all__ = ["VoiceCorpusConfig", "split_voices", "build_voice_corpus"]
 
@@ -160,22 +161,8 @@ def build_voice_corpus(source_dir: str | os.PathLike, out_dir: str | os.PathLike
         EnsembleError: no source tracks with a Keys part, a missing SoundFont.
     """
     source_dir, out_dir = Path(source_dir), Path(out_dir)
-    sf2 = Path(soundfont) if soundfont else default_soundfont()
-    if not sf2.is_file():
-        raise EnsembleError(f"SoundFont {str(sf2)!r} does not exist")
-    metas = []
-    for p in sorted(source_dir.glob("Track*/metadata.json")):
-        try:
-            metas.append((p.parent, json.loads(p.read_text())))
-        except (OSError, ValueError):
-            continue
-    metas = [(d, m) for d, m in metas if m.get("stems", {}).get("Keys", {}).get("notes")]
-    if not metas:
-        raise EnsembleError(f"{str(source_dir)!r} has no BabyBand tracks with a Keys part (build one "
-                            "with `python -m ensemble corpus build`)")
-    chosen = []
-    for split, count in config.tracks:
-        chosen += [(d, m) for d, m in metas if m.get("split") == split][:count]
+    sf2 = soundfont_file(soundfont)
+    chosen = source_tracks(source_dir, config.tracks, "Keys")
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     rows, skipped = [], []
