@@ -104,6 +104,7 @@ def _rendering_args(p: argparse.ArgumentParser, what: str) -> None:
     for split, n in (("train", 40), ("valid", 6), ("test", 8)):
         p.add_argument(f"--{split}", type=int, default=n, help=f"source tracks of the {split} split (default {n})")
     p.add_argument("--seconds", type=_positive_float, default=40.0, help=f"length of each {what} (default 40)")
+    p.add_argument("--soundfont", default=None, help="a .sf2 file (default: TimGM6mb.sf2 of pretty_midi)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -149,7 +150,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _rendering_args(p, "rendering")
     p.add_argument("--seed", type=int, default=0, help="seed of the levels")
     p.add_argument("--no-held-out", action="store_true", help="skip the held-out programs")
-    p.add_argument("--soundfont", default=None, help="a .sf2 file (default: TimGM6mb.sf2 of pretty_midi)")
     p.set_defaults(func=_timbres)
 
     p = sub.add_parser("keys-voices", help="render each BabyBand Keys voice on its own",
@@ -157,7 +157,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "= the top note of each chord) and render every voice alone with the track's "
                        "Keys program and gain, in the corpus layout (stem 'Keys'). Resumable.")
     _rendering_args(p, "voice")
-    p.add_argument("--soundfont", default=None, help="a .sf2 file (default: TimGM6mb.sf2 of pretty_midi)")
     p.set_defaults(func=_keys_voices)
 
     p = sub.add_parser("stats", help="minutes, pitch ranges and loudness of a corpus",
