@@ -218,12 +218,16 @@ def _render(engine: Engine, controls: list[tuple[np.ndarray, np.ndarray]], n_sam
         controls = [(np.concatenate([pf, f]), np.concatenate([pl, x]))
                     for (f, x), (pf, pl) in zip(controls, preroll, strict=True)]
     f0 = torch.from_numpy(np.stack([f for f, _ in controls]).astype(np.float32))[..., None]
-    ld = torch.from_numpy(np.stack([x for _, x in controls]).astype(np.float32))[..., None]
+    # the timbre decoder hears the controls as if the clip were recorded at its training level
+    ld = np.maximum(np.stack([x for _, x in controls]) + np.float32(choice.level_offset_db), LOUDNESS_FLOOR_DB)
+    ld = torch.from_numpy(ld.astype(np.float32))[..., None]
     dec = engine.leader_renderer if choice.index is None else engine.timbre_renderer
     workers = min(2, os.cpu_count() or 1)
     ctl = parallel_controls(dec, f0, ld, workers=workers, timbre=choice.index)
     out = dec.render(ctl, n_samples=n_samples + P * hop, generator=torch.Generator().manual_seed(seed))
-    return out[:, P * hop:].numpy().astype(np.float32)
+    # ... and what it plays is brought back to the user's level
+    out = out[:, P * hop:] * (10.0 ** (-choice.level_offset_db / 20.0))
+    return out.numpy().astype(np.float32)
 
 
 def _frames_before(f0_hz: np.ndarray, voiced: np.ndarray, loud_db: np.ndarray, end_frame: int,

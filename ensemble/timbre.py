@@ -9,6 +9,12 @@ the user's audio by multi-resolution STFT distance (DDSP's spectral loss, each r
 to the passage's RMS so that the level does not decide). What colour is left (the room, the
 microphone, a program the decoder never learned) is matched afterwards by :mod:`ensemble.colour`.
 
+The decoder learned every timbre from renderings at one level (``TimbreConfig.render_level_dbfs``), and
+its loudness input is absolute: a violin recorded 9 dB quieter would otherwise be heard, and played, as
+a softer, darker instrument (the clarinet, measured on the held-out violin at -28.7 dBFS). So the
+decoder always receives the controls as if the clip had been recorded at that level
+(``TimbreChoice.level_offset_db``); the rendering is brought back to the user's level afterwards.
+
 A user may name the timbre instead (``timbre="violin"``); ``"guitar"`` is BabyBand's guitar decoder,
 the sound every continuation had before (kept for comparison). The choice and every timbre's distance
 go into ``results.json``, ``perform.json``, the candidate cards and the ratings log.
@@ -23,11 +29,11 @@ import numpy as np
 import torch
 
 from ensemble.errors import EnsembleError
-from ensemble.models.decoder import InstrumentDecoder, parallel_controls
+from ensemble.models.decoder import LOUDNESS_FLOOR_DB, InstrumentDecoder, parallel_controls
 from ensemble.models.losses import multi_resolution_stft_loss
 
 __all__ = ["AUTO", "GUITAR", "TimbreConfig", "TimbreChoice", "timbre_distances", "choose_timbre",
-           "check_timbre"]
+           "check_timbre", "level_offset_db"]
 
 AUTO = "auto"      # infer the timbre from the upload
 GUITAR = "guitar"  # BabyBand's guitar decoder (the previous sound)
@@ -38,6 +44,9 @@ class TimbreConfig:
     """How the timbre is inferred and how the switch into the rendering is hidden.
 
     Attributes:
+        render_level_dbfs: the RMS level (dBFS) the timbre decoder's training renderings were made at
+            (:mod:`ensemble.jobs.timbres` renders at this level, +-2 dB): the input's controls are
+            offset to it before the decoder sees them.
         select_seconds: the input's last seconds re-synthesised in every timbre (or all of it).
         min_voiced_seconds: fewer voiced seconds in that passage -> no inference (the default timbre).
         default: the timbre used when it cannot be inferred (an unpitched or very short input).
@@ -46,6 +55,7 @@ class TimbreConfig:
         fft_sizes: MR-STFT resolutions of the distance.
     """
 
+    render_level_dbfs: float = -20.0
     select_seconds: float = 6.0
     min_voiced_seconds: float = 1.0
     default: str = "nylon guitar"
@@ -70,6 +80,8 @@ class TimbreChoice:
             (could not be inferred: ``note`` says why).
         distances: per timbre, the MR-STFT distance of its re-synthesis to the user's passage (auto).
         note: plain words for the CLI and the app.
+        level_offset_db: added to every loudness curve this timbre renders (the input as if recorded
+            at ``TimbreConfig.render_level_dbfs``; 0 for :data:`GUITAR`).
     """
 
     name: str
@@ -77,10 +89,18 @@ class TimbreChoice:
     chosen_by: str
     distances: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    level_offset_db: float = 0.0
 
     def summary(self) -> dict:
         return {"name": self.name, "chosen_by": self.chosen_by,
-                "distances": {k: round(v, 4) for k, v in self.distances.items()}, "note": self.note}
+                "distances": {k: round(v, 4) for k, v in self.distances.items()}, "note": self.note,
+                "level_offset_db": round(self.level_offset_db, 2)}
+
+
+def level_offset_db(audio: np.ndarray, config: TimbreConfig = TimbreConfig()) -> float:
+    """dB that bring ``audio``'s RMS to ``config.render_level_dbfs`` (0 for a silent clip)."""
+    rms = float(np.sqrt(np.mean(np.square(np.asarray(audio, np.float64))))) if len(audio) else 0.0
+    return config.render_level_dbfs - 20.0 * math.log10(rms) if rms > 1e-9 else 0.0
 
 
 def check_timbre(value: object, timbres: tuple[str, ...]) -> str:
@@ -145,22 +165,25 @@ def choose_timbre(decoder: InstrumentDecoder | None, requested: str, *, audio: n
     if requested == GUITAR or decoder is None:
         note = "" if requested == GUITAR else "no timbre decoder is installed: BabyBand's guitar plays"
         return TimbreChoice(GUITAR, None, "user" if requested == GUITAR else "default", note=note)
+    offset = level_offset_db(audio[:end_sample], config)
     if requested != AUTO:
-        return TimbreChoice(requested, names.index(requested), "user")
+        return TimbreChoice(requested, names.index(requested), "user", level_offset_db=offset)
     default = config.default if config.default in names else names[0]
     last = end_sample // hop
     first = max(0, last - int(round(config.select_seconds * sample_rate / hop)))
     sl = slice(first, last)
     voiced_s = float(np.sum(voiced[sl])) * hop / sample_rate
     if last - first < 10 or voiced_s < config.min_voiced_seconds:
-        return TimbreChoice(default, names.index(default), "default",
+        return TimbreChoice(default, names.index(default), "default", level_offset_db=offset,
                             note=f"your clip has {voiced_s:.1f} s of pitched playing before the join (at least "
                                  f"{config.min_voiced_seconds:g} s is needed to hear its timbre): "
                                  f"the {default} plays")
     f0 = np.where(voiced[sl], f0_hz[sl], 0.0)
-    dist = timbre_distances(decoder, audio[first * hop:last * hop], f0, loudness_db[sl], hop=hop, seed=seed,
+    loud = np.maximum(loudness_db[sl] + offset, LOUDNESS_FLOOR_DB)
+    dist = timbre_distances(decoder, audio[first * hop:last * hop], f0, loud, hop=hop, seed=seed,
                             workers=workers, fft_sizes=config.fft_sizes)
     best = min(dist, key=dist.get)
     if not math.isfinite(dist[best]):
-        return TimbreChoice(default, names.index(default), "default", dist, note="the timbre could not be measured")
-    return TimbreChoice(best, names.index(best), "auto", dist)
+        return TimbreChoice(default, names.index(default), "default", dist, note="the timbre could not be measured",
+                            level_offset_db=offset)
+    return TimbreChoice(best, names.index(best), "auto", dist, level_offset_db=offset)

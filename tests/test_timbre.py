@@ -62,6 +62,18 @@ def test_auto_hears_which_instrument_plays(engine, program, expected):
     assert set(choice.distances) == set(engine.timbres)
 
 
+@pytest.mark.parametrize("dbfs", [-35.0, -8.0])
+def test_the_recording_level_does_not_decide_the_timbre(engine, dbfs):
+    """A violin recorded 15 dB quieter (or 12 dB louder) than the decoder's training renderings is still
+    heard as the violin: the decoder hears the controls offset to its training level (measured: the
+    quiet violin was taken for a flute before the offset)."""
+    audio = (_melody(40) * 10 ** ((dbfs + 20.0) / 20)).astype(np.float32)
+    choice = _choose(engine, audio)
+    assert choice.name == "violin"
+    assert choice.level_offset_db == pytest.approx(TimbreConfig().render_level_dbfs - dbfs, abs=0.1)
+    assert choice.summary()["level_offset_db"] == pytest.approx(choice.level_offset_db, abs=0.01)
+
+
 def test_unpitched_input_gets_the_default_timbre_and_says_why(engine, rng):
     noise = (0.05 * rng.standard_normal(6 * SR)).astype(np.float32)
     choice = _choose(engine, noise)

@@ -36,6 +36,7 @@ from ensemble.features import FeatureConfig, loudness_db, n_frames
 from ensemble.files import sha256_file, write_json_atomic
 from ensemble.jobs.corpus.build import default_soundfont, render_notes
 from ensemble.jobs.corpus.layout import NoteList, notes_to_frames, stem_features, write_track
+from ensemble.timbre import TimbreConfig
 
 __all__ = ["TimbreProgram", "TRAINED", "HELD_OUT", "TimbreCorpusConfig", "place_melody",
            "build_timbre_corpus", "source_tracks", "soundfont_file"]
@@ -127,7 +128,8 @@ def _render_one(src: Path, meta: dict, prog: TimbreProgram, out: Path, config: T
     if rms <= 1e-7:
         raise EnsembleError(f"{src.name}: program {prog.program} rendered silence")
     rng = np.random.default_rng([config.seed, int(src.name[-5:]) if src.name[-5:].isdigit() else 0, prog.program])
-    gain_db = -20.0 + float(rng.uniform(-2, 2)) - 20 * math.log10(rms)
+    # the level the runtime renders every input at (ensemble.timbre: the decoder's loudness is absolute)
+    gain_db = TimbreConfig.render_level_dbfs + float(rng.uniform(-2, 2)) - 20 * math.log10(rms)
     y = (y * 10 ** (gain_db / 20)).astype(np.float32)
     peak = float(np.abs(y).max())
     if peak > 0.891:  # -1 dBFS ceiling
