@@ -11,7 +11,12 @@ Drums follower only: the leader is what is measured) by three systems, in one ru
 * ``v1-guitar``: ``timbre="guitar", match_colour=False`` -- BabyBand's guitar decoder as v1 rendered
   every continuation;
 * ``guitar``: ``timbre="guitar"`` with the colour match of the continuation issue (its end state);
-* ``random``: a timbre drawn at random (seeded) from the trained ones.
+* ``random``: a timbre drawn at random (seeded) from the trained ones;
+* ``oracle`` (``--systems oracle``, a diagnosis rather than a system): v2's timbre choice and colour
+  match, but the continuation plays the **true** continuation's own controls (f0, voicing, loudness
+  analysed from the program's rendering) instead of a retrieved one. Its position is what the
+  rendering alone reaches when the notes are right: the gap between it and ``v2`` is the retrieved
+  content's, the gap between it and 0 the decoder's.
 
 **Timbre position** of a continuation: ``d`` = distance between the mean MFCCs (1-19; frames within
 40 dB of the loudest) of the upload's last 3 s and of the continuation's first 3 s (the leader, after
@@ -48,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
 WINDOW_S = 3.0
 SYSTEMS = ("v2", "v1-guitar", "guitar", "random")
+DIAGNOSES = ("oracle",)
 
 
 def mfcc_mean(x: np.ndarray) -> np.ndarray | None:
@@ -124,19 +130,29 @@ def main() -> None:
     parser.add_argument("--queries", default="", help="comma-separated query ids (default: every --every-th)")
     parser.add_argument("--every", type=int, default=2, help="take every N-th query (default 2: 12 of 24)")
     parser.add_argument("--programs", default="", help="comma-separated GM programs (default: the whole set)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"comma-separated subset of {SYSTEMS + DIAGNOSES}")
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
     parser.add_argument("--json-out", default=str(ROOT / "benchmarks" / "results" / "timbre.json"))
     args = parser.parse_args()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    systems = tuple(x.strip() for x in args.systems.split(",") if x.strip())
+    bad = [x for x in systems if x not in SYSTEMS + DIAGNOSES]
+    if bad or not systems:
+        parser.error(f"--systems {args.systems!r}; allowed: a comma-separated subset of "
+                     f"{', '.join(SYSTEMS + DIAGNOSES)}")
 
+    from ensemble.colour import apply_filter, colour_match
     from ensemble.engine import Engine, EngineConfig
-    from ensemble.extend import ExtendRequest, extend
+    from ensemble.extend import ExtendRequest, extend, render_controls
+    from ensemble.features import analyze
     from ensemble.files import write_json_atomic
     from ensemble.jobs.corpus.build import default_soundfont
     from ensemble.jobs.heldout import load_queries
     from ensemble.jobs.timbres import HELD_OUT, TRAINED
+    from ensemble.timbre import choose_timbre
 
     t_run = time.perf_counter()
     heldout = load_queries(args.heldout)
@@ -158,6 +174,25 @@ def main() -> None:
         raise SystemExit(f"no timbre decoder in {args.checkpoints}: train one (README, 'Timbre')")
     sf2 = default_soundfont()
     rng = np.random.default_rng(args.seed)
+    fc = engine.config.features
+    hop = fc.hop_length
+
+    def oracle_heads(full_audio: np.ndarray, n_in: int, w: int):
+        """v2's timbre and colour match playing the true continuation's own controls: ([w] head)."""
+        f = analyze(full_audio, config=fc, f0_method="yin", with_chroma=False)
+        f0 = np.where(f.voiced, f.f0_hz, 0.0).astype(np.float32)
+        ld = f.loudness_db.astype(np.float32)
+        choice = choose_timbre(engine.timbre_renderer, "auto", audio=full_audio[:n_in], f0_hz=f.f0_hz,
+                               voiced=f.voiced, loudness_db=f.loudness_db, end_sample=n_in, hop=hop,
+                               sample_rate=SR, config=engine.config.timbre, seed=args.seed)
+        a, T = n_in // hop, w // hop + 1
+        P = int(round(engine.config.timbre.preroll_seconds * SR / hop))
+        rows = [(f0[a:a + T], ld[a:a + T]), (f0[a - T:a], ld[a - T:a])]  # the continuation, the input's own
+        preroll = [(f0[a - P:a], ld[a - P:a]), (f0[a - T - P:a - T], ld[a - T - P:a - T])]
+        out = render_controls(engine, rows, T * hop, args.seed, choice, preroll)
+        colour = colour_match(full_audio[n_in - T * hop:n_in], out[1], sample_rate=SR)
+        return choice, [apply_filter(out[:1], colour)[0][:w]]
+
     rows, anchors = [], []
     for qi, q in enumerate(queries):
         n_in = int(round(q["input_seconds"] * SR))
@@ -176,17 +211,19 @@ def main() -> None:
                             "other_positions": [position(x, d_self, d_other) for x in others]})
             audio = full[p.program][:n_in]
             c_in = centroid_hz(audio[n_in - w:])
-            for system in SYSTEMS:
-                timbre = {"v2": "auto", "guitar": "guitar", "v1-guitar": "guitar"}.get(system) \
+            for system in systems:
+                timbre = {"v2": "auto", "guitar": "guitar", "v1-guitar": "guitar", "oracle": "auto"}.get(system) \
                     or str(rng.choice(sorted(trained_names)))
                 t = time.perf_counter()
-                ext = extend(engine, audio, ExtendRequest(seconds=q["total_seconds"], k=args.k, seed=args.seed,
-                                                          followers=("Drums",), timbre=timbre,
-                                                          match_colour=system != "v1-guitar"))
+                if system == "oracle":
+                    choice, heads = oracle_heads(full[p.program], n_in, w)
+                else:
+                    ext = extend(engine, audio, ExtendRequest(seconds=q["total_seconds"], k=args.k, seed=args.seed,
+                                                              followers=("Drums",), timbre=timbre,
+                                                              match_colour=system != "v1-guitar"))
+                    choice, heads = ext.timbre, [leader[n_in:n_in + w] for leader in ext.leaders]
                 wall = time.perf_counter() - t
-                choice = ext.timbre
-                for rank, leader in enumerate(ext.leaders, start=1):
-                    head = leader[n_in:n_in + w]
+                for rank, head in enumerate(heads, start=1):
                     d = distance(tail_in[p.program], mfcc_mean(head))
                     c_out = centroid_hz(head)
                     rows.append({
@@ -199,9 +236,9 @@ def main() -> None:
                         "position": position(d, d_self, d_other),
                         "centroid_ratio": (c_out / c_in) if c_out and c_in else None, "extend_s": round(wall, 3)})
             here = [r for r in rows if r["query"] == q["id"] and r["program"] == p.program]
-            print(f"[{qi + 1}/{len(queries)}] {q['id']} {p.name:<14} v2 -> "
-                  f"{next(r['timbre'] for r in here if r['system'] == 'v2')}; positions "
-                  + ", ".join(f"{s} {_median([r['position'] for r in here if r['system'] == s])}" for s in SYSTEMS),
+            print(f"[{qi + 1}/{len(queries)}] {q['id']} {p.name:<14} {systems[0]} -> "
+                  f"{next(r['timbre'] for r in here if r['system'] == systems[0])}; positions "
+                  + ", ".join(f"{s} {_median([r['position'] for r in here if r['system'] == s])}" for s in systems),
                   flush=True)
 
     # ---- does the measure separate its anchors?
@@ -215,7 +252,7 @@ def main() -> None:
                       "median_position_of_true_continuation_in_other_programs":
                           _median([y for x in a for y in x["other_positions"]])}
     summary = {}
-    for system in SYSTEMS:
+    for system in systems:
         for label, keep in (("trained", True), ("held_out", False)):
             r = [x for x in rows if x["system"] == system and x["trained"] == keep]
             pos = [x["position"] for x in r]
@@ -230,13 +267,13 @@ def main() -> None:
                 "extend_s_median": _median([x["extend_s"] for x in r])}
     chosen = {}
     for x in rows:
-        if x["system"] == "v2" and x["rank"] == 1:
+        if x["system"] == systems[0] and x["rank"] == 1:
             chosen.setdefault(x["program_timbre"], {}).setdefault(x["timbre"], 0)
             chosen[x["program_timbre"]][x["timbre"]] += 1
     accept = {
         "held_out_position_median_le_0.3": (summary["v2/held_out"]["position_median"] or 9) <= 0.3,
         "trained_position_median_le_0.2": (summary["v2/trained"]["position_median"] or 9) <= 0.2,
-    }
+    } if "v2" in systems else {}
     print("\nanchors (does the timbre position separate the same instrument from another?)")
     for k, v in sep.items():
         print(f"  {k:<9} pairs {v['pairs']:>4}  d_self < d_other {v['d_self_below_d_other']}  "
@@ -248,12 +285,13 @@ def main() -> None:
         print(f"{k:<18} {v['candidates']:>5} {v['position_median']!s:>9} {v['position_undefined']:>5} "
               f"{v['centroid_ratio_median']!s:>9} {v['own_timbre_share']!s:>10} "
               f"{v['resynthesis_mrstft_median']!s:>8} {v['extend_s_median']!s:>8}")
-    print("\nv2's Top-1 timbre per program:", json.dumps(chosen))
+    print(f"\n{systems[0]}'s Top-1 timbre per program:", json.dumps(chosen))
     print("acceptance:", json.dumps(accept))
     result = {"command": "python -m benchmarks.timbre " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in ("", None)),
               "queries": [q["id"] for q in queries], "programs": [p.program for p in programs],
-              "k": args.k, "seed": args.seed, "versions": engine.versions, "anchors": sep, "summary": summary,
+              "systems": list(systems), "k": args.k, "seed": args.seed, "versions": engine.versions,
+              "anchors": sep, "summary": summary,
               "v2_top1_timbre_per_program": chosen, "acceptance": accept,
               "wall_s": round(time.perf_counter() - t_run, 1), "rows": rows, "anchor_rows": anchors}
     write_json_atomic(args.json_out, result)

@@ -49,7 +49,8 @@ from ensemble.perform import Performance, Performer, parse_followers
 from ensemble.rag import RANKINGS, Candidate, Query, RagDatabase, analyze_query, retrieve, segment_audio
 from ensemble.timbre import TimbreChoice, check_timbre, choose_timbre
 
-__all__ = ["ExtendRequest", "Continuation", "Extension", "LeadersReady", "extend", "RENDERS", "measure_seam"]
+__all__ = ["ExtendRequest", "Continuation", "Extension", "LeadersReady", "extend", "RENDERS", "measure_seam",
+           "render_controls"]
 
 RENDERS = ("controls", "splice")
 
@@ -205,7 +206,7 @@ def _lookback_mask(db: RagDatabase, lookbacks: tuple[float, ...] | None) -> np.n
 
 
 @torch.inference_mode()
-def _render(engine: Engine, controls: list[tuple[np.ndarray, np.ndarray]], n_samples: int, seed: int,
+def render_controls(engine: Engine, controls: list[tuple[np.ndarray, np.ndarray]], n_samples: int, seed: int,
             choice: TimbreChoice, preroll: list[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
     """[K, n_samples] every (f0 [T] Hz, loudness [T] dB) rendered in one batch in ``choice``'s timbre.
 
@@ -378,7 +379,7 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
         preroll = [_frames_before(*ctl, s0 // hop, P)] * len(rows)
         if own:
             preroll.append(_frames_before(*ctl, s0 // hop - frames, P))
-        rendered = _render(engine, rows + ([own[1]] if own else []), n_cont, req.seed, choice,
+        rendered = render_controls(engine, rows + ([own[1]] if own else []), n_cont, req.seed, choice,
                            preroll if P else None)
         if own is not None:
             # the decoder's rendering of the user's own passage: their difference is the colour
