@@ -16,7 +16,13 @@ Environment:
     ENSEMBLE_DATABASE                        default assets/rag (the RAG database)
     ENSEMBLE_DRUMS                           default assets/drums (drum database, harmony model)
                                              (the three defaults are EngineConfig's)
+    ENSEMBLE_WEIGHTS                         a weights file fitted to the ratings (`python -m ensemble
+                                             ratings fit`) that ranks instead of the hand-set composite;
+                                             if it cannot be used the app serves with the hand-set
+                                             weights and says so (log, Results tab)
     RATINGS_DIR                              the ratings log's folder (ui.config.ratings_dir)
+    STUDIES_DIR                              prepared studies, served at ?study=NAME (default: studies/ in
+                                             the ratings folder; ui.study_tab.studies_root)
     ENSEMBLE_WARMUP                          1 (default): one tiny request right after start-up, so the
                                              first user does not pay the one-off compilation
 """
@@ -48,6 +54,7 @@ from ensemble.listening.settings import Settings  # noqa: E402
 from ensemble.listening.store import RoundStore  # noqa: E402
 from ui.config import ratings_path  # noqa: E402
 from ui.page import CSS, THEME, PageConfig, build_page  # noqa: E402
+from ui.study_tab import studies_root  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "assets" / "examples"
@@ -69,7 +76,8 @@ def build_demo(engine: Engine, *, ratings_file: str | os.PathLike | None = None,
     config = PageConfig(
         ratings_file=Path(ratings_file) if ratings_file else ratings_path(ROOT / "ratings"),
         store=store if store is not None else RoundStore(), examples=sorted(EXAMPLES.glob("*.wav")),
-        engine_lock=engine_lock if engine_lock is not None else threading.Lock())
+        engine_lock=engine_lock if engine_lock is not None else threading.Lock(),
+        studies_root=studies_root(ROOT / "ratings"))
     return build_page(engine, config, title=TITLE)
 
 
@@ -95,14 +103,15 @@ def engine_config(env: Mapping[str, str] | None = None) -> EngineConfig:
     """The engine's configuration: ``EngineConfig``'s defaults, folders overridden by the environment.
 
     Args:
-        env: where to read ``ENSEMBLE_CHECKPOINTS``, ``ENSEMBLE_DATABASE`` and ``ENSEMBLE_DRUMS``;
-            ``None`` reads :data:`os.environ`.
+        env: where to read ``ENSEMBLE_CHECKPOINTS``, ``ENSEMBLE_DATABASE``, ``ENSEMBLE_DRUMS`` and
+            ``ENSEMBLE_WEIGHTS``; ``None`` reads :data:`os.environ`.
     """
     env = os.environ if env is None else env
     default = EngineConfig()
     return EngineConfig(checkpoints_dir=env.get("ENSEMBLE_CHECKPOINTS", default.checkpoints_dir),
                         database_dir=env.get("ENSEMBLE_DATABASE", default.database_dir),
-                        drums_dir=env.get("ENSEMBLE_DRUMS", default.drums_dir))
+                        drums_dir=env.get("ENSEMBLE_DRUMS", default.drums_dir),
+                        weights=env.get("ENSEMBLE_WEIGHTS") or None)
 
 
 def _stop(signum, frame):  # SIGTERM -> the same clean shutdown as Ctrl-C (temporary files removed)
@@ -113,12 +122,13 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     t0 = time.perf_counter()
     try:
-        engine = Engine.load(engine_config())
+        engine = Engine.load(engine_config(), bad_weights="hand-set")  # a bad weights file: hand-set, logged
     except EnsembleError as exc:
         print(f"error: cannot load the models and databases: {exc}", file=sys.stderr)
         return 2
-    log.info("engine loaded in %.1f s since start (models %s, database %s, %d segments)",
-             time.perf_counter() - t0, engine.model_version, engine.db.version, engine.db.n_chunks)
+    log.info("engine loaded in %.1f s since start (models %s, database %s, %d segments, weights %s)",
+             time.perf_counter() - t0, engine.model_version, engine.db.version, engine.db.n_chunks,
+             engine.weights)
     store = RoundStore()
     atexit.register(store.close)
     signal.signal(signal.SIGTERM, _stop)

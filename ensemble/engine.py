@@ -12,6 +12,7 @@ the performer (band decoders, arranger, drum database). The engine is read-only 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +23,14 @@ from ensemble.features import FeatureConfig
 from ensemble.models.decoder import GRU_WEIGHTS, InstrumentDecoder, enable_fast_cpu_inference, for_rendering
 from ensemble.models.io import decoder_file, load_decoder
 from ensemble.perform import PerformConfig, Performer
-from ensemble.rag import RagDatabase
+from ensemble.rag import HAND_SET, RagDatabase
+from ensemble.ratings.fit import RANKABLE, load_weights
 from ensemble.timbre import TimbreConfig
 
-__all__ = ["Limits", "EngineConfig", "Engine"]
+__all__ = ["Limits", "EngineConfig", "Engine", "BAD_WEIGHTS"]
+
+BAD_WEIGHTS = ("raise", "hand-set")  # what Engine.load does with a weights file it cannot use
+log = logging.getLogger("ensemble.engine")
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,10 @@ class EngineConfig:
             "float16" (1.6-2x faster, 90 dB SNR to float32;
             :func:`ensemble.models.decoder.for_rendering`) or "float32". The query's embedding
             always uses the float32 leader, as the database did.
+        weights: a weights file fitted to listeners' rankings (``python -m ensemble ratings fit``;
+            :mod:`ensemble.ratings.fit`) that ranks the candidates instead of the hand-set composite;
+            None (the default): the composite ranks (alpha, beta). The app reads it from
+            ``ENSEMBLE_WEIGHTS``, ``extend`` from ``--weights``.
     """
 
     checkpoints_dir: str = "checkpoints"
@@ -87,6 +96,7 @@ class EngineConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     limits: Limits = field(default_factory=Limits)
     gru_weights: str = "float16"
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.gru_weights not in GRU_WEIGHTS:
@@ -116,6 +126,12 @@ class Engine:
     versions: dict = field(default_factory=dict)
     renderer: InstrumentDecoder | None = None  # the leader as it renders (for_rendering); None: leader
     timbre_renderer: InstrumentDecoder | None = None  # the conditioned decoder (for_rendering), if installed
+    weights_note: str = ""  # why a configured weights file is not ranking (Engine.load(bad_weights="hand-set"))
+
+    @property
+    def weights(self) -> str:
+        """Which weights rank the candidates: ``"hand-set"`` or the fitted file's version (``"pl-..."``)."""
+        return HAND_SET if self.db.utility is None else str(self.db.utility.version)
 
     @property
     def timbres(self) -> tuple[str, ...]:
@@ -128,12 +144,29 @@ class Engine:
         return self.leader if self.renderer is None else self.renderer
 
     @classmethod
-    def load(cls, config: EngineConfig = EngineConfig()) -> Engine:
+    def load(cls, config: EngineConfig = EngineConfig(), *, bad_weights: str = "raise") -> Engine:
         """Load the shipped checkpoints and databases named by ``config``.
+
+        Args:
+            bad_weights: what a configured weights file that is missing, corrupt or fitted on
+                sub-scores retrieval cannot compute does: "raise" (the library and CLI), or
+                "hand-set" (the app: keep serving with the hand-set composite; the reason is logged
+                and kept in ``weights_note``).
 
         Raises:
             EnsembleError: a missing or damaged file, naming it.
         """
+        if bad_weights not in BAD_WEIGHTS:
+            raise EnsembleError(f"bad_weights {bad_weights!r}; allowed: {', '.join(BAD_WEIGHTS)}")
+        weights, weights_note = None, ""
+        if config.weights:  # checked first: a bad file fails fast, before the models load
+            try:
+                weights = load_weights(config.weights, available=RANKABLE)
+            except EnsembleError as exc:
+                if bad_weights == "raise":
+                    raise
+                weights_note = str(exc)
+                log.warning("the configured weights are not used, ranking with the hand-set weights: %s", exc)
         enable_fast_cpu_inference()  # denormal activations make the GRUs ~10x slower on CPU
         leader, meta = load_decoder(config.leader_checkpoint)
         db = RagDatabase.load(config.database_dir, features=config.features)
@@ -158,8 +191,10 @@ class Engine:
                 sha = None
             versions["timbre_decoder"] = {"file": timbre_path.name, "sha256": sha, "steps": timbre_meta.get("steps"),
                                           "timbres": list(timbre_dec.config.timbres)}
+        db.utility = weights  # None: the hand-set composite ranks (ensemble.rag)
+        versions["weights"] = HAND_SET if weights is None else weights.version
         return cls(leader, db, performer, config, versions, for_rendering(leader, config.gru_weights),
-                   timbre_renderer)
+                   timbre_renderer, weights_note)
 
     @property
     def model_version(self) -> str:

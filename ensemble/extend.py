@@ -351,10 +351,13 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
         notes.append(f"only {len(cands)} playable non-overlapping segments exist for K = {req.k}")
     n_fb = sum(c.fallback for c in cands)
     if n_fb:
+        found = "none" if n_fb == len(cands) else f"{len(cands) - n_fb}"
+        rest = f"all {n_fb}" if n_fb == len(cands) else "the rest"
+        order = (f"alpha {db.config.fallback_alpha:g}, beta {db.config.fallback_beta:g}" if engine.weights == "hand-set"
+                 else f"ranked by the fitted weights {engine.weights}")
         notes.append(f"the strict pass (dynamics within {db.config.dynamics_tolerance_db:g} dB, coherence >= "
-                     f"{db.config.coherence_floor:g}) found {len(cands) - n_fb} of {len(cands)}: the rest "
-                     f"come from the fallback pass (alpha {db.config.fallback_alpha:g}, beta "
-                     f"{db.config.fallback_beta:g}, no floor)")
+                     f"{db.config.coherence_floor:g}) found {found} of {len(cands)}: {rest} "
+                     f"come from the fallback pass ({order}, no floor)")
     timings["retrieval"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -427,7 +430,7 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
                                 "timbre": None if choice is None else choice.name,
                                 "colour": None if colour is None else colour.summary()}
     report(1.0, "done")
-    versions = {"model": engine.model_version, "database": db.version}
+    versions = {"model": engine.model_version, "database": db.version, "weights": engine.weights}
     orig, orig_rate = (None, None) if original is None else (np.asarray(original[0], np.float32),
                                                              int(original[1]))
     return Extension(audio, q, measured, continuations, performances, leaders, req, notes, timings, versions,

@@ -55,7 +55,7 @@ from ensemble.timbre import TimbreChoice
 __all__ = ["write_extension", "native_mix", "native_format", "leader_gain", "timbre_text", "RESULT_COLUMNS"]
 RESULT_COLUMNS = ["rank", "db_chunk_idx", "track", "start_seconds", "composite", "relevance",
                   "coherence", "lookback", "transpose", "seam_pitch_jump_cents",
-                  "seam_loudness_jump_db", "fallback"]
+                  "seam_loudness_jump_db", "fallback", "weights"]
 _LEADER = "Leader"
 
 
@@ -206,7 +206,7 @@ def _results_csv(ext: Extension) -> str:
         d = c.to_dict()
         w.writerow([d["rank"], d["chunk"], d["track"], d["start_seconds"], d["composite"], d["relevance"],
                     d["coherence"], d["lookback"], d["transpose"], d["seam_pitch_jump_cents"],
-                    d["seam_loudness_jump_db"], d["fallback"]])
+                    d["seam_loudness_jump_db"], d["fallback"], d["weights"]])
     return buf.getvalue()
 
 

@@ -63,8 +63,8 @@ window's end (no candidate runs into the silence after its line ends). Top-K are
 non-overlapping (two segments of one line overlap when their starts are less than the continuation
 length apart).
 
-Relevance pre-selection uses faiss (an exact ``IndexFlatIP`` per lookback; IVF above
-``ivf_threshold``). Top-N by relevance is fetched and N doubled until the N-th relevance proves no
+Relevance pre-selection uses faiss (an exact ``IndexFlatIP`` per lookback; above ``ivf_threshold``
+an IVF index with an HNSW quantizer and measured recall, searched by :mod:`ensemble.rag_index`). Top-N by relevance is fetched and N doubled until the N-th relevance proves no
 unfetched candidate can beat the K-th composite (alpha * rel_N + beta * 1 < composite_K), so with the
 flat index the Top-K is exactly that of scoring every candidate.
 """
@@ -108,6 +108,7 @@ __all__ = [
 DB_FORMAT = 3  # 3: controls only, several stems, level/key-invariant vectors, tempo per line
 SEAM_MATCHES = ("join", "approach", "either")
 RANKINGS = ("composite", "random")
+HAND_SET = "hand-set"  # Candidate.weights when the composite ranked it (ensemble.ratings.fit.HAND_SET)
 REFERENCE_LEVEL_DB = -30.0  # loudness the GRU reads a line's phrase level as (level invariance)
 # faiss-cpu ships its own OpenMP OpenBLAS; once it is loaded, numpy's small matrix products on 2
 # threads take ~16 ms instead of ~0.05 ms (measured here). Scoring runs with BLAS on one thread.
@@ -298,6 +299,12 @@ class RagDatabase:
     cum_voiced: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))  # [F_total + 1]
     cum_cents: np.ndarray = field(default_factory=lambda: np.zeros(1))  # [F_total + 1] voiced cents
     cum_loud: np.ndarray = field(default_factory=lambda: np.zeros(1))  # [F_total + 1] dB
+    # Fitted weights that rank instead of the composite (ensemble.ratings.fit.Weights: ``version`` and
+    # ``utility(columns)``); attached by Engine.load when a weights file is configured. None: alpha/beta.
+    utility: object | None = None
+    # Above ``config.ivf_threshold`` chunks: the approximate index (ensemble.rag_index.AnnIndex) that
+    # retrieve() fetches through; None: exact search.
+    ann: object | None = None
 
     @property
     def fps(self) -> int:
@@ -329,21 +336,20 @@ class RagDatabase:
         """
         faiss.omp_set_num_threads(max(1, self.config.faiss_threads))
         self.indexes = []
+        if self.n_chunks > self.config.ivf_threshold:
+            # IVF + HNSW quantizer, recall measured (ensemble.rag_index); imported here: it imports rag
+            from ensemble.rag_index import build_ann, load_ann
+
+            if self.manifest.get("ann", {}).get("files"):
+                self.ann = load_ann(self.root, self.manifest["ann"])  # saved by the build
+            else:
+                self.ann, self.manifest["ann"] = build_ann(self.ctx, self.seg, self.config)
+            self.indexes = list(self.ann.indexes)
+            return
         for li in range(len(self.config.lookbacks)):
             vecs = np.ascontiguousarray(np.concatenate([self.ctx[li], self.seg], axis=1), np.float32)
-            dim = vecs.shape[1]
-            if self.n_chunks > self.config.ivf_threshold:
-                nlist = int(math.sqrt(self.n_chunks))  # 1000 lists at 1M
-                quant = faiss.IndexFlatIP(dim)
-                index = faiss.IndexIVFFlat(quant, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-                rng = np.random.default_rng(0)
-                sample = vecs[rng.choice(len(vecs), min(len(vecs), 30 * nlist), replace=False)]
-                index.train(sample)
-                index.add(vecs)
-                index.nprobe = self.config.ivf_nprobe
-            else:
-                index = faiss.IndexFlatIP(dim)
-                index.add(vecs)
+            index = faiss.IndexFlatIP(vecs.shape[1])
+            index.add(vecs)
             self.indexes.append(index)
 
     @classmethod
@@ -539,6 +545,8 @@ class Candidate:
         seam_pitch_jump_cents, seam_loudness_jump_db: the jump at the seam, signed (after minus
             before). Retrieval fills in its prediction from stored features; :func:`ensemble.extend.
             extend` replaces them by the jump measured on the rendered audio.
+        weights: which weights ranked it: :data:`HAND_SET` (the composite) or the version hash of
+            the fitted weights the database's ``utility`` holds (``"pl-..."``).
     """
 
     rank: int
@@ -556,6 +564,7 @@ class Candidate:
     stretch: float = 1.0
     key_fit: float = float("nan")
     source_start_seconds: float = float("nan")
+    weights: str = "hand-set"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -772,10 +781,15 @@ def _score_all(db: RagDatabase, q: Query, idx: np.ndarray, transposes: np.ndarra
     stretch, starts = stretch_all[idx], starts_all[idx]
     coh, pj, octv, lj, stretch = _coherence(db, q, idx, transposes, cfg, stretch, starts, kf, register_all[idx])
     comp = np.where(allowed, alpha * rel + beta * coh, -np.inf)
+    order = comp
+    if db.utility is not None:  # fitted weights rank; the composite is still recorded
+        order = np.where(allowed, db.utility.utility({
+            "relevance": rel, "coherence": coh, "seam_pitch_jump_cents": pj,
+            "seam_loudness_jump_db": lj[:, None]}), -np.inf)
     return {"rel": rel, "best_l": best_l, "coh": coh, "pj": pj, "oct": octv, "kf": kf, "allowed": allowed,
             "lj": np.broadcast_to(lj[:, None], rel.shape),
             "stretch": np.broadcast_to(stretch[:, None], rel.shape),
-            "start": np.broadcast_to(starts[:, None], rel.shape), "comp": comp}
+            "start": np.broadcast_to(starts[:, None], rel.shape), "comp": comp, "order": order}
 
 
 def retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = None,
@@ -824,6 +838,12 @@ def _retrieve(db, q, k, *, alpha, beta, transpose, continuation_seconds, lookbac
     mask = np.ones(len(cfg.lookbacks), bool) if lookback_mask is None else np.asarray(lookback_mask, bool)
     if mask.shape != (len(cfg.lookbacks),) or not mask.any():
         raise EnsembleError(f"lookback_mask must select some of {list(cfg.lookbacks)}")
+    if db.ann is not None and ranking == "composite" and db.utility is None:
+        # above ivf_threshold: fetch through the IVF index, score those exactly (ensemble.rag_index)
+        from ensemble.rag_index import retrieve_ann
+
+        return retrieve_ann(db, q, k, alpha=alpha, beta=beta, transposes=transposes, cont_frames=cont_frames,
+                            mask=mask, conform=conform)
     every = np.arange(db.n_chunks)
     stretch_all = _stretch(db, q, every) if conform else np.ones(db.n_chunks)
     starts_all = aligned_starts(db, q, every, stretch_all, cont_frames) if conform \
@@ -837,7 +857,8 @@ def _retrieve(db, q, k, *, alpha, beta, transpose, continuation_seconds, lookbac
     # faiss pre-selection by relevance; if that cannot be proven exact (flat index), score all
     n_pre = max(256, 64 * k)
     ivf = isinstance(db.indexes[0], faiss.IndexIVFFlat)
-    if n_pre * 4 >= db.n_chunks and not ivf:
+    if (n_pre * 4 >= db.n_chunks and not ivf) or db.utility is not None:
+        # (a fitted utility has no relevance bound that would prove the pre-selection exact)
         picks = _rank(db, q, all_idx, transposes, cfg, alpha, beta, k, min_gap, mask, extra)
         return _finish(db, picks, transposes, conform)
     Q = _query_matrix(q, cfg, transposes)
@@ -900,13 +921,14 @@ def _rank(db, q, idx, transposes, cfg, alpha, beta, k, min_gap, mask, extra):
     if not math.isfinite(q.dynamics):
         dyn_ok = np.ones(n, bool)
     strict = (s["coh"] >= cfg.coherence_floor) & dyn_ok[:, None] & s["allowed"] & (s["kf"] >= cfg.key_floor)
-    comp = s["comp"].ravel()
+    comp = s["order"].ravel()  # the composite, or the fitted utility
     order = np.lexsort((idx[flat_i], -comp))  # ties broken by chunk index
     order = order[strict.ravel()[order]]
     picks = _select(order, idx[flat_i], flat_t, db, k, min_gap, [])
     out = [(c, t, False) for c, t in picks]
     if len(out) < k:
-        fb = np.where(s["allowed"], cfg.fallback_alpha * s["rel"] + cfg.fallback_beta * s["coh"], -np.inf).ravel()
+        fb = np.where(s["allowed"], cfg.fallback_alpha * s["rel"] + cfg.fallback_beta * s["coh"], -np.inf).ravel() \
+            if db.utility is None else s["order"].ravel()
         order = np.lexsort((idx[flat_i], -fb))
         order = order[s["allowed"].ravel()[order]]
         more = _select(order, idx[flat_i], flat_t, db, k, min_gap, picks)
@@ -932,7 +954,8 @@ def _candidate(db, rank, chunk, t_i, comp, sc, fallback, *, transposes, conform)
                      seam_loudness_jump_db=round(float(sc["lj"]), 3), fallback=bool(fallback),
                      stretch=round(float(sc["stretch"]), 6) if conform else 1.0,
                      key_fit=round(float(sc["kf"]), 4),
-                     source_start_seconds=round(float(sc["start"]) / db.fps, 4))
+                     source_start_seconds=round(float(sc["start"]) / db.fps, 4),
+                     weights=HAND_SET if db.utility is None else str(db.utility.version))
 
 
 def reference_retrieve(db: RagDatabase, q: Query, k: int = 10, *, alpha: float | None = None,

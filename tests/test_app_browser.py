@@ -1,7 +1,7 @@
 """The real app in headless Chromium (Playwright): upload a WAV (44.1 kHz stereo PCM-24), generate, see K
-players (playing it back at its own rate and channels) and figures, try an incomplete ranking (a
-warning, nothing saved), rank every candidate, submit, and see the scores revealed and the Results
-tab's table updated.
+players (playing it back at its own rate and channels) with the figures and scores hidden (blind),
+try an incomplete ranking (told why, nothing saved), rank every candidate, submit, and see the
+figures and scores revealed and the Results tab's table updated.
 
 Needs ``/usr/bin/chromium`` (``scripts/test.sh`` installs it with apt when missing); skipped without
 it. Screenshots go to ``tmp_path``, and one copy to ``$ENSEMBLE_SCREENSHOT`` (default
@@ -77,12 +77,13 @@ def test_upload_generate_rank_submit_results(app, page, tmp_path):
     for i in range(1, K + 1):
         card = page.locator(f"#card-{i}")
         expect(card.get_by_test_id(f"waveform-Candidate {i}")).to_be_visible()
-        expect(card.locator(f"#figure-{i} img")).to_be_visible()
-        expect(page.locator(f"#scores-{i}")).to_be_hidden()  # blind: scores hidden before submitting
+        # blind: figures and scores hidden before submitting
+        expect(page.locator(f"#figure-{i}")).to_be_hidden()
+        expect(page.locator(f"#scores-{i}")).to_be_hidden()
         assert page.locator(f"#audio-{i} button[aria-label*='ownload']").count() == 0
     for i in range(K + 1, 11):
         expect(page.locator(f"#card-{i}")).to_be_hidden()
-    expect(page.locator("#overview img")).to_be_visible()
+    expect(page.locator("#overview")).to_be_hidden()
 
     # an incomplete ranking: a warning, nothing written
     page.locator("#rank-1 input[value='1']").check()
@@ -99,6 +100,8 @@ def test_upload_generate_rank_submit_results(app, page, tmp_path):
     expect(page.locator("#submit-status")).to_contain_text("Saved", timeout=30_000)
     for i in range(1, K + 1):
         expect(page.locator(f"#scores-{i}")).to_contain_text("Composite rank")
+        expect(page.locator(f"#figure-{i} img")).to_be_visible()
+    expect(page.locator("#overview img")).to_be_visible()
     page.screenshot(path=str(tmp_path / "listen.png"), full_page=True)
 
     frame = read_rows(app).sort_values("shown_position")

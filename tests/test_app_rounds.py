@@ -248,7 +248,10 @@ def test_a_round_records_the_timbre_that_rendered_it(tmp_path):
     from ui.round_text import round_status, scores_markdown
 
     rnd = fake_round(tmp_path, timbre=TimbreChoice("guitar", None, "user"))
-    assert rnd.public()["timbre"] == {"name": "guitar", "chosen_by": "user", "distances": {}, "note": ""}
+    # the round passes TimbreChoice.summary() on whole (the timbre module owns its keys)
+    assert rnd.public()["timbre"] == TimbreChoice("guitar", None, "user").summary()
+    assert {"name": "guitar", "chosen_by": "user", "distances": {}, "note": ""}.items() <= \
+        rnd.public()["timbre"].items()
     assert "Instrument sound: guitar (your choice)." in round_status(rnd)
     rnd.submission_id = "s" * 32  # revealed: every card says it too
     assert all("instrument sound: guitar (your choice)" in scores_markdown(rnd, i) for i in range(rnd.k))

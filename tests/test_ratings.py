@@ -260,16 +260,18 @@ OLD_HEADER = ("submission_id,timestamp_utc,rater_id,session_id,input_sha256,inpu
               "model_version,database_version,comment")
 
 
-def write_old_log(path: Path, submissions: list[Submission]) -> list[list[str]]:
-    """``path`` as a log from before the timbre column, holding ``submissions``; its records."""
+def write_old_log(path: Path, submissions: list[Submission], *,
+                  header: str = OLD_HEADER) -> list[list[str]]:
+    """``path`` as a log with an earlier ``header`` (default: from before the timbre column), holding
+    ``submissions``; its records."""
     new = path.with_name("as-now.csv")
     for submission in submissions:
         append_submission(new, submission)
     with new.open(newline="") as f:
         records = list(csv.reader(f))
-    drop = records[0].index("timbre")
-    old = [[cell for i, cell in enumerate(record) if i != drop] for record in records]
-    assert ",".join(old[0]) == OLD_HEADER
+    keep = [records[0].index(name) for name in header.split(",")]
+    old = [[record[i] for i in keep] for record in records]
+    assert ",".join(old[0]) == header
     buffer = io.StringIO(newline="")
     csv.writer(buffer, lineterminator="\n").writerows(old)
     path.write_text(buffer.getvalue())
@@ -305,9 +307,10 @@ def test_a_log_from_before_the_timbre_column_reads_and_is_upgraded_once(tmp_path
     with path.open(newline="") as f:
         records = list(csv.reader(f))
     assert len(records) == 1 + 5 + 3  # every old row kept, the partial line cut off, the new rows
-    at = RATINGS_COLUMNS.index("timbre")
+    added = [RATINGS_COLUMNS.index(name) for name in ("timbre", "loudness_matched", "weights")]
     for was, now in zip(old[1:], records[1:6], strict=True):
-        assert now[:at] + now[at + 1:] == was and now[at] == ""  # cell for cell, the timbre empty
+        # cell for cell, the columns added since (the timbre, the playback) empty
+        assert [c for i, c in enumerate(now) if i not in added] == was and all(now[i] == "" for i in added)
     frame = read_ratings(path)
     assert frame["submission_id"].nunique() == 3 and frame.attrs["dropped_rows"] == 0
     assert frame.loc[frame["submission_id"] == new_id, "timbre"].tolist() == ["guitar"] * 3
@@ -315,6 +318,38 @@ def test_a_log_from_before_the_timbre_column_reads_and_is_upgraded_once(tmp_path
     append_submission(path, make_submission([1, 2]))  # already upgraded: appended to as it is
     assert header_count(path) == 1 and len(read_ratings(path)) == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ratings.csv", "ratings.csv.lock"]  # no temp file
+
+
+# the header of logs written with the timbre but before the playback (loudness matching) was recorded
+TIMBRE_ERA_HEADER = OLD_HEADER.replace("seam_loudness_jump_db,", "seam_loudness_jump_db,timbre,")
+
+
+def test_every_row_records_whether_playback_was_loudness_matched(tmp_path):
+    path = tmp_path / "ratings.csv"
+    for value in (True, False, "mixed", None):
+        append_submission(path, make_submission([1, 2], loudness_matched=value))
+    with path.open(newline="") as f:
+        assert [r["loudness_matched"] for r in csv.DictReader(f)] == ["1", "1", "0", "0", "mixed", "mixed",
+                                                                      "", ""]
+    assert read_ratings(path)["loudness_matched"].tolist() == ["1", "1", "0", "0", "mixed", "mixed", "", ""]
+    with pytest.raises(EnsembleError, match="loudness_matched must be True, False, 'mixed' or None, got 'yes'"):
+        append_submission(path, make_submission([1, 2], loudness_matched="yes"))
+    assert len(read_ratings(path)) == 8
+
+
+def test_a_log_from_before_the_playback_column_is_upgraded_once(tmp_path):
+    path = tmp_path / "ratings.csv"
+    old = write_old_log(path, [make_submission([1, 2, 3], timbre="violin")], header=TIMBRE_ERA_HEADER)
+    frame = read_ratings(path)
+    assert frame["loudness_matched"].tolist() == [""] * 3 and frame["timbre"].tolist() == ["violin"] * 3
+    append_submission(path, make_submission([2, 1], loudness_matched=True))
+    assert path.read_text().startswith(HEADER + "\n") and header_count(path) == 1
+    with path.open(newline="") as f:
+        records = list(csv.reader(f))
+    added = [RATINGS_COLUMNS.index(name) for name in ("loudness_matched", "weights")]
+    for was, now in zip(old[1:], records[1:4], strict=True):
+        assert [c for i, c in enumerate(now) if i not in added] == was and all(now[i] == "" for i in added)
+    assert read_ratings(path)["loudness_matched"].tolist() == [""] * 3 + ["1"] * 2
 
 
 def test_threads_appending_to_a_log_from_before_upgrade_it_once(tmp_path):
@@ -504,7 +539,8 @@ def test_summary_edge_cases(tmp_path):
     append_submission(path, make_submission([1, 2, 3]))
     one = summarize(read_ratings(path), SummaryConfig(n_bootstrap=50))
     t = one["kendall_tau"]
-    assert t["mean"] == t["ci_low"] == t["ci_high"] == 1.0  # one submission: a degenerate interval
+    assert t["mean"] == 1.0 and t["ci_low"] is None and t["ci_high"] is None  # one submission: undefined
+    assert "CI undefined (n = 1" in format_summary(one) and "[1.000, 1.000]" not in format_summary(one)
 
     append_submission(path, make_submission([1]))  # K = 1: stored, but tau is undefined
     mixed = summarize(read_ratings(path))

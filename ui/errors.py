@@ -4,6 +4,11 @@
 ``gr.Error`` carrying its message, HTML-escaped. Anything else is a bug or a server problem: it is
 logged with its traceback under a short reference, and the user gets a generic message naming the
 reference, never the traceback.
+
+A toast fades after a few seconds, and the output it failed leaves only Gradio's bare "Error": so a
+handler given a :class:`LastErrors` also remembers, per browser session, what it told the user, and a
+``.failure`` event writes that message where it stays (:func:`make_show_failure`: the Generate tab's
+status line).
 """
 
 from __future__ import annotations
@@ -12,14 +17,16 @@ import functools
 import html
 import inspect
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import gradio as gr
 
 from ensemble.errors import EnsembleError
 
-__all__ = ["user_errors", "user_message"]
+__all__ = ["LastErrors", "make_show_failure", "user_errors", "user_message"]
 
 log = logging.getLogger("ensemble.app")
 
@@ -44,7 +51,49 @@ def _internal(what: str, exc: BaseException) -> gr.Error:
                     "logged. Please try again.", print_exception=False)
 
 
-def user_errors(what: str) -> Callable[[Callable], Callable]:
+class LastErrors:
+    """The last error message each browser session was shown, for the ``.failure`` event that keeps
+    it on screen (bounded: the newest ``max_sessions`` sessions). Thread-safe."""
+
+    def __init__(self, max_sessions: int = 1000) -> None:
+        self.max_sessions = max_sessions
+        self._messages: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, request: object, message: str) -> None:
+        """Keep ``message`` for the session of ``request`` (a ``gr.Request``; others are ignored)."""
+        key = getattr(request, "session_hash", None)
+        if not key:
+            return
+        with self._lock:
+            self._messages[key] = message
+            self._messages.move_to_end(key)
+            while len(self._messages) > self.max_sessions:
+                self._messages.popitem(last=False)
+
+    def pop(self, request: object) -> str | None:
+        """The session's last message (forgotten once read), or None."""
+        key = getattr(request, "session_hash", None)
+        with self._lock:
+            return self._messages.pop(key, None) if key else None
+
+
+def make_show_failure(last: LastErrors, *, heading: str) -> Callable[[gr.Request], str]:
+    """A ``.failure`` handler: the session's last error as Markdown, e.g. ``**Not generated:** why``.
+
+    Args:
+        last: where the failed handler remembered its message (``user_errors(..., last=last)``).
+        heading: the words before the message.
+    """
+
+    def show_failure(request: gr.Request) -> str:
+        message = last.pop(request)
+        return f"**{heading}:** {message}" if message else f"**{heading}.**"
+
+    return show_failure
+
+
+def user_errors(what: str, *, last: LastErrors | None = None) -> Callable[[Callable], Callable]:
     """Decorator: EnsembleError -> gr.Error(message); other exceptions -> logged + generic gr.Error.
 
     Works on plain functions and generators (Gradio streams a generator's yields), keeping the
@@ -53,16 +102,23 @@ def user_errors(what: str) -> Callable[[Callable], Callable]:
 
     Args:
         what: the action, as the generic message names it ("Generating", "Rating", ...).
+        last: where to remember the message for the session (the handler must take a ``gr.Request``
+            parameter, which the decorator finds among its arguments), for :func:`make_show_failure`.
 
     Returns:
         The decorator.
     """
 
-    def shown(exc: Exception) -> gr.Error:
-        """What the user sees for an exception other than a gr.Error."""
+    def shown(exc: Exception, args: tuple, kwargs: dict) -> gr.Error:
+        """What the user sees for an exception other than a gr.Error (remembered when asked)."""
         if isinstance(exc, EnsembleError):
-            return gr.Error(user_message(exc), print_exception=False)
-        return _internal(what, exc)
+            error = gr.Error(user_message(exc), print_exception=False)
+        else:
+            error = _internal(what, exc)
+        if last is not None:
+            request = next((a for a in (*args, *kwargs.values()) if isinstance(a, gr.Request)), None)
+            last.remember(request, error.message)
+        return error
 
     def decorate(fn: Callable) -> Callable:
         if inspect.isgeneratorfunction(fn):
@@ -73,7 +129,7 @@ def user_errors(what: str) -> Callable[[Callable], Callable]:
                 except gr.Error:
                     raise
                 except Exception as exc:
-                    raise shown(exc) from None
+                    raise shown(exc, args, kwargs) from None
             return gen
 
         @functools.wraps(fn)
@@ -83,7 +139,7 @@ def user_errors(what: str) -> Callable[[Callable], Callable]:
             except gr.Error:
                 raise
             except Exception as exc:
-                raise shown(exc) from None
+                raise shown(exc, args, kwargs) from None
         return plain
 
     return decorate

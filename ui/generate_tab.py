@@ -3,7 +3,11 @@
 The handler reads the upload and checks the settings against the engine's limits
 (:mod:`ensemble.listening.settings`), shows the input's report card as soon as it is analysed, then
 runs the round (:func:`ensemble.listening.round.make_round`) under the engine lock with a progress bar
-per stage. A failed (or abandoned) request leaves no files behind.
+per stage. A failed (or abandoned) request leaves no files behind, and its reason stays in the
+status line (``ui.errors.LastErrors``: the page's ``.failure`` event writes it there).
+
+The upload is checked as soon as it arrives (:func:`make_check_upload`): a file that is not audio,
+too short, too long or silent is reported at once in the status line, not only after Generate.
 """
 
 from __future__ import annotations
@@ -18,16 +22,17 @@ from pathlib import Path
 import gradio as gr
 
 from ensemble.engine import Engine
+from ensemble.errors import EnsembleError
 from ensemble.figures.report import report_card, write_figure
 from ensemble.listening.round import analyse_input, make_round, new_session_id
 from ensemble.listening.settings import check_settings, read_clip
 from ensemble.listening.store import RoundStore
 from ensemble.perform import FOLLOWERS
 from ensemble.timbre import AUTO, GUITAR
-from ui.errors import user_errors
+from ui.errors import LastErrors, user_errors, user_message
 from ui.round_text import round_status
 
-__all__ = ["GenerateTab", "build_generate_tab", "make_generate", "timbre_choices"]
+__all__ = ["GenerateTab", "build_generate_tab", "make_check_upload", "make_generate", "timbre_choices"]
 
 log = logging.getLogger("ensemble.app")
 
@@ -114,8 +119,8 @@ def build_generate_tab(engine: Engine, *, examples: list[Path], default_k: int,
                     transpose = gr.Checkbox(False, label="Transpose: also try segments shifted "
                                                          "-6..+6 semitones (re-synthesised)")
                     seed = gr.Number(0, precision=0, label="Seed (instrument noise)")
-                blind = gr.Checkbox(True, label="Blind mode (for studies): shuffled order, scores "
-                                                "hidden until you submit, no downloads", elem_id="blind")
+                blind = gr.Checkbox(True, label="Blind mode (for studies): shuffled order, figures and "
+                                                "scores hidden until you submit, no downloads", elem_id="blind")
                 rater = gr.Textbox(label="Rater id (or open the page with ?rater=NAME)",
                                    value="", placeholder="anonymous", max_length=64, elem_id="rater")
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
@@ -142,13 +147,39 @@ def _plain(x: float) -> float | int:
     return int(x) if float(x).is_integer() else x
 
 
-def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.Lock) -> Callable[..., Iterator]:
+def make_check_upload(engine: Engine) -> Callable[[str | None], str]:
+    """The handler that reads an upload as soon as it arrives: its status line (Markdown), or what is
+    wrong with it (also as a warning toast); nothing is kept."""
+    limits, features = engine.config.limits, engine.config.features
+
+    @user_errors("Reading your clip")
+    def check_upload(audio: str | None) -> str:
+        if audio is None or not str(audio).strip():
+            return ""
+        try:
+            # the same checks as Generate's; the recording as uploaded is not kept (Generate reads it)
+            clip = read_clip(audio, limits=limits, features=features, keep_original=False)
+        except EnsembleError as exc:
+            message = user_message(exc)
+            gr.Warning(message)
+            return f"**This clip cannot be used:** {message}"
+        channels = "mono" if clip.source_channels == 1 else f"{clip.source_channels} channels"
+        return (f"Your clip: {clip.seconds:.1f} s, {clip.source_sample_rate} Hz, {channels}. Choose the "
+                "settings and press Generate.")
+
+    return check_upload
+
+
+def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.Lock,
+                  last_errors: LastErrors | None = None) -> Callable[..., Iterator]:
     """The ``/generate`` handler, bound to the engine and the page's round store.
 
     Args:
         engine: the loaded engine (its limits and frame grid check and read the upload).
         store: receives each finished round; owns its folder.
         engine_lock: held while the engine renders (shared with the start-up warm-up).
+        last_errors: where a failure's message is remembered for the session (the page shows it in
+            the status line once the toast has faded).
 
     Returns:
         A generator function for Gradio: its parameter names are the API's. It yields twice,
@@ -157,9 +188,10 @@ def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.L
     """
     limits, features = engine.config.limits, engine.config.features
 
-    @user_errors("Generating")
+    @user_errors("Generating", last=last_errors)
     def generate(audio, target_seconds, k, alpha, beta, lookbacks, followers, transpose, seed, blind,
-                 loudness_matched, rater_id, timbre, session_id, progress=gr.Progress()):
+                 loudness_matched, rater_id, timbre, session_id, progress=gr.Progress(),
+                 request: gr.Request = None):
         started = time.perf_counter()
         session_id = session_id or new_session_id()
         progress(0.0, desc="reading your clip")
@@ -193,6 +225,7 @@ def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.L
             raise
         rnd.timings["input_report"] = report_s  # read, analysed and drawn before the round began
         rnd.timings["total"] = time.perf_counter() - started
+        rnd.played(bool(loudness_matched))  # how the players start; the Listen tab records switches
         store.add(rnd)
         log.info("round %s: K=%d, %.1f s input -> %.1f s, %.1f s", round_id, rnd.k, rnd.input_seconds,
                  rnd.target_seconds, rnd.timings["total"])

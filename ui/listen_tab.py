@@ -1,13 +1,21 @@
 """The Listen & rate tab: the grid of candidate cards, the ranking form, and their handlers.
 
 * :func:`make_clear_round` empties the tab when Generate is pressed; :func:`make_show_round` fills
-  one card per candidate once the round is made and switches to this tab;
-  :func:`make_switch_audio` swaps every player between plain and loudness-matched files.
+  one card per candidate once the round is made and switches to this tab (a blind round's figures and
+  scores stay hidden until it is rated: a figure's legend holds the seam numbers, and its shape hints
+  at the composite); :func:`make_switch_audio` swaps every player between plain and loudness-matched
+  files, and the round records each way it was played (the ratings log's ``loudness_matched``).
 * Submit ranking (:func:`make_rate_ui`, private): the rater's distinct ranks 1..K, favourite and
-  comment are checked by :func:`ensemble.ratings.log.validate_submission`; an invalid submission gets
-  a ``gr.Warning`` and writes nothing; a valid one is appended under the log's lock and the scores are
+  comment are checked by :func:`ensemble.ratings.log.validate_submission`; an invalid submission is
+  told why under the button (replaced by the next outcome, so "Not saved" never stays beside "Saved")
+  and writes nothing; a valid one is appended under the log's lock and the figures and scores are
   revealed.
-* ``/rate`` (:func:`make_rate_api`): the same for ``gradio_client``, by round id.
+* Takes (:func:`make_take_ui`, private): once a round is rated, or when it is not blind, a musician
+  downloads a candidate as a take (:meth:`ensemble.listening.round.Round.take`: the mix at the
+  upload's rate and channels, every stem, the band's parts as MIDI, in one zip).
+* ``/rate`` (:func:`make_rate_api`): the same for ``gradio_client``, by round id;
+  ``/candidate_audio`` (:func:`make_candidate_audio_api`) fetches a candidate's WAV, plain or
+  loudness-matched; ``/take`` (:func:`make_take_api`) its take.
 
 Each handler returns its values in the order of the matching ``ListenTab.*_outputs`` list, kept
 next to it here.
@@ -30,7 +38,8 @@ from ui.errors import user_errors, user_message
 from ui.round_text import round_status, scores_markdown
 
 __all__ = ["CARDS_PER_ROW", "ListenTab", "build_listen_tab", "make_clear_round", "make_show_round",
-           "make_switch_audio", "submit_ranking", "make_rate_ui", "make_rate_api"]
+           "make_switch_audio", "submit_ranking", "make_rate_ui", "make_rate_api", "make_take_ui",
+           "make_take_api", "make_candidate_audio_api"]
 
 log = logging.getLogger("ensemble.app")
 
@@ -49,6 +58,8 @@ class ListenTab:
         rows: the grid's rows (``CARDS_PER_ROW`` cards each).
         cols, audios, figures, scores, ranks: each card, its player, figure, scores and rank radio.
         favourite, comment, submit, submit_status: the ranking form.
+        take_box, take_pick, take_btn, take_file: download a candidate as a take (shown once the
+            round is rated, or at once when it is not blind).
     """
 
     status: gr.Markdown
@@ -64,6 +75,10 @@ class ListenTab:
     comment: gr.Textbox
     submit: gr.Button
     submit_status: gr.Markdown
+    take_box: gr.Column
+    take_pick: gr.Radio
+    take_btn: gr.Button
+    take_file: gr.File
 
     @property
     def n_cards(self) -> int:
@@ -72,8 +87,8 @@ class ListenTab:
 
     def clear_outputs(self, round_state: gr.State) -> list:
         """Outputs of :func:`make_clear_round`'s handler."""
-        return [round_state, self.overview, self.status, self.submit, self.submit_status, *self.rows,
-                *self.cols]
+        return [round_state, self.overview, self.status, self.submit, self.submit_status, self.take_box,
+                *self.rows, *self.cols]
 
     def show_outputs(self, tabs: gr.Tabs) -> list:
         """Outputs of :func:`make_show_round`'s handler (``tabs``: the page's tabs, to switch here)."""
@@ -84,14 +99,18 @@ class ListenTab:
         for i in range(self.n_cards):
             cards += [self.cols[i], self.audios[i], self.figures[i], self.scores[i], self.ranks[i]]
         return [self.status, self.overview, *self.rows, *cards, self.favourite, self.comment, self.submit,
-                self.submit_status]
+                self.submit_status, *self._takes()]
+
+    def _takes(self) -> list:
+        return [self.take_box, self.take_pick, self.take_file]
 
     def rate_outputs(self) -> list:
         """Outputs of :func:`make_rate_ui`'s handler."""
         out = []
         for i in range(self.n_cards):
-            out += [self.scores[i], self.ranks[i]]
-        return out + [self.submit, self.favourite, self.comment, self.submit_status, self.status]
+            out += [self.scores[i], self.ranks[i], self.figures[i]]
+        return out + [self.submit, self.favourite, self.comment, self.submit_status, self.status,
+                      self.overview, *self._takes()]
 
 
 def build_listen_tab(n_cards: int) -> ListenTab:
@@ -131,8 +150,15 @@ def build_listen_tab(n_cards: int) -> ListenTab:
                              elem_id="comment")
         submit = gr.Button("Submit ranking", variant="primary", interactive=False, elem_id="submit-btn")
         submit_status = gr.Markdown(elem_id="submit-status")
+        with gr.Column(visible=False, elem_id="take-box") as take_box:
+            gr.Markdown("### Download a take\nThe mix at your recording's own sample rate and channels, "
+                        "every stem, and the band's parts (bass, keys, drums) as MIDI, in one zip.")
+            with gr.Row():
+                take_pick = gr.Radio([], label="Candidate", elem_id="take-pick")
+                take_btn = gr.Button("Make the take (.zip)", elem_id="take-btn")
+            take_file = gr.File(label="Take", interactive=False, elem_id="take-file")
     return ListenTab(status, matched, overview, rows, cols, audios, figures, scores, ranks, favourite,
-                     comment, submit, submit_status)
+                     comment, submit, submit_status, take_box, take_pick, take_btn, take_file)
 
 
 def make_clear_round(tab: ListenTab) -> Callable[[], tuple]:
@@ -141,7 +167,7 @@ def make_clear_round(tab: ListenTab) -> Callable[[], tuple]:
     def clear_round():
         hidden = [gr.update(visible=False)] * (len(tab.rows) + tab.n_cards)
         return (None, gr.update(value=None, visible=False), "Generating... (see the Generate tab)",
-                gr.update(interactive=False), "", *hidden)
+                gr.update(interactive=False), "", gr.update(visible=False), *hidden)
 
     return clear_round
 
@@ -154,15 +180,16 @@ def make_show_round(tab: ListenTab) -> Callable[[Round | None, bool], list]:
         if rnd is None:  # the request failed (its error is shown on the Generate tab)
             return [gr.skip(), NOTHING_TO_RATE, *[gr.skip()] * (n_outputs - 2)]
         files = rnd.audio_files(bool(matched))
+        hidden = rnd.blind and rnd.submission_id is None  # figures and scores wait for the ranking
         out: list = [gr.Tabs(selected="listen"), round_status(rnd),
-                     gr.update(value=str(rnd.overview), visible=True)]
+                     gr.update(value=str(rnd.overview), visible=not hidden)]
         out += [gr.update(visible=r * CARDS_PER_ROW < rnd.k) for r in range(len(tab.rows))]
         for i in range(tab.n_cards):
             if i < rnd.k:
                 out += [gr.update(visible=True),
                         gr.update(value=files[i], buttons=[] if rnd.blind else ["download"]),
-                        gr.update(value=str(rnd.shown[i].figure)),
-                        gr.update(value=scores_markdown(rnd, i), visible=not rnd.blind),
+                        gr.update(value=str(rnd.shown[i].figure), visible=not hidden),
+                        gr.update(value=scores_markdown(rnd, i), visible=not hidden),
                         gr.update(choices=list(range(1, rnd.k + 1)), value=None, interactive=True)]
             else:
                 out += [gr.update(visible=False), gr.update(value=None), gr.update(value=None),
@@ -170,9 +197,16 @@ def make_show_round(tab: ListenTab) -> Callable[[Round | None, bool], list]:
         out += [gr.update(choices=[("none", 0)] + [(str(p), p) for p in range(1, rnd.k + 1)], value=0,
                           interactive=True),
                 gr.update(value="", interactive=True), gr.update(interactive=True), ""]
-        return out
+        return out + _take_updates(rnd, visible=not hidden)
 
     return show_round
+
+
+def _take_updates(rnd: Round, *, visible: bool) -> list:
+    """``tab._takes()``: the take box shown (or not), its choices the round's positions, no file yet."""
+    return [gr.update(visible=visible),
+            gr.update(choices=[(f"Candidate {p}", p) for p in range(1, rnd.k + 1)], value=1),
+            gr.update(value=None)]
 
 
 def make_switch_audio(tab: ListenTab) -> Callable[[Round | None, bool], list]:
@@ -181,6 +215,7 @@ def make_switch_audio(tab: ListenTab) -> Callable[[Round | None, bool], list]:
     def switch_audio(rnd: Round | None, matched: bool):
         if rnd is None:
             return [gr.skip()] * tab.n_cards
+        rnd.played(bool(matched))
         files = rnd.audio_files(bool(matched))
         return [gr.update(value=files[i]) if i < rnd.k else gr.skip() for i in range(tab.n_cards)]
 
@@ -215,34 +250,42 @@ def submit_ranking(rnd: Round, ranks: list, favourite: object, comment: str | No
 
 
 def make_rate_ui(tab: ListenTab, *, ratings_file: Path) -> Callable[..., list]:
-    """The Submit ranking handler: a warning for an invalid ranking, else save and reveal the scores.
+    """The Submit ranking handler: the reason under the button for an invalid ranking, else save and
+    reveal the figures and scores.
 
     Its inputs are ``(round, rater_id, favourite, comment, *ranks)``; its outputs ``tab.rate_outputs()``.
+    Every outcome is written into ``tab.submit_status``, replacing the last one (a toast would stay on
+    screen beside the next outcome), and it raises nothing: the form's outputs never show Gradio's
+    bare "Error".
     """
     n_outputs = len(tab.rate_outputs())
+    at_status = tab.rate_outputs().index(tab.submit_status)
+
+    def only_status(text: str) -> list:
+        out = [gr.skip()] * n_outputs
+        out[at_status] = text
+        return out
 
     @user_errors("Saving your ranking")
     def rate_ui(rnd: Round | None, rater_id, favourite, comment, *ranks):
-        skip = [gr.skip()] * n_outputs
         if rnd is None:
-            gr.Warning(NOTHING_TO_RATE)
-            return skip
+            return only_status(f"**Not saved:** {NOTHING_TO_RATE}")
         try:
             sid = submit_ranking(rnd, list(ranks[:rnd.k]), favourite, comment, rater_id,
                                  ratings_file=ratings_file)
         except EnsembleError as exc:
-            gr.Warning(f"Not saved: {user_message(exc)}")
-            return skip
+            return only_status(f"**Not saved:** {user_message(exc)}")
         out: list = []
         for i in range(tab.n_cards):
             if i < rnd.k:
-                out += [gr.update(value=scores_markdown(rnd, i), visible=True), gr.update(interactive=False)]
+                out += [gr.update(value=scores_markdown(rnd, i), visible=True), gr.update(interactive=False),
+                        gr.update(visible=True)]
             else:
-                out += [gr.skip(), gr.skip()]
+                out += [gr.skip(), gr.skip(), gr.skip()]
         out += [gr.update(interactive=False), gr.update(interactive=False), gr.update(interactive=False),
-                f"Saved: submission `{sid[:8]}` ({rnd.k} rows). The scores are shown on each card; "
-                "see the Results tab for everyone's ratings.",
-                round_status(rnd)]
+                f"Saved: submission `{sid[:8]}` ({rnd.k} rows). The figures and scores are shown on each "
+                "card; see the Results tab for everyone's ratings.",
+                round_status(rnd), gr.update(visible=True), *_take_updates(rnd, visible=True)]
         return out
 
     return rate_ui
@@ -262,3 +305,55 @@ def make_rate_api(store: RoundStore, *, ratings_file: Path) -> Callable[..., dic
         return {"submission_id": sid, "rows": rnd.k, "round": rnd.public(reveal=True)}
 
     return rate
+
+
+def make_take_ui(tab: ListenTab) -> Callable[[Round | None, object], object]:
+    """The Make the take handler: inputs ``(round, position)``, output ``tab.take_file``."""
+
+    @user_errors("Making the take")
+    def take_ui(rnd: Round | None, position):
+        if rnd is None:
+            raise EnsembleError(NOTHING_TO_RATE)
+        return gr.update(value=str(rnd.take(position)))
+
+    return take_ui
+
+
+def make_take_api(store: RoundStore) -> Callable[..., gr.FileData]:
+    """The ``/take`` endpoint (its signature and docstring are the API's documentation)."""
+
+    @user_errors("Making the take")
+    def take(round_id: str, position: int) -> gr.FileData:
+        """A candidate of a round as a take: one zip with the mix (the upload's own sample rate and
+        channels), every stem and the band's parts as MIDI (band.mid), plus take.json. position is the
+        shown position 1..K; a blind round's takes are available once it is rated (/rate)."""
+        path = store.get(round_id).take(position)
+        return gr.FileData(path=str(path), orig_name=path.name)
+
+    return take
+
+
+def make_candidate_audio_api(store: RoundStore) -> Callable[..., gr.FileData]:
+    """The ``/candidate_audio`` endpoint (its signature and docstring are the API's documentation)."""
+
+    @user_errors("Fetching the audio")
+    def candidate_audio(round_id: str, position: int, loudness_matched: bool = False) -> gr.FileData:
+        """The WAV of the candidate shown at position 1..K of a round (from /generate): as rendered,
+        or loudness-matched (the file the round's JSON names as file_matched). The round records that
+        it was played that way (the ratings log's loudness_matched)."""
+        rnd = store.get(round_id)
+        pos = _position(position, rnd.k)
+        shown = rnd.shown[pos - 1]
+        rnd.played(bool(loudness_matched))
+        path = shown.audio_matched if loudness_matched else shown.audio
+        return gr.FileData(path=str(path), orig_name=path.name)
+
+    return candidate_audio
+
+
+def _position(value: object, k: int) -> int:
+    """A shown position 1..k from an API value, or an EnsembleError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
+            or not 1 <= int(value) <= k:
+        raise EnsembleError(f"position {value!r}; allowed: a shown position 1..{k}")
+    return int(value)

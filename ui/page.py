@@ -4,13 +4,19 @@ Each tab is built, with its handlers, by its own module; this one holds the page
 theme and CSS, and :func:`build_page`, which lays out the tabs and wires the events between them.
 Events (UI-only events are private: not in the API docs, not callable by clients):
 
+* Upload (private): the clip is read at once and the status line says what it is, or what is wrong
+  with it (not audio, too short, too long, silent) before Generate is pressed.
 * Generate (``/generate``, :mod:`ui.generate_tab`): read the upload, check the settings, show the
   input's report card as soon as it is analysed, run the round with a progress bar per stage, then
-  fill the grid of candidate cards and switch to *Listen & rate* (:mod:`ui.listen_tab`).
-* Submit ranking (private, :mod:`ui.listen_tab`): an invalid submission gets a ``gr.Warning`` and
-  writes nothing; a valid one is appended under the log's lock, then the scores are revealed and the
-  Results tab (:mod:`ui.results_tab`) refreshed.
-* ``/rate`` and ``/summary``: JSON endpoints for ``gradio_client`` (see the README's API section).
+  fill the grid of candidate cards and switch to *Listen & rate* (:mod:`ui.listen_tab`). When it
+  fails, a ``.failure`` event writes the reason into the status line, where it stays.
+* Submit ranking (private, :mod:`ui.listen_tab`): an invalid submission is told why under the button
+  and writes nothing; a valid one is appended under the log's lock, then the figures and scores are
+  revealed and the Results tab (:mod:`ui.results_tab`) refreshed.
+* Make the take (private): a candidate's take (mix, stems, MIDI) as a zip, once the round is rated
+  or when it is not blind.
+* ``/rate``, ``/summary``, ``/candidate_audio`` and ``/take``: endpoints for ``gradio_client`` (see
+  the README's API section).
 
 Errors (:mod:`ui.errors`): :class:`ensemble.EnsembleError` becomes a ``gr.Error`` with its message;
 anything else is logged with its traceback on the server and shown as a short generic message.
@@ -31,17 +37,23 @@ import gradio as gr
 from ensemble.engine import Engine
 from ensemble.listening.round import new_session_id
 from ensemble.listening.store import RoundStore
+from ensemble.ratings.fit import ranking_line
 from ensemble.ratings.log import sanitize_rater_id
-from ui.generate_tab import build_generate_tab, make_generate
+from ui.errors import LastErrors, make_show_failure
+from ui.generate_tab import build_generate_tab, make_check_upload, make_generate
 from ui.listen_tab import (
     build_listen_tab,
+    make_candidate_audio_api,
     make_clear_round,
     make_rate_api,
     make_rate_ui,
     make_show_round,
     make_switch_audio,
+    make_take_api,
+    make_take_ui,
 )
 from ui.results_tab import build_results_tab, make_results, make_summary_api
+from ui.study_tab import build_study_tab, wire_study_tab
 
 __all__ = ["PageConfig", "build_page", "THEME", "CSS"]
 
@@ -72,6 +84,7 @@ class PageConfig:
     engine_lock: threading.Lock = field(default_factory=threading.Lock)
     default_k: int = 4
     default_target_seconds: float = 30.0
+    studies_root: Path | None = None  # prepared studies, served at ?study=NAME (ui.study_tab); None: none
 
 
 def on_load(request: gr.Request):
@@ -110,6 +123,7 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
                                      default_target_seconds=config.default_target_seconds)
             listen = build_listen_tab(engine.config.limits.max_k)
             res = build_results_tab()
+            study = build_study_tab(config.studies_root) if config.studies_root is not None else None
         with gr.Accordion("About this app", open=False):
             gr.Markdown(
                 f"Models `{engine.model_version}`, RAG database `{engine.db.version}` "
@@ -120,22 +134,31 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
                 "API: see *Use via API* below.")
 
         # the events, in this order (it numbers them in the page's config)
-        results_fn = make_results(ratings_file, exports_root=store.root)
+        results_fn = make_results(ratings_file, exports_root=store.root,
+                                  ranking=ranking_line(engine.weights, engine.weights_note))
         demo.load(on_load, None, [session_state, gen.rater], api_visibility="private")
         demo.load(results_fn, None, res.outputs, api_visibility="private")
-        (gen.generate_btn
-         .click(make_clear_round(listen), None, listen.clear_outputs(round_state),
-                api_visibility="private", queue=False)
-         .then(make_generate(engine, store=store, engine_lock=config.engine_lock),
-               # the handler's parameters, in order; timbre came last, so that API clients passing
-               # the first twelve positionally keep working
-               [gen.audio_in, gen.target, gen.k_in, gen.alpha, gen.beta, gen.lookbacks, gen.followers,
-                gen.transpose, gen.seed, gen.blind, listen.matched, gen.rater, gen.timbre, session_state],
-               [gen.report, gen.status, gen.round_json, gen.files_out, round_state, session_state],
-               api_name="generate", concurrency_limit=1, concurrency_id="engine",
-               show_progress_on=[gen.status])
-         .then(make_show_round(listen), [round_state, listen.matched], listen.show_outputs(tabs),
-               api_visibility="private"))
+        last_errors = LastErrors()  # a failed Generate's reason, kept in the status line
+        generating = (
+            gen.generate_btn
+            .click(make_clear_round(listen), None, listen.clear_outputs(round_state),
+                   api_visibility="private", queue=False)
+            .then(make_generate(engine, store=store, engine_lock=config.engine_lock, last_errors=last_errors),
+                  # the handler's parameters, in order; timbre came last, so that API clients passing
+                  # the first twelve positionally keep working
+                  [gen.audio_in, gen.target, gen.k_in, gen.alpha, gen.beta, gen.lookbacks, gen.followers,
+                   gen.transpose, gen.seed, gen.blind, listen.matched, gen.rater, gen.timbre, session_state],
+                  [gen.report, gen.status, gen.round_json, gen.files_out, round_state, session_state],
+                  api_name="generate", concurrency_limit=1, concurrency_id="engine",
+                  show_progress_on=[gen.status]))
+        generating.then(make_show_round(listen), [round_state, listen.matched], listen.show_outputs(tabs),
+                        api_visibility="private")
+        generating.failure(make_show_failure(last_errors, heading="Not generated"), None, [gen.status],
+                           api_visibility="private", show_progress="hidden")
+        gen.audio_in.change(make_check_upload(engine), [gen.audio_in], [gen.status], api_visibility="private",
+                            show_progress="hidden")
+        listen.take_btn.click(make_take_ui(listen), [round_state, listen.take_pick], [listen.take_file],
+                              api_visibility="private")
         listen.matched.change(make_switch_audio(listen), [round_state, listen.matched], listen.audios,
                               api_visibility="private")
         (listen.submit
@@ -146,7 +169,11 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
         res.refresh.click(results_fn, None, res.outputs, api_visibility="private")
         res.tab.select(results_fn, None, res.outputs, api_visibility="private")
         gr.api(make_rate_api(store, ratings_file=ratings_file), api_name="rate")
+        gr.api(make_candidate_audio_api(store), api_name="candidate_audio")
+        gr.api(make_take_api(store), api_name="take")
         gr.api(make_summary_api(ratings_file), api_name="summary")
+        if study is not None:
+            wire_study_tab(demo, study, tabs)
     demo.queue(default_concurrency_limit=4)
     return demo
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from ensemble.figures.ratings import first_choice_figure, mean_rank_figure
 from ensemble.figures.report import figure_png
+from ensemble.ratings.fit import weights_summary_text
 from ensemble.ratings.log import RATINGS_COLUMNS, read_ratings
 from ensemble.ratings.stats import format_summary, summarize
 from ui.errors import user_errors
@@ -84,13 +85,15 @@ def build_results_tab() -> ResultsTab:
     return ResultsTab(tab, refresh, summary_text, first_fig, mean_fig, per_sub, log_table, csv_file)
 
 
-def make_results(ratings_file: Path, *, exports_root: Path) -> Callable[[], tuple]:
+def make_results(ratings_file: Path, *, exports_root: Path, ranking: str = "") -> Callable[[], tuple]:
     """The handler that fills the Results tab (``ResultsTab.outputs``) from the ratings log.
 
     Args:
         ratings_file: the ratings log (a missing log reads as empty).
         exports_root: where the CSV snapshots are written, one folder per request (the round store's
             root, removed with it).
+        ranking: what ranks the rounds (``ensemble.ratings.fit.ranking_line``), shown with the
+            learned weights below the summary.
 
     Returns:
         The handler, with :func:`ui.errors.user_errors` applied.
@@ -112,7 +115,9 @@ def make_results(ratings_file: Path, *, exports_root: Path) -> Callable[[], tupl
             _prune_exports(exports_root, keep=export)
         label = (f"Ratings log: {len(frame)} rows, newest first"
                  + (f" (showing {LOG_ROWS_SHOWN})" if len(frame) > LOG_ROWS_SHOWN else ""))
-        return (format_summary(summary), _image(first_choice_figure(summary)),
+        text = (format_summary(summary) + _undefined_note(summary) + "\n\n"
+                + weights_summary_text(frame, ranking=ranking))
+        return (text, _image(first_choice_figure(summary)),
                 _image(mean_rank_figure(summary)),
                 gr.update(value=per_sub or None), gr.update(value=shown if len(shown) else None, label=label),
                 csv_copy)
@@ -130,6 +135,20 @@ def make_summary_api(ratings_file: Path) -> Callable[[], dict]:
         return summarize(read_ratings(ratings_file, missing_ok=True))
 
     return summary
+
+
+def _undefined_note(summary: dict) -> str:
+    """A line saying why an interval reads ``[-, -]`` (empty when none does)."""
+    tau = summary["kendall_tau"]
+    if summary.get("n_submissions", 0) == 0:
+        return ""
+    pct = f"{100 * tau['confidence']:g}%"
+    if tau.get("n", 0) == 1:
+        return (f"\nThe {pct} CI of Kendall tau is undefined with 1 submission (shown as [-, -]): a "
+                "bootstrap interval needs at least 2.")
+    if any(m.get("n", 0) == 1 for m in summary["mean_human_rank"]):
+        return f"\nA {pct} CI shown as [-, -] is undefined: it rests on 1 rating (at least 2 are needed)."
+    return ""
 
 
 def _image(fig) -> Image.Image:

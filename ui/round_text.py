@@ -21,16 +21,18 @@ def scores_markdown(rnd: Round, i: int) -> str:
         i: the shown position, 0-based.
 
     Returns:
-        Markdown: composite rank, the composite's terms, where the segment came from, the seam's jumps
+        Markdown: composite rank, the composite's terms (with the weights that made it: the fallback
+        pass's for a fallback candidate), where the segment came from, the seam's jumps
         (the candidate's own numbers, signed: after minus before, as in the API and the ratings log),
         the timbre that rendered it.
     """
     s = rnd.shown[i].scores()
+    alpha, beta = rnd.weights(i)  # a fallback-pass candidate's composite has the fallback's weights
     lines = [
         f"**Composite rank {s['composite_rank']} of {rnd.k}**"
         + (" (fallback pass)" if s["fallback"] else ""),
-        f"composite **{s['composite']:.3f}** = {rnd.alpha:g} x relevance {s['relevance']:.3f} "
-        f"+ {rnd.beta:g} x coherence {s['coherence']:.3f}",
+        f"composite **{s['composite']:.3f}** = {alpha:g} x relevance {s['relevance']:.3f} "
+        f"+ {beta:g} x coherence {s['coherence']:.3f}",
         f"lookback {s['lookback_s']:g} s, transpose {s['transpose']:+d} st; from {s['track']} at "
         f"{s['start_seconds']:.1f} s (chunk {s['db_chunk_idx']})",
         f"seam: {seam_jump_text(s['seam_pitch_jump_cents'], s['seam_loudness_jump_db'])}",
@@ -61,8 +63,8 @@ def round_status(rnd: Round) -> str:
     parts.append(f"Instrument sound: {timbre_text(rnd.timbre, notes=rnd.notes)}.")
     if rnd.blind:
         parts.append("Blind mode: shown in shuffled order"
-                     + ("; your ranking is saved and the scores are revealed on each card."
-                        if rnd.submission_id else ", scores hidden until you submit."))
+                     + ("; your ranking is saved and the figures and scores are revealed on each card."
+                        if rnd.submission_id else ", figures and scores hidden until you submit."))
     else:
         parts.append("Shown in composite-score order (1 = the system's best).")
     if rnd.submission_id is None:

@@ -25,6 +25,7 @@ GROUPS = [
     "ensemble.cli.report",    # report
     "ensemble.cli.ratings",   # ratings summary
     "ensemble.cli.heldout",   # heldout build (benchmark queries)
+    "ensemble.cli.study",     # study prepare / report (listening studies)
 ]
 
 

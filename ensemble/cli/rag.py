@@ -22,24 +22,61 @@ def _floats(text: str) -> tuple[float, ...]:
         raise EnsembleError(f"{text!r} is not a comma-separated list of seconds, e.g. 7,7.5,8,8.5") from None
 
 
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise EnsembleError(f"{name} {text!r} is not a comma-separated list of integers, e.g. -3,0,3") from None
+
+
 def _index_build(args: argparse.Namespace) -> int:
     from ensemble.engine import EngineConfig
     from ensemble.files import sha256_file
-    from ensemble.jobs.index import build_database
+    from ensemble.jobs.index import Variant, build_database, read_pca
     from ensemble.models.io import decoder_file, load_decoder
     from ensemble.rag import RagConfig
+    from ensemble.rag_index import AnnConfig
 
+    if args.serial and args.scheduler:
+        raise EnsembleError("--serial and --scheduler together; allowed: one of them (--serial builds in "
+                            "this process, --scheduler on a Dask cluster)")
+    if not args.serial:
+        from ensemble.jobs.distributed import check_workers
+
+        check_workers(args.workers, args.scheduler)  # before the decoder loads: a bad value fails at once
     leader = args.leader or EngineConfig().leader
     decoder_path = Path(args.checkpoints) / decoder_file(leader)
     decoder, _ = load_decoder(decoder_path)
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     stems = tuple(s.strip() for s in args.stems.split(",") if s.strip())
     config = RagConfig(lookbacks=_floats(args.lookbacks), chunk_seconds=args.chunk_seconds, stems=stems)
+    tempos = _floats(args.tempos) if args.tempos else (1.0,)
+    variants = tuple(Variant(semitones=s, tempo=t) for s in _ints(args.transpositions, "--transpositions")
+                     for t in tempos)
+    if not variants:
+        raise EnsembleError("--transpositions and --tempos give no variant; allowed: e.g. --transpositions 0 "
+                            "--tempos 1")
+    pca = read_pca(args.pca_from) if args.pca_from else None
+    ann = AnnConfig(codes=args.ann_codes)
     command = "python -m ensemble " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    manifest = build_database(args.data, args.out, decoder, splits=splits, config=config,
-                              command=command, decoder_version=sha256_file(decoder_path)[:12],
-                              progress=not args.quiet, keep_audio=args.keep_audio)
-    print(json.dumps({k: manifest[k] for k in ("version", "n_tracks", "n_lines", "n_chunks", "minutes")}))
+    common = dict(splits=splits, config=config, command=command, decoder_version=sha256_file(decoder_path)[:12],
+                  progress=not args.quiet, keep_audio=args.keep_audio, variants=variants, pca=pca, ann=ann)
+    if args.serial:
+        manifest = build_database(args.data, args.out, decoder, **common)
+    else:
+        from ensemble.jobs.distributed import build_database_distributed
+
+        manifest = build_database_distributed(args.data, args.out, decoder, workers=args.workers,
+                                              scheduler=args.scheduler, work_dir=args.work_dir, **common)
+    keys = ("version", "n_tracks", "n_lines", "n_chunks", "minutes")
+    out = {k: manifest[k] for k in keys}
+    if "build" in manifest:
+        out["build"] = {k: manifest["build"][k] for k in ("workers", "tracks_computed", "tracks_reused",
+                                                          "extract_seconds", "tracks_per_second")}
+    if "ann" in manifest:
+        out["ann"] = {k: manifest["ann"][k] for k in ("kind", "nprobe", "recall_at_10")}
+        out["ann"]["recall_at_10"] = manifest["ann"]["recall_at_10"]["min_over_lookbacks"]
+    print(json.dumps(out))
     return 0
 
 
@@ -58,7 +95,7 @@ def _extend(args: argparse.Namespace) -> int:
     # the recording as uploaded is kept: every output plays it back at its own rate and channels
     clip = load_audio(args.input, allow_silent=False, keep_original=True)
     engine = Engine.load(EngineConfig(checkpoints_dir=args.checkpoints, database_dir=args.database,
-                                      drums_dir=args.drums))
+                                      drums_dir=args.drums, weights=args.weights))
     # the installed timbres are known only now: a bad --timbre is refused before any work starts
     timbre = check_timbre(args.timbre, engine.timbres)
     request = ExtendRequest(seconds=args.seconds, k=args.top_k, alpha=args.alpha, beta=args.beta,
@@ -120,6 +157,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also keep the monophonic lines' audio (for the splice comparison mode)")
     b.add_argument("--lookbacks", default="7,7.5,8,8.5", help="seconds, comma-separated")
     b.add_argument("--chunk-seconds", type=float, default=2.0)
+    b.add_argument("--workers", type=int, default=2,
+                   help="local Dask worker processes, one track per task (default 2)")
+    b.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (--work-dir must be "
+                        "shared by its workers)")
+    b.add_argument("--serial", action="store_true", help="build in this process, without Dask")
+    b.add_argument("--work-dir", help="where finished tracks' shards are kept until the merge; a killed "
+                                      "build run again resumes from them (default: .<out>.shards)")
+    b.add_argument("--transpositions", default="0",
+                   help="index every line at these key shifts too, semitones, e.g. -3,0,3 (a larger "
+                        "controls-only corpus; default 0)")
+    b.add_argument("--tempos", default="1", help="... and at these tempo factors, e.g. 0.9,1.1 (default 1)")
+    b.add_argument("--pca-from", metavar="DATABASE",
+                   help="embed with this database's PCA instead of fitting one (what a corpus of millions "
+                        "of segments needs: the merge never holds the GRU-width window means)")
+    b.add_argument("--ann-codes", default="auto", choices=["auto", "flat", "sq8", "pq"],
+                   help="codes of the IVF index built above the threshold (auto: by memory)")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=_index_build)
 
@@ -154,5 +208,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoints", default="checkpoints")
     e.add_argument("--database", default="assets/rag")
     e.add_argument("--drums", default="assets/drums")
+    e.add_argument("--weights", metavar="WEIGHTS.json",
+                   help="rank with weights fitted to listeners' rankings (`ratings fit`); default: the "
+                        "hand-set composite")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_extend)

@@ -2,7 +2,9 @@
 
 * :func:`first_choice_figure` -- how often listeners put the candidate of each composite rank first.
 * :func:`mean_rank_figure` -- the mean human rank of each composite rank, with its bootstrap
-  interval, against the diagonal of perfect agreement.
+  interval, against the diagonal of perfect agreement. The legend sits below the axes, where it can
+  never hide a point (inside, any corner can hold one: composite rank 1 ranked last is top left); an
+  interval from a single rating is undefined and is not drawn (the legend says so).
 
 Titles, axis labels and legend entries are keyword arguments whose defaults are the project's
 wording. Figures have no pyplot state (see :mod:`ensemble.figures`); ``fig.savefig`` renders them
@@ -69,6 +71,7 @@ def mean_rank_figure(
     ylabel: str = "mean human rank (1 = listener's best)",
     diagonal_label: str = "perfect agreement",
     points_label: str = "listeners",
+    single_label: str = "one rating: no interval",
     empty_text: str = NO_RATINGS_TEXT,
 ) -> Figure:
     """Mean human rank (with its bootstrap interval) for each composite rank, against the diagonal.
@@ -80,6 +83,7 @@ def mean_rank_figure(
             with the summary's confidence.
         xlabel, ylabel: axis labels.
         diagonal_label, points_label: legend entries of the diagonal and of the listeners' points.
+        single_label: legend entry of points from a single rating (no interval: undefined).
         empty_text: written in the middle when there are no ratings.
 
     Returns:
@@ -95,14 +99,21 @@ def mean_rank_figure(
     ax.set_ylabel(ylabel)
     points = [m for m in summary["mean_human_rank"] if m["mean"] is not None]
     if points:
-        x = [m["composite_rank"] for m in points]
-        y = [m["mean"] for m in points]
-        err = [[m["mean"] - m["ci_low"] for m in points], [m["ci_high"] - m["mean"] for m in points]]
+        # an interval needs two ratings at least; a single one's bootstrap is degenerate (or None)
+        ranged = [m for m in points if m["n"] >= 2 and m["ci_low"] is not None and m["ci_high"] is not None]
+        single = [m for m in points if m not in ranged]
         k_max = max(summary["first_choice"]["composite_rank"])
         ax.plot([1, k_max], [1, k_max], "--", color="0.6", label=diagonal_label)
-        ax.errorbar(x, y, yerr=err, fmt="o", capsize=4, color="tab:orange", label=points_label)
+        if ranged:
+            ax.errorbar([m["composite_rank"] for m in ranged], [m["mean"] for m in ranged],
+                        yerr=[[m["mean"] - m["ci_low"] for m in ranged], [m["ci_high"] - m["mean"] for m in ranged]],
+                        fmt="o", capsize=4, color="tab:orange", label=points_label)
+        if single:
+            ax.plot([m["composite_rank"] for m in single], [m["mean"] for m in single], "o",
+                    mfc="none", color="tab:orange", label=single_label)
         ax.set_xticks(summary["first_choice"]["composite_rank"])
-        ax.legend(loc="upper left")
+        ax.margins(y=0.12)
+        fig.legend(loc="outside lower center", ncols=3, frameon=False)
     else:
         ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes)
     return fig

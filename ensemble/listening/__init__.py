@@ -6,5 +6,6 @@ Modules:
     :mod:`.levels`    integrated loudness and the gain of loudness-matched playback;
     :mod:`.round`     one round: extend, blind order, the candidates' files and figures, the rater's
                       submission;
+    :mod:`.take`      a candidate as a musician's take: mix, stems and the band's parts as MIDI, one zip;
     :mod:`.store`     the rounds a server holds, bounded in number and age.
 """

@@ -22,7 +22,13 @@ Every round records the timbre that rendered its candidates (``Round.timbre``, t
 name it.
 
 Blind rounds show the candidates in an order shuffled by a seeded RNG (the seed is kept in the
-round), under opaque random file names, and keep the scores back until the rater has submitted.
+round), under opaque random file names, and keep the scores back until the rater has submitted. A
+round records how it was played (``Round.playback``: loudness-matched, as rendered, or both), which
+every ratings-log row states.
+
+Each candidate also keeps what its *take* needs beside its mix (stems, the band's parts as MIDI:
+:func:`ensemble.listening.take.write_take_sources`), so that :meth:`Round.take` can zip it on request
+once the round may be revealed.
 
 Everything a round draws comes from the :class:`~ensemble.extend.Extension` (each candidate's
 continuation controls, the crossfade): nothing here reads the retrieval database. Every round owns
@@ -53,6 +59,7 @@ from ensemble.figures.report import CandidateSheet, report_card, write_figure
 from ensemble.files import atomic_write_bytes
 from ensemble.listening.levels import integrated_loudness_db, match_gain_db
 from ensemble.listening.settings import Settings
+from ensemble.listening.take import write_take_sources, write_take_zip
 from ensemble.metrics import (
     Analysis,
     CandidateAnalysis,
@@ -103,6 +110,8 @@ class Shown:
         matched_gain_db: the gain of ``audio_matched``; ``matched_limited`` when the peak ceiling cut it.
         figure: PNG of this candidate against the input, seam marked.
         notes: the performer's notes (silent or unpitched passages, ...).
+        take_sources: the folder of what its take adds to the mix (stems, MIDI;
+            :func:`ensemble.listening.take.write_take_sources`); None when none was kept.
     """
 
     position: int
@@ -113,6 +122,7 @@ class Shown:
     matched_limited: bool
     figure: Path
     notes: list[str] = field(default_factory=list)
+    take_sources: Path | None = None
 
     def scores(self) -> dict:
         """What the rater may see once scores are revealed (JSON-ready)."""
@@ -130,7 +140,11 @@ class Round:
     """One press of Generate: the candidates in shown order and everything needed to log a rating.
 
     ``timbre`` is what rendered every candidate of the round (``Extension.timbre``; None when none
-    did: the spliced database audio).
+    did: the spliced database audio). ``fallback_alpha`` / ``fallback_beta`` are the weights of the
+    composite of a candidate from retrieval's fallback pass (``Candidate.fallback``): its composite
+    is ``fallback_alpha x relevance + fallback_beta x coherence``, not the round's alpha and beta.
+    ``playback`` holds each way the rater's players played the candidates during the round
+    (True: loudness-matched, False: as rendered; :meth:`played`), what each ratings row records.
     """
 
     round_id: str
@@ -153,6 +167,9 @@ class Round:
     database_version: str
     output: dict = field(default_factory=dict)
     timbre: TimbreChoice | None = None
+    fallback_alpha: float = math.nan
+    fallback_beta: float = math.nan
+    playback: set[bool] = field(default_factory=set)
     created: float = field(default_factory=time.time)
     submission_id: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -165,6 +182,56 @@ class Round:
         """WAV paths in shown order."""
         return [str(s.audio_matched if matched else s.audio) for s in self.shown]
 
+    def weights(self, i: int) -> tuple[float, float]:
+        """(alpha, beta) of the composite of the candidate shown at position ``i + 1``: the round's
+        weights, or the fallback pass's for a candidate that came from it."""
+        if self.shown[i].candidate.fallback:
+            return self.fallback_alpha, self.fallback_beta
+        return self.alpha, self.beta
+
+    def played(self, matched: bool) -> None:
+        """Record that the players now play the loudness-matched (True) or as-rendered (False) files;
+        ignored once the round is rated (the log row is written)."""
+        with self.lock:
+            if self.submission_id is None:
+                self.playback.add(bool(matched))
+
+    def take(self, position: object) -> Path:
+        """The zip of the candidate shown at ``position`` as a take (mix, stems, MIDI;
+        :mod:`ensemble.listening.take`), made once, in the round's folder.
+
+        Raises:
+            EnsembleError: ``position`` is not one of 1..K; the round is blind and not rated yet (a
+                take would tell the rater which candidate is which: its file names, its scores).
+        """
+        pos = _as_int_or_none("position", position)
+        if pos is None or not 1 <= pos <= self.k:
+            raise EnsembleError(f"position {position!r}; allowed: a shown position 1..{self.k}")
+        if self.blind and self.submission_id is None:
+            raise EnsembleError("the takes of a blind round can be downloaded once you have submitted "
+                                "your ranking")
+        s = self.shown[pos - 1]
+        if s.take_sources is None:
+            raise EnsembleError(f"candidate {pos} has no take (its stems were not kept)")
+        path = self.folder / f"take_candidate{pos}.zip"
+        with self.lock:  # one writer per round; a second request gets the finished file
+            if not path.exists():
+                alpha, beta = self.weights(pos - 1)
+                write_take_zip(path, mix=s.audio, sources=s.take_sources,
+                               about={"round_id": self.round_id, "position": pos,
+                                      "candidate": {**s.scores(), "composite_alpha": alpha,
+                                                    "composite_beta": beta},
+                                      "output": dict(self.output),
+                                      "timbre": None if self.timbre is None else self.timbre.summary()})
+        return path
+
+    def loudness_matched(self) -> bool | str | None:
+        """What the ratings log records: True / False when one way was played throughout, "mixed"
+        when the rater switched, None when nothing was recorded."""
+        if len(self.playback) > 1:
+            return "mixed"
+        return next(iter(self.playback)) if self.playback else None
+
     def public(self, *, reveal: bool | None = None) -> dict:
         """JSON for the API: what the rater may know (scores only when not blind or revealed)."""
         reveal = (not self.blind or self.submission_id is not None) if reveal is None else reveal
@@ -174,6 +241,7 @@ class Round:
                     "matched_gain_db": round(s.matched_gain_db, 2)}
             if reveal:
                 item.update(s.scores())
+                item["composite_alpha"], item["composite_beta"] = self.weights(s.position - 1)
             cands.append(item)
         return {"round_id": self.round_id, "k": self.k, "blind": self.blind,
                 "input_seconds": round(self.input_seconds, 3), "target_seconds": self.target_seconds,
@@ -216,7 +284,9 @@ class Round:
             k=self.k, alpha=float(self.alpha), beta=float(self.beta), blind=self.blind,
             candidates=tuple(rows), favourite=fav or None, comment=comment or "",
             model_version=self.model_version, database_version=self.database_version,
-            timbre="" if self.timbre is None else self.timbre.name)
+            timbre="" if self.timbre is None else self.timbre.name,
+            loudness_matched=self.loudness_matched(),
+            weights=self.shown[0].candidate.weights if self.shown else "")  # one ranking per round
 
 
 def _as_int_or_none(name: str, value: object) -> int | None:
@@ -318,16 +388,18 @@ def _present(ext: Extension, order: list[int], drawing: Future, *, folder: Path,
              for pos, i in enumerate(order, start=1)]
     written = []
     for pos, (i, (name, matched_name)) in enumerate(zip(order, names, strict=True), start=1):
-        written.append(_write_audio(ext, i, folder=folder, name=name, matched_name=matched_name,
-                                    reference_db=reference_db, subtype=subtype, features=features))
+        written.append((*_write_audio(ext, i, folder=folder, name=name, matched_name=matched_name,
+                                      reference_db=reference_db, subtype=subtype, features=features),
+                        write_take_sources(ext.performances[i], folder / _opaque_name(""),
+                                           features=features)))
         progress(pos / (k + 1), f"wrote candidate {pos} of {k}")
     figures, overview, drawn_s = drawing.result()
     shown = []
-    for pos, (i, fig, (mix, matched, gain, limited)) in enumerate(zip(order, figures, written, strict=True),
-                                                                  start=1):
+    for pos, (i, fig, (mix, matched, gain, limited, sources)) in enumerate(
+            zip(order, figures, written, strict=True), start=1):
         shown.append(Shown(position=pos, candidate=ext.candidates[i], audio=mix, audio_matched=matched,
                            matched_gain_db=gain, matched_limited=limited, figure=fig,
-                           notes=list(ext.performances[i].info.get("notes", []))))
+                           notes=list(ext.performances[i].info.get("notes", [])), take_sources=sources))
     return shown, overview, drawn_s
 
 
@@ -398,5 +470,6 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
         shuffle_seed=shuffle_seed, shown=shown, report_card=report_png, overview=overview,
         notes=list(ext.notes), timings=timings, model_version=str(ext.versions.get("model", "")),
         database_version=str(ext.versions.get("database", "")), timbre=ext.timbre,
+        fallback_alpha=float(cfg.fallback_alpha), fallback_beta=float(cfg.fallback_beta),
         output={"sample_rate": rate, "channels": channels, "subtype": clip.output_subtype,
                 "analysis_sample_rate": ext.sample_rate})

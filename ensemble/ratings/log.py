@@ -58,6 +58,7 @@ __all__ = [
     "RATINGS_COLUMNS",
     "EARLIER_COLUMNS",
     "RATINGS_FILENAME",
+    "LOUDNESS_MATCHED_VALUES",
     "MAX_COMMENT_CHARS",
     "CandidateRating",
     "Submission",
@@ -93,15 +94,23 @@ RATINGS_COLUMNS: tuple[str, ...] = (
     "seam_pitch_jump_cents",   # SIGNED: 1200 log2(after/before) across the seam, cents (+ = up); empty if unvoiced
     "seam_loudness_jump_db",   # SIGNED: after - before across the seam, dB (+ = louder); empty when undefined
     "timbre",                  # the timbre that rendered the candidates (guitar, violin, ...); empty in old rows
+    "loudness_matched",        # playback: 1 = loudness-matched throughout, 0 = as rendered throughout,
+                               # "mixed" = switched during the round; empty in rows from before it was logged
+    "weights",                 # which weights ranked the candidates: "hand-set" or a fitted file's version
+                               # ("pl-..."; ensemble.ratings.fit); empty in rows from before it was logged
     "model_version",
     "database_version",
     "comment",                 # the rater's comment (one line; line breaks become spaces)
 )
 # The headers of earlier logs, newest first; what they lack reads as _ADDED_DEFAULTS.
 EARLIER_COLUMNS: tuple[tuple[str, ...], ...] = (
-    tuple(c for c in RATINGS_COLUMNS if c != "timbre"),  # before the timbre was recorded
+    tuple(c for c in RATINGS_COLUMNS if c != "weights"),  # before the ranking weights were recorded
+    tuple(c for c in RATINGS_COLUMNS if c not in ("loudness_matched", "weights")),  # before the playback
+    tuple(c for c in RATINGS_COLUMNS if c not in ("timbre", "loudness_matched", "weights")),  # before the timbre
 )
-_ADDED_DEFAULTS = {"timbre": ""}
+_ADDED_DEFAULTS = {"timbre": "", "loudness_matched": "", "weights": ""}
+# what the loudness_matched column holds (Submission.loudness_matched -> cell)
+LOUDNESS_MATCHED_VALUES = {True: "1", False: "0", "mixed": "mixed", None: ""}
 RATINGS_FILENAME = "ratings.csv"
 MAX_COMMENT_CHARS = 2000
 MAX_VERSION_CHARS = 200
@@ -192,6 +201,11 @@ class Submission:
         model_version, database_version: free text, at most 200 characters each.
         timbre: the timbre that rendered the candidates (``TimbreChoice.name``: "guitar", "violin",
             ...; empty when none did), at most 200 characters.
+        loudness_matched: how the rater's players played the candidates: ``True`` loudness-matched
+            throughout, ``False`` as rendered throughout, ``"mixed"`` switched during the round,
+            ``None`` not known (written ``1``, ``0``, ``mixed``, empty).
+        weights: which weights ranked the candidates: ``"hand-set"`` (the composite) or the version
+            of the fitted weights file (``Candidate.weights``); empty when not known; <= 200 characters.
     """
 
     rater_id: str
@@ -209,6 +223,8 @@ class Submission:
     model_version: str = ""
     database_version: str = ""
     timbre: str = ""
+    loudness_matched: bool | str | None = None
+    weights: str = ""
 
 
 def _is_int(value: object) -> bool:
@@ -321,6 +337,10 @@ def validate_submission(submission: Submission) -> None:
     _check_text("model_version", s.model_version, MAX_VERSION_CHARS)
     _check_text("database_version", s.database_version, MAX_VERSION_CHARS)
     _check_text("timbre", s.timbre, MAX_VERSION_CHARS)
+    _check_text("weights", s.weights, MAX_VERSION_CHARS)
+    if not any(s.loudness_matched is v for v in (True, False, None)) and s.loudness_matched != "mixed":
+        raise EnsembleError(f"loudness_matched must be True, False, 'mixed' or None, "
+                            f"got {s.loudness_matched!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,6 +389,8 @@ def _submission_csv(submission: Submission, submission_id: str, timestamp_utc: s
         "model_version": s.model_version,
         "database_version": s.database_version,
         "timbre": s.timbre,
+        "loudness_matched": LOUDNESS_MATCHED_VALUES[s.loudness_matched],
+        "weights": s.weights,
         "comment": s.comment,
     }
     buffer = io.StringIO(newline="")
@@ -601,7 +623,7 @@ def read_ratings(path: str | os.PathLike[str], *, missing_ok: bool = False) -> p
     the rows of any submission with fewer rows than its ``k``. ``frame.attrs["dropped_rows"]`` counts
     the rows skipped (the partial line included). A log with an earlier header
     (:data:`EARLIER_COLUMNS`) is read as it is (never upgraded here), the columns it lacks empty
-    (``timbre`` is ``""``).
+    (``timbre``, ``loudness_matched`` and ``weights`` are ``""``).
 
     Args:
         path: the CSV log.

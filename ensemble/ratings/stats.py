@@ -22,7 +22,8 @@ from ensemble.ratings.log import RATINGS_COLUMNS, _is_int  # _is_int: the log's 
 if TYPE_CHECKING:  # annotations only; numpy and scipy are imported when a summary is computed
     import pandas as pd
 
-__all__ = ["SummaryConfig", "summarize", "format_summary", "summary_json"]
+__all__ = ["SummaryConfig", "summarize", "format_summary", "summary_json", "kendall_tau_rows",
+           "rater_bootstrap_ci", "bootstrap_by_group"]
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,17 @@ class SummaryConfig:
             raise EnsembleError(f"seed must be an integer >= 0, got {self.seed!r}")
 
 
-def _bootstrap_mean_ci(values, config: SummaryConfig, stream: int) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` [n], resampling the values themselves."""
+def _bootstrap_mean_ci(values, config: SummaryConfig, stream: int) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of the mean of ``values`` [n], resampling the values themselves.
+
+    (None, None) with fewer than 2 values: every resample of one value is that value, and the
+    "interval" [x, x] would read as certainty; it is undefined.
+    """
     import numpy as np
 
     values = np.asarray(values, dtype=np.float64)
-    if values.size == 1:  # every resample is the one value: the interval is degenerate
-        return float(values[0]), float(values[0])
+    if values.size < 2:
+        return None, None
     rng = np.random.default_rng([config.seed, stream])
     means = np.empty(config.n_bootstrap)
     block = max(1, 4_000_000 // values.size)  # bounds memory at ~32 MB of indices
@@ -100,9 +105,10 @@ def summarize(frame: pd.DataFrame, config: SummaryConfig = SummaryConfig()) -> d
 
     Each submission is one unit: bootstrap intervals resample submissions (or, for a composite rank,
     that rank's one human rank per submission) as if independent -- several submissions of the same
-    rater are not, so with few raters the intervals are too narrow. With a single value an interval is
-    degenerate (low = high = the value); with none, the numbers are ``None``. Logs that mix several K
-    are pooled: composite rank r and human rank r mean the same place whatever K was.
+    rater are not, so with few raters the intervals are too narrow. An interval from fewer than two
+    values is undefined (``None``, printed as "undefined"); with no value the mean is ``None`` too.
+    Logs that mix several K are pooled: composite rank r and human rank r mean the same place
+    whatever K was.
 
     Args:
         frame: the log, e.g. :func:`read_ratings`; needs the columns ``submission_id``, ``rater_id``,
@@ -199,8 +205,9 @@ def format_summary(summary: Mapping[str, Any], *, per_submission: bool = True) -
         lines.append(f"{s['dropped_rows']} rows of interrupted appends skipped")
     if t["n"]:
         lines.append(f"Kendall tau, composite rank vs human rank, per submission: mean {_fmt(t['mean'])}, "
-                     f"{pct} CI [{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}] (n = {t['n']}, "
-                     f"{t['n_bootstrap']} bootstrap resamples)")
+                     + (f"{pct} CI [{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}] (n = {t['n']}, "
+                        f"{t['n_bootstrap']} bootstrap resamples)" if t["ci_low"] is not None else
+                        f"{pct} CI undefined (n = {t['n']}: a bootstrap interval needs at least 2)"))
     else:
         lines.append("Kendall tau: undefined (no submission has K >= 2)")
     lines.append("")
@@ -209,7 +216,8 @@ def format_summary(summary: Mapping[str, Any], *, per_submission: bool = True) -
     for r, count, m, fav in zip(s["first_choice"]["composite_rank"], s["first_choice"]["count"],
                                 s["mean_human_rank"], s["favourite"]["count"], strict=True):
         rows.append((r, count, f"{100 * count / n:.1f}%", _fmt(m["mean"], 2),
-                     f"[{_fmt(m['ci_low'], 2)}, {_fmt(m['ci_high'], 2)}]", m["n"], fav))
+                     f"[{_fmt(m['ci_low'], 2)}, {_fmt(m['ci_high'], 2)}]" if m["ci_low"] is not None
+                     else "undefined", m["n"], fav))
     lines += _table(("composite rank", "put first", "share", "mean human rank", f"{pct} CI", "n",
                      "favourite"), rows)
     if per_submission:
@@ -224,3 +232,112 @@ def format_summary(summary: Mapping[str, Any], *, per_submission: bool = True) -
 def summary_json(summary: Mapping[str, Any]) -> str:
     """One line of JSON (strict: no NaN) for :func:`summarize`'s result."""
     return json.dumps(summary, allow_nan=False, separators=(",", ":"))
+
+
+def kendall_tau_rows(a, b, valid=None):
+    """Kendall's tau-b between ``a[r]`` and ``b[r]`` for every row ``r`` at once.
+
+    The same statistic as ``scipy.stats.kendalltau(a[r], b[r]).statistic`` (variant b: ties in
+    either side shrink the denominator), vectorised over rows of padded rankings.
+
+    Args:
+        a, b: [R, K] scores of the K items of each row (finite where ``valid``).
+        valid: [R, K] bool, which items each row holds (padding False); default all.
+
+    Returns:
+        [R] float64 tau in [-1, 1]; NaN where undefined (fewer than two items, or one side constant).
+    """
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise EnsembleError(f"kendall_tau_rows needs two [R, K] arrays of one shape, got {a.shape} and {b.shape}")
+    valid = np.ones(a.shape, bool) if valid is None else np.asarray(valid, bool)
+    k = a.shape[1]
+    pairs = valid[:, :, None] & valid[:, None, :] & np.triu(np.ones((k, k), bool), 1)[None]  # [R, K, K]
+    with np.errstate(invalid="ignore"):
+        sa = np.where(pairs, np.sign(a[:, :, None] - a[:, None, :]), 0.0)  # [R, K, K]
+        sb = np.where(pairs, np.sign(b[:, :, None] - b[:, None, :]), 0.0)
+    num = (sa * sb).sum(axis=(1, 2))
+    den = np.sqrt(np.abs(sa).sum(axis=(1, 2)) * np.abs(sb).sum(axis=(1, 2)))
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def rater_bootstrap_ci(values, groups, config: SummaryConfig = SummaryConfig(),
+                       stream: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values``, resampling whole groups (raters).
+
+    Each resample draws as many groups as there are, with replacement, and takes the mean over every
+    value of the drawn groups: one rater's submissions stay together, so a rater who ranked often
+    cannot make the interval narrower than the number of raters allows. (The vectorised special case
+    of :func:`bootstrap_by_group` for a mean: thousands of submissions in milliseconds.)
+
+    Args:
+        values: [n] finite numbers, e.g. Kendall tau per submission.
+        groups: [n] the group of each value, e.g. its rater id.
+        config: resamples, coverage and seed (:class:`SummaryConfig`).
+        stream: a second seed, so that several intervals of one report draw different resamples.
+
+    Returns:
+        (low, high); both the mean when there is one group.
+
+    Raises:
+        EnsembleError: no values, or ``values`` and ``groups`` of different lengths.
+    """
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(groups)
+    if values.ndim != 1 or values.shape != groups.shape or values.size == 0:
+        raise EnsembleError(f"rater_bootstrap_ci needs [n] values and [n] groups, n >= 1; got "
+                            f"{values.shape} and {groups.shape}")
+    _, codes = np.unique(groups, return_inverse=True)
+    n_groups = int(codes.max()) + 1
+    sums = np.bincount(codes, weights=values, minlength=n_groups)
+    counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    if n_groups == 1:
+        mean = float(sums[0] / counts[0])
+        return mean, mean
+    rng = np.random.default_rng([config.seed, stream])
+    draws = rng.integers(0, n_groups, size=(config.n_bootstrap, n_groups))  # [resamples, groups]
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    tail = (1.0 - config.confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_by_group(groups: Sequence[Any], statistic, config: SummaryConfig, stream: int):
+    """Percentile bootstrap interval of ``statistic`` resampling whole groups (e.g. raters).
+
+    Each resample draws ``len(groups)`` groups with replacement and calls ``statistic(resampled)``
+    (a list of groups, repeats included), which returns a number or a 1-D array; resamples where it
+    returns None or NaN are left out. Groups, not rows, are the independent units: several
+    submissions of one rater move together.
+
+    Returns:
+        (low, high): floats, or arrays of the statistic's shape; None when there are no groups or no
+        resample gave a value. With one group the interval is degenerate (the statistic of it).
+    """
+    import numpy as np
+
+    groups = list(groups)
+    if not groups:
+        return None, None
+    rng = np.random.default_rng([config.seed, stream])
+    values = []
+    for _ in range(config.n_bootstrap):
+        idx = rng.integers(0, len(groups), size=len(groups))
+        v = statistic([groups[i] for i in idx])
+        if v is None:
+            continue
+        v = np.asarray(v, dtype=np.float64)
+        if np.all(np.isfinite(v)):
+            values.append(v)
+    if not values:
+        return None, None
+    tail = (1.0 - config.confidence) / 2.0
+    low, high = np.quantile(np.stack(values), [tail, 1.0 - tail], axis=0)
+    if np.ndim(low) == 0:
+        return float(low), float(high)
+    return low, high
