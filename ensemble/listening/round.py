@@ -27,8 +27,8 @@ round records how it was played (``Round.playback``: loudness-matched, as render
 every ratings-log row states.
 
 Each candidate also keeps what its *take* needs beside its mix (stems, the band's parts as MIDI:
-:func:`ensemble.listening.take.write_take_sources`), so that :meth:`Round.take` can zip it on request
-once the round may be revealed.
+:func:`ensemble.listening.take.write_take_sources`, written on a background thread once the round
+is answered), so that :meth:`Round.take` can zip it on request once the round may be revealed.
 
 Everything a round draws comes from the :class:`~ensemble.extend.Extension` (each candidate's
 continuation controls, the crossfade): nothing here reads the retrieval database. Every round owns
@@ -111,7 +111,9 @@ class Shown:
         figure: PNG of this candidate against the input, seam marked.
         notes: the performer's notes (silent or unpitched passages, ...).
         take_sources: the folder of what its take adds to the mix (stems, MIDI;
-            :func:`ensemble.listening.take.write_take_sources`); None when none was kept.
+            :func:`ensemble.listening.take.write_take_sources`), as a future: it is written on a
+            background thread once the round's own files are, so a round is not slower for takes
+            nobody may ask for (~0.12 s per 30 s candidate); None when none is kept.
     """
 
     position: int
@@ -122,7 +124,7 @@ class Shown:
     matched_limited: bool
     figure: Path
     notes: list[str] = field(default_factory=list)
-    take_sources: Path | None = None
+    take_sources: Future | None = None
 
     def scores(self) -> dict:
         """What the rater may see once scores are revealed (JSON-ready)."""
@@ -213,11 +215,15 @@ class Round:
         s = self.shown[pos - 1]
         if s.take_sources is None:
             raise EnsembleError(f"candidate {pos} has no take (its stems were not kept)")
+        try:
+            sources = s.take_sources.result()  # written in the background since the round was made
+        except (EnsembleError, OSError, ValueError) as exc:
+            raise EnsembleError(f"candidate {pos}'s take could not be prepared: {exc}") from None
         path = self.folder / f"take_candidate{pos}.zip"
         with self.lock:  # one writer per round; a second request gets the finished file
             if not path.exists():
                 alpha, beta = self.weights(pos - 1)
-                write_take_zip(path, mix=s.audio, sources=s.take_sources,
+                write_take_zip(path, mix=s.audio, sources=sources,
                                about={"round_id": self.round_id, "position": pos,
                                       "candidate": {**s.scores(), "composite_alpha": alpha,
                                                     "composite_beta": beta},
@@ -388,12 +394,16 @@ def _present(ext: Extension, order: list[int], drawing: Future, *, folder: Path,
              for pos, i in enumerate(order, start=1)]
     written = []
     for pos, (i, (name, matched_name)) in enumerate(zip(order, names, strict=True), start=1):
-        written.append((*_write_audio(ext, i, folder=folder, name=name, matched_name=matched_name,
-                                      reference_db=reference_db, subtype=subtype, features=features),
-                        write_take_sources(ext.performances[i], folder / _opaque_name(""),
-                                           features=features)))
+        written.append(_write_audio(ext, i, folder=folder, name=name, matched_name=matched_name,
+                                    reference_db=reference_db, subtype=subtype, features=features))
         progress(pos / (k + 1), f"wrote candidate {pos} of {k}")
     figures, overview, drawn_s = drawing.result()
+    # what the takes add (stems, MIDI): written after the round is answered, one thread per round
+    takes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="take-sources")
+    sources = [takes.submit(write_take_sources, ext.performances[i], folder / _opaque_name(""), features=features)
+               for i in order]
+    takes.shutdown(wait=False)
+    written = [(*w, src) for w, src in zip(written, sources, strict=True)]
     shown = []
     for pos, (i, fig, (mix, matched, gain, limited, sources)) in enumerate(
             zip(order, figures, written, strict=True), start=1):
