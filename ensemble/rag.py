@@ -64,9 +64,10 @@ non-overlapping (two segments of one line overlap when their starts are less tha
 length apart).
 
 Relevance pre-selection uses faiss (an exact ``IndexFlatIP`` per lookback; above ``ivf_threshold``
-an IVF index with an HNSW quantizer and measured recall, searched by :mod:`ensemble.rag_index`). Top-N by relevance is fetched and N doubled until the N-th relevance proves no
-unfetched candidate can beat the K-th composite (alpha * rel_N + beta * 1 < composite_K), so with the
-flat index the Top-K is exactly that of scoring every candidate.
+an IVF index with an HNSW quantizer and measured recall, searched by :mod:`ensemble.rag_index`).
+Top-N by relevance is fetched and N doubled until the N-th relevance proves no unfetched candidate
+can beat the K-th composite (alpha * rel_N + beta * 1 < composite_K), so with the flat index the
+Top-K is exactly that of scoring every candidate.
 """
 
 from __future__ import annotations

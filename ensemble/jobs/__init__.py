@@ -7,6 +7,7 @@ Modules:
     :mod:`.corpus`        BabyBand builder, Slakh/URMP importers, corpus layout and statistics
     :mod:`.training`      decoder and arranger training and their held-out evaluation
     :mod:`.index`         the RAG database build (``python -m ensemble index build``)
+    :mod:`.distributed`   that build on Dask: one task per track, resumable shards (the default)
     :mod:`.drum_assets`   the drum database and learned harmony model (``python -m ensemble drums build``)
     :mod:`.perform_eval`  the performer's quality evaluation on BabyBand
 """

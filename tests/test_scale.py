@@ -1,0 +1,259 @@
+"""The distributed database build (a real Dask LocalCluster, 2 worker processes) and the IVF index.
+
+- the Dask build writes the same arrays as the single-process build;
+- a build killed with SIGKILL after some shards resumes from them and ends with the same database;
+- a failing track is named, its finished neighbours kept; bad --workers / --scheduler refused;
+- above the threshold the IVF (HNSW quantizer) index is built, its recall measured into the manifest,
+  saved, loaded, and retrieval through it re-ranks exactly (equal to scoring everything when it
+  fetches everything).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from ensemble import rag, rag_index
+from ensemble.errors import EnsembleError
+from ensemble.jobs.distributed import build_database_distributed, check_workers
+from ensemble.jobs.index import Variant, build_database
+from ensemble.models.decoder import enable_fast_cpu_inference, make_debug_decoder
+from tests.rag_fixtures import melody, write_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "test")
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    enable_fast_cpu_inference()  # as the CLI and every Dask worker do: the same GRU arithmetic
+    return make_debug_decoder()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("scale") / "corpus", n_tracks=4, seconds=14.0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real local Dask cluster: 2 worker processes, one thread each (closed at the end)."""
+    from distributed import LocalCluster
+
+    c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def serial_db(tmp_path_factory, corpus, decoder):
+    out = tmp_path_factory.mktemp("serial") / "db"
+    build_database(corpus, out, decoder, splits=SPLITS, progress=False, command="test")
+    return out
+
+
+def arrays(db: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for name in ("chunks.npz", "tracks.npz"):
+        with np.load(db / name) as z:
+            out.update({f"{name}:{k}": z[k] for k in z.files})
+    return out
+
+
+def assert_same_arrays(a: Path, b: Path) -> None:
+    x, y = arrays(a), arrays(b)
+    assert sorted(x) == sorted(y)
+    for k in x:
+        assert x[k].dtype == y[k].dtype and x[k].shape == y[k].shape, k
+        assert np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind == "f"), k
+
+
+def test_dask_build_equals_single_process_build(tmp_path, corpus, decoder, serial_db, cluster):
+    m = build_database_distributed(corpus, tmp_path / "db", decoder, scheduler=cluster.scheduler_address,
+                                   splits=SPLITS, progress=False, command="test")
+    assert_same_arrays(serial_db, tmp_path / "db")
+    assert m["build"]["workers"] == 2 and m["build"]["tracks_computed"] == 4
+    assert len(m["build"]["peak_rss_mb_per_worker"]) >= 1
+    assert not (tmp_path / ".db.shards").exists()  # shards are removed once merged
+    assert rag.RagDatabase.load(tmp_path / "db").n_chunks == m["n_chunks"]
+
+
+def test_local_cluster_with_variants_equals_serial(tmp_path, corpus, decoder):
+    """--workers 2 starts its own LocalCluster; transposed / re-timed copies agree with a serial build."""
+    variants = (Variant(0, 1.0), Variant(3, 0.9))
+    serial = tmp_path / "serial"
+    build_database(corpus, serial, decoder, splits=SPLITS, progress=False, variants=variants)
+    m = build_database_distributed(corpus, tmp_path / "db", decoder, workers=2, splits=SPLITS, progress=False,
+                                   variants=variants)
+    assert_same_arrays(serial, tmp_path / "db")
+    names = [str(n) for n in arrays(tmp_path / "db")["tracks.npz:names"]]
+    assert "Track00000/Guitar@+3st@x0.9" in names and "Track00000/Guitar" in names
+    assert m["variants"]["variants"][1] == {"semitones": 3, "tempo": 0.9}
+
+
+_KILLABLE = """
+import sys
+from ensemble.jobs.distributed import build_database_distributed
+from ensemble.models.decoder import enable_fast_cpu_inference, make_debug_decoder
+if __name__ == "__main__":
+    enable_fast_cpu_inference()
+    build_database_distributed(sys.argv[1], sys.argv[2], make_debug_decoder(), workers=1,
+                               work_dir=sys.argv[3], splits=("train", "test"), progress=False)
+"""
+
+
+def test_killed_build_resumes_and_ends_with_the_same_database(tmp_path, corpus, decoder, serial_db, cluster):
+    """SIGKILL the whole build (client and workers) once a shard is on disk; run it again."""
+    work = tmp_path / "work"
+    script = tmp_path / "build.py"
+    script.write_text(_KILLABLE)
+    proc = subprocess.Popen([sys.executable, str(script), str(corpus), str(tmp_path / "db"), str(work)],
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and not list(work.glob("*/Track*.npz")):
+            assert proc.poll() is None, "the build ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the client, its cluster and workers: no clean-up runs
+        proc.wait()
+    shards = sorted(p.name for p in work.glob("*/Track*.npz"))
+    assert 1 <= len(shards) < 4, shards
+    assert not (tmp_path / "db").exists()  # nothing half-written where the database goes
+    m = build_database_distributed(corpus, tmp_path / "db", decoder, scheduler=cluster.scheduler_address,
+                                   work_dir=work, splits=SPLITS, progress=False, command="test")
+    assert m["build"]["tracks_reused"] == len(shards)
+    assert m["build"]["tracks_computed"] == 4 - len(shards)
+    assert_same_arrays(serial_db, tmp_path / "db")
+
+
+def test_a_failing_track_is_named_and_the_others_kept(tmp_path, corpus, decoder, cluster):
+    broken = tmp_path / "corpus"
+    broken.mkdir()
+    for track in sorted(corpus.iterdir()):
+        (broken / track.name).symlink_to(track)
+    bad = broken / "Track00002"
+    bad.unlink()
+    (bad / "stems").mkdir(parents=True)
+    (bad / "metadata.json").write_text(json.dumps({"split": "train"}))
+    (bad / "stems" / "Guitar.flac").write_bytes(b"not a flac file")
+    with pytest.raises(EnsembleError, match=r"track 'Track00002' failed .*run the same command again"):
+        build_database_distributed(broken, tmp_path / "db", decoder, scheduler=cluster.scheduler_address,
+                                   work_dir=tmp_path / "work", splits=SPLITS, progress=False)
+    assert not (tmp_path / "db").exists()
+    assert not list((tmp_path / "work").glob("*/Track00002.npz"))
+
+
+@pytest.mark.parametrize("workers", [0, -1, 257, 2.5, True, None])
+def test_bad_workers_are_refused(workers):
+    with pytest.raises(EnsembleError, match=r"--workers .*allowed: an integer 1\.\.256"):
+        check_workers(workers, None)
+
+
+def test_unreachable_scheduler_is_refused(tmp_path, corpus, decoder):
+    with pytest.raises(EnsembleError, match=r"--scheduler 'tcp://127\.0\.0\.1:9' cannot be reached within 2 s"):
+        build_database_distributed(corpus, tmp_path / "db", decoder, scheduler="tcp://127.0.0.1:9",
+                                   splits=SPLITS, progress=False, connect_timeout_s=2)
+
+
+def test_cli_refuses_bad_workers_before_loading_anything(capsys):
+    from ensemble.cli import main
+
+    assert main(["index", "build", "--workers", "0", "--checkpoints", "/nonexistent"]) == 2
+    assert "--workers 0; allowed: an integer 1..256" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the IVF index
+
+@pytest.fixture(scope="module")
+def ann_db(tmp_path_factory, decoder):
+    """A database above a lowered threshold: built with its IVF index, saved and loaded back."""
+    root = tmp_path_factory.mktemp("ann")
+    write_corpus(root / "corpus", n_tracks=8, seconds=40.0, seed=1)
+    config = rag.RagConfig(chunk_seconds=0.25, ivf_threshold=500)
+    m = build_database(root / "corpus", root / "db", decoder, splits=SPLITS, config=config, progress=False,
+                       ann=rag_index.AnnConfig(recall_queries=100))
+    assert m["n_chunks"] > 500
+    return rag.RagDatabase.load(root / "db")
+
+
+def test_ivf_index_is_built_measured_and_saved(ann_db):
+    section = ann_db.manifest["ann"]
+    assert ann_db.ann is not None and len(ann_db.ann.indexes) == len(ann_db.config.lookbacks)
+    for index in ann_db.ann.indexes:
+        ivf = faiss.extract_index_ivf(index)
+        assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSWFlat)
+        assert ivf.nprobe == section["nprobe"] and ivf.ntotal == ann_db.n_chunks
+    assert section["recall_at_10"]["min_over_lookbacks"] >= 0.95 and section["reached_target"]
+    assert all((ann_db.root / f).is_file() for f in section["files"])
+    # the recall written down is what the loaded index gives on the same kind of queries
+    rng = np.random.default_rng(0)
+    vecs = rag_index.index_vectors(ann_db.ctx, ann_db.seg, 0, ann_db.config)
+    qs = rng.choice(np.flatnonzero(ann_db.chunk_start > 0), 100, replace=False)
+    parts = np.stack([rag_index.query_parts(ann_db.ctx[0, i:i + 1], ann_db.config, np.array([t]))[0, 0]
+                      for i, t in zip(qs, rng.integers(-6, 7, 100), strict=True)])
+    exact = faiss.IndexFlatIP(vecs.shape[1])
+    exact.add(vecs)
+    scores, _ = exact.search(parts, 10)
+    _, found = ann_db.ann.indexes[0].search(parts, 10)
+    assert rag_index.recall_at(found, vecs, parts, scores) >= 0.9
+
+
+def test_recall_counts_ties_at_the_kth_place():
+    vecs = np.array([[1.0, 0], [1.0, 0], [0.5, 0], [0, 1.0]], np.float32)
+    q = np.array([[1.0, 0]], np.float32)
+    exact = np.array([[1.0, 1.0]])
+    assert rag_index.recall_at(np.array([[1, 0]]), vecs, q, exact, k=2) == 1.0
+    assert rag_index.recall_at(np.array([[0, 2]]), vecs, q, exact, k=2) == 0.5
+
+
+def test_ivf_retrieval_fetching_everything_equals_the_reference_loop(ann_db, decoder):
+    q = rag.analyze_query(melody(np.random.default_rng(7), 12.0, 62, 0.4), ann_db, decoder)
+    ann_db.ann.set_nprobe(faiss.extract_index_ivf(ann_db.ann.indexes[0]).nlist)
+    try:
+        transposes = np.arange(-6, 7)
+        stats = {}
+        got = rag_index.retrieve_ann(ann_db, q, 5, alpha=0.8, beta=0.6, transposes=transposes, cont_frames=800,
+                                     mask=np.ones(4, bool), conform=True, candidates=ann_db.n_chunks,
+                                     stats=stats)
+        ref = rag.reference_retrieve(ann_db, q, 5)
+        assert [(c.chunk, c.transpose, c.fallback) for c in got] == ref
+        assert stats["scored"] <= ann_db.n_chunks
+    finally:
+        ann_db.ann.set_nprobe(ann_db.manifest["ann"]["nprobe"])
+
+
+def test_ivf_retrieval_through_retrieve_is_mostly_exhaustive(ann_db, decoder):
+    """The default path (the chosen nprobe, 256 candidates per query row and filter) against scoring everything."""
+    same = 0
+    for seed in range(6):
+        q = rag.analyze_query(melody(np.random.default_rng(seed), 12.0, 58 + seed, 0.4), ann_db, decoder)
+        got = rag.retrieve(ann_db, q, 5)
+        ref = rag.reference_retrieve(ann_db, q, 5)
+        same += [(c.chunk, c.transpose, c.fallback) for c in got] == ref
+    assert same >= 5
+
+
+def test_shipped_database_stays_exact():
+    db = rag.RagDatabase.load(ROOT / "assets" / "rag")
+    assert db.ann is None and "ann" not in db.manifest
+    assert all(isinstance(i, faiss.IndexFlatIP) for i in db.indexes)
+
+
+def test_runtime_imports_no_dask():
+    code = ("import os, sys\nos.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'\nimport app\n"
+            "from ensemble.engine import Engine, EngineConfig\nEngine.load(EngineConfig())\n"
+            "import ensemble.rag_index\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed'))\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)
