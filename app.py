@@ -25,19 +25,62 @@ Environment:
                                              the ratings folder; ui.study_tab.studies_root)
     ENSEMBLE_WARMUP                          1 (default): one tiny request right after start-up, so the
                                              first user does not pay the one-off compilation
+    ENSEMBLE_MAX_UPLOAD_MB, ENSEMBLE_RATE_LIMIT, ENSEMBLE_DISK_CAP_MB
+                                             caps: upload size, requests per minute per client, the run
+                                             folder's size (ui.config.ServerConfig)
+    ENSEMBLE_RESEARCHER_KEY, ENSEMBLE_RATER_SALT
+                                             who sees raters' data; rater ids logged as a salted hash
+    ENSEMBLE_STUDY_ONLY                      1: free mode's /generate is off while a study runs
+    MALLOC_ARENA_MAX, GRADIO_TEMP_DIR        set by prepare_process (2; this run's own folder) unless set
+
+Every file of a run (rounds, and Gradio's uploads and cached outputs) lives in one folder,
+``$TMPDIR/ensemble-app-<pid>-<random>``, removed at shutdown; the next start removes what a killed run
+left (``ensemble.listening.runs``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 # Before Gradio is imported: it reads this setting at import and when a Blocks is built.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+MALLOC_ARENA_MAX = "2"  # glibc's arenas: one per thread by default, and Gradio's threads each keep one
+
+
+def prepare_process(env=os.environ, *, exec_=os.execv) -> None:
+    """Before anything heavy is imported (``python app.py`` only): this run's own temporary folder,
+    earlier runs' leftovers removed, and a bounded allocator.
+
+    * Sweeps the run folders of servers that are gone (:func:`ensemble.listening.runs.sweep_earlier_runs`)
+      and makes this run's, ``ENSEMBLE_RUN_DIR``; Gradio writes there too (``GRADIO_TEMP_DIR``, unless
+      the user set it), so one folder holds every file of the run, deleted at shutdown.
+    * ``MALLOC_ARENA_MAX=2`` (unless set): glibc reads it only when the process starts, so the process
+      re-executes itself once (same pid, same arguments) with it in the environment.
+    """
+    if env.get("ENSEMBLE_RUN_DIR"):
+        return  # prepared already (this is the re-executed process)
+    from ensemble.listening.runs import new_run_folder, sweep_earlier_runs
+
+    removed = sweep_earlier_runs()
+    run = new_run_folder()
+    env["ENSEMBLE_RUN_DIR"] = str(run)
+    env["ENSEMBLE_SWEPT"] = str(len(removed))
+    if not env.get("GRADIO_TEMP_DIR", "").strip():
+        env["GRADIO_TEMP_DIR"] = str(run)
+    if not env.get("MALLOC_ARENA_MAX", "").strip():
+        env["MALLOC_ARENA_MAX"] = MALLOC_ARENA_MAX
+        sys.stdout.flush()
+        exec_(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+if __name__ == "__main__":
+    prepare_process()
+
 import atexit  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
-import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Mapping  # noqa: E402
@@ -52,7 +95,7 @@ from ensemble.errors import EnsembleError  # noqa: E402
 from ensemble.listening.round import make_round  # noqa: E402
 from ensemble.listening.settings import Settings  # noqa: E402
 from ensemble.listening.store import RoundStore  # noqa: E402
-from ui.config import ratings_path  # noqa: E402
+from ui.config import ServerConfig, ratings_path, server_config  # noqa: E402
 from ui.page import CSS, THEME, PageConfig, build_page  # noqa: E402
 from ui.study_tab import studies_root  # noqa: E402
 
@@ -63,7 +106,8 @@ log = logging.getLogger("ensemble.app")
 
 
 def build_demo(engine: Engine, *, ratings_file: str | os.PathLike | None = None,
-               store: RoundStore | None = None, engine_lock: threading.Lock | None = None) -> gr.Blocks:
+               store: RoundStore | None = None, engine_lock: threading.Lock | None = None,
+               server: ServerConfig | None = None) -> gr.Blocks:
     """The page, wired to a loaded engine.
 
     Args:
@@ -72,12 +116,14 @@ def build_demo(engine: Engine, *, ratings_file: str | os.PathLike | None = None,
             Spaces' ``/data``, else ``ratings/`` in this checkout).
         store: owner of the rounds' temporary files (default: a fresh temporary folder).
         engine_lock: serialises rendering with the start-up warm-up.
+        server: caps and keys (default: ``ui.config.server_config()``, from the environment).
     """
     config = PageConfig(
         ratings_file=Path(ratings_file) if ratings_file else ratings_path(ROOT / "ratings"),
         store=store if store is not None else RoundStore(), examples=sorted(EXAMPLES.glob("*.wav")),
         engine_lock=engine_lock if engine_lock is not None else threading.Lock(),
-        studies_root=studies_root(ROOT / "ratings"))
+        studies_root=studies_root(ROOT / "ratings"),
+        server=server if server is not None else server_config())
     return build_page(engine, config, title=TITLE)
 
 
@@ -129,16 +175,31 @@ def main() -> int:
     log.info("engine loaded in %.1f s since start (models %s, database %s, %d segments, weights %s)",
              time.perf_counter() - t0, engine.model_version, engine.db.version, engine.db.n_chunks,
              engine.weights)
-    store = RoundStore()
+    try:
+        server = server_config()
+    except EnsembleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # this run's folder (prepare_process): the rounds and, unless the user chose GRADIO_TEMP_DIR,
+    # everything Gradio writes; deleted at shutdown
+    run = os.environ.get("ENSEMBLE_RUN_DIR") or None
+    store = RoundStore(run, max_bytes=int(server.disk_cap_mb * 1024 * 1024))
     atexit.register(store.close)
+    log.info("files of this run: %s (GRADIO_TEMP_DIR %s, disk cap %g MB; %s earlier run folders removed); "
+             "MALLOC_ARENA_MAX=%s", store.root, os.environ.get("GRADIO_TEMP_DIR"), server.disk_cap_mb,
+             os.environ.get("ENSEMBLE_SWEPT", "0"), os.environ.get("MALLOC_ARENA_MAX", "unset"))
     signal.signal(signal.SIGTERM, _stop)
     lock = threading.Lock()
-    demo = build_demo(engine, store=store, engine_lock=lock)
+    demo = build_demo(engine, store=store, engine_lock=lock, server=server)
     if os.environ.get("ENSEMBLE_WARMUP", "1").strip() not in ("0", "false", "False", ""):
         threading.Thread(target=warm_up, args=(engine, store, lock), name="warm-up", daemon=True).start()
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                theme=THEME, css=CSS, allowed_paths=[str(EXAMPLES)], max_file_size="200mb")
+                theme=THEME, css=CSS, allowed_paths=[str(EXAMPLES)],
+                max_file_size=int(server.max_upload_mb * 1024 * 1024),
+                # Gradio's own refusals (a path that was not uploaded) reach the client in words; every
+                # handler turns its own errors into gr.Error already (ui.errors), so nothing else shows
+                show_error=True)
     return 0
 
 

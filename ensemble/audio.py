@@ -28,6 +28,7 @@ __all__ = [
     "LoadedAudio",
     "load_audio",
     "load_audio_info",
+    "wav_truncation",
     "is_silent",
     "peak_dbfs",
     "to_float32",
@@ -155,10 +156,51 @@ def load_audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
         raise EnsembleError(f"audio file {str(path)!r} is empty (0 bytes)")
     try:
         return sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        # libsndfile's own reason is misleading for junk (random bytes named .mp3 read as "File does
+        # not exist or is not a regular file (possibly a pipe?)"): say it in plain words
         raise EnsembleError(
-            f"{str(path)!r} is not a readable audio file ({exc}); allowed: WAV, FLAC, OGG, MP3"
+            f"{str(path)!r} is not a readable audio file: its contents are not a WAV, FLAC, OGG or MP3 "
+            "recording (damaged, or another kind of file); allowed: WAV, FLAC, OGG, MP3"
         ) from None
+
+
+def wav_truncation(path: str | os.PathLike) -> tuple[float, float] | None:
+    """For a WAV file whose data chunk stops short of what its header declares: ``(declared_s,
+    present_s)``, seconds of audio the header promises and the file holds; else None (not a WAV, a
+    complete one, or a streamed header whose size is unknown: 0 or 0xFFFFFFFF).
+
+    A truncated upload (an interrupted copy or recording) decodes silently as a shorter clip, since
+    libsndfile shortens its frame count to the bytes present; this reads the RIFF chunks itself.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align, rate, offset = 0, 0, 12
+            while offset + 8 <= size:
+                f.seek(offset)
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, csize = chunk[:4], int.from_bytes(chunk[4:8], "little")
+                if cid == b"fmt ":
+                    fmt = f.read(16)
+                    if len(fmt) < 16:
+                        return None
+                    rate = int.from_bytes(fmt[4:8], "little")
+                    block_align = int.from_bytes(fmt[12:14], "little")
+                elif cid == b"data":
+                    present = size - offset - 8
+                    if csize in (0, 0xFFFFFFFF) or present >= csize or not block_align or not rate:
+                        return None
+                    return csize / block_align / rate, present / block_align / rate
+                offset += 8 + csize + (csize & 1)  # chunks are padded to an even length
+    except OSError:
+        return None
+    return None
 
 
 def _subtype_of(dtype: np.dtype) -> str | None:
@@ -200,6 +242,11 @@ def _read_file(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndarray,
     rate in Hz, its name, its libsndfile subtype)."""
     what = f"audio file {os.fspath(path)!r}"
     info = load_audio_info(path)
+    cut = wav_truncation(path)
+    if cut is not None:
+        raise EnsembleError(f"{what} is truncated: its header declares {cut[0]:.2f} s of audio but the "
+                            f"file holds only {cut[1]:.2f} s; allowed: a complete file (copy, export or "
+                            "record it again)")
     src_rate = _check_rate(info.samplerate, what)
     if info.frames / src_rate > max_seconds:
         raise EnsembleError(
@@ -239,7 +286,7 @@ def load_audio(
         A :class:`LoadedAudio`; ``audio`` is [n_samples] float32, clipped to [-1, 1].
 
     Raises:
-        EnsembleError: missing, empty or non-audio file; zero-length audio; NaN or Inf samples;
+        EnsembleError: missing, empty or non-audio file; a truncated WAV; zero-length audio; NaN or Inf samples;
             shorter than ``min_seconds`` or longer than ``max_seconds``; silence when not allowed;
             an unusable sample rate, dtype or shape.
     """

@@ -7,7 +7,8 @@
   input, an unknown timbre) gives its readable message, never a traceback, writes nothing and leaves
   no files behind, and the app keeps serving;
 * the timbre a round was asked for renders it, and its JSON, status and ratings rows name it;
-* SIGTERM shuts the app down cleanly and removes its temporary files.
+* SIGTERM shuts the app down cleanly and removes its temporary files, Gradio's included (no file of
+  the run remains under its temporary folder).
 
 The app loads the shipped ``checkpoints/`` and ``assets/`` (or ``ENSEMBLE_CHECKPOINTS``,
 ``ENSEMBLE_DATABASE``, ``ENSEMBLE_DRUMS`` when set); its ratings log and temporary files go into
@@ -97,8 +98,11 @@ class App:
 
 
 @contextlib.contextmanager
-def running_app(workdir: Path, *, timeout_s: float = 180.0) -> Iterator[App]:
-    """Start ``python app.py`` on a free port with its files under ``workdir``; stop it on exit."""
+def running_app(workdir: Path, *, timeout_s: float = 180.0, env: dict[str, str] | None = None) -> Iterator[App]:
+    """Start ``python app.py`` on a free port with its files under ``workdir``; stop it on exit.
+
+    ``env`` adds to (or overrides) the app's environment, e.g. ``ENSEMBLE_RATE_LIMIT``.
+    """
     missing = missing_assets()
     if missing:
         pytest.fail("the app's shipped models/databases are missing: " + ", ".join(missing)
@@ -106,10 +110,11 @@ def running_app(workdir: Path, *, timeout_s: float = 180.0) -> Iterator[App]:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "tmp").mkdir(exist_ok=True)
     port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+    inherited = {k: v for k, v in os.environ.items() if k not in ("GRADIO_TEMP_DIR", "ENSEMBLE_RUN_DIR")}
+    env = {**inherited, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "RATINGS_DIR": str(workdir / "ratings"),
-           "TMPDIR": str(workdir / "tmp"), "GRADIO_TEMP_DIR": str(workdir / "tmp" / "gradio"),
-           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+           "TMPDIR": str(workdir / "tmp"),  # GRADIO_TEMP_DIR unset: the app puts Gradio's files in its own folder
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     log_path = workdir / "app.log"
     url = f"http://127.0.0.1:{port}/"
     t0 = time.monotonic()
@@ -352,7 +357,12 @@ def test_still_serving_after_bad_inputs(app, client):
 
 def test_sigterm_stops_cleanly_and_removes_temporary_files(app):
     roots = list(app.tmp.glob("ensemble-app-*"))
-    assert roots and app.round_folders()  # the rounds made above
+    assert len(roots) == 1 and app.round_folders()  # the rounds made above
+    # Gradio's uploads and served files live in the app's folder too (GRADIO_TEMP_DIR set by the app)
+    assert not (app.tmp / "gradio").exists()
+    assert [p for p in roots[0].iterdir() if not re.fullmatch(r"[0-9a-f]{32}", p.name)]
     assert app.stop() == 0, app.log()[-2000:]
     assert not any(r.exists() for r in roots)
+    left = [str(p) for p in app.tmp.rglob("*") if p.is_file()]
+    assert not left, left[:10]  # no file of the run remains
     assert "Traceback" not in app.log()

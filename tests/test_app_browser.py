@@ -29,9 +29,13 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/ch
                                                                 "installs it with apt)")
 
 
+RESEARCHER_KEY = "browser-test-key"
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("browser-app")) as running:
+    with running_app(tmp_path_factory.mktemp("browser-app"),
+                     env={"ENSEMBLE_RESEARCHER_KEY": RESEARCHER_KEY}) as running:
         yield running
 
 
@@ -112,6 +116,16 @@ def test_upload_generate_rank_submit_results(app, page, tmp_path):
 
     page.get_by_role("tab", name="3. Results").click()
     table = page.locator("#ratings-table")
+    # a visitor without the researcher key: aggregates only (no rows, no rater ids, no CSV)
+    expect(page.locator("#summary-text textarea")).to_have_value(
+        re.compile(r"^1 submission \(3 rows\) from 1 rater"), timeout=30_000)
+    expect(page.locator("#summary-text textarea")).not_to_have_value(re.compile("pw-rater"))
+    expect(page.locator("#per-submission")).not_to_contain_text("pw-rater")
+    expect(table).not_to_contain_text("pw-rater")
+    expect(page.locator("#ratings-csv a")).to_have_count(0)
+    key_box = page.locator("#researcher-key input, #researcher-key textarea").first
+    key_box.fill(RESEARCHER_KEY)
+    key_box.press("Enter")
     expect(table).to_contain_text("pw-rater", timeout=30_000)
     expect(table).to_contain_text(frame["submission_id"].iloc[0][:12])
     expect(page.locator("#summary-text textarea")).to_have_value(

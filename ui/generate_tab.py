@@ -30,6 +30,7 @@ from ensemble.listening.store import RoundStore
 from ensemble.perform import FOLLOWERS
 from ensemble.timbre import AUTO, GUITAR
 from ui.errors import LastErrors, user_errors, user_message
+from ui.guard import RateLimiter, app_checked, check_text, discard_upload
 from ui.round_text import round_status
 
 __all__ = ["GenerateTab", "build_generate_tab", "make_check_upload", "make_generate", "timbre_choices"]
@@ -98,24 +99,29 @@ def build_generate_tab(engine: Engine, *, examples: list[Path], default_k: int,
                                 label="Examples (melodies from BabyBand's test split)",
                                 example_labels=[p.stem for p in examples])
             with gr.Column(scale=4):
-                target = gr.Slider(4, _plain(limits.max_target_seconds), value=default_target_seconds, step=0.5,
-                                   label="Target length (s): input + continuation",
-                                   elem_id="target-seconds")
-                k_in = gr.Slider(1, limits.max_k, value=default_k, step=1,
-                                 label="K: candidates to compare", elem_id="k")
+                # app_checked: an API client's out-of-range value reaches check_settings, whose
+                # message names the field (Gradio's own check would not)
+                target = app_checked(gr.Slider(4, _plain(limits.max_target_seconds), value=default_target_seconds,
+                                               step=0.5, label="Target length (s): input + continuation",
+                                               elem_id="target-seconds"))
+                k_in = app_checked(gr.Slider(1, limits.max_k, value=default_k, step=1,
+                                             label="K: candidates to compare", elem_id="k"))
                 with gr.Row():
-                    alpha = gr.Slider(0, 2, value=db_cfg.alpha, step=0.05, label="alpha (relevance weight)")
-                    beta = gr.Slider(0, 2, value=db_cfg.beta, step=0.05, label="beta (coherence weight)")
-                followers = gr.CheckboxGroup(list(FOLLOWERS), value=list(FOLLOWERS),
-                                             label="Followers (the band)")
+                    # the range check_settings allows, declared once in Limits
+                    alpha = app_checked(gr.Slider(0, _plain(limits.max_weight), value=db_cfg.alpha, step=0.05,
+                                                  label="alpha (relevance weight)"))
+                    beta = app_checked(gr.Slider(0, _plain(limits.max_weight), value=db_cfg.beta, step=0.05,
+                                                 label="beta (coherence weight)"))
+                followers = app_checked(gr.CheckboxGroup(list(FOLLOWERS), value=list(FOLLOWERS),
+                                                         label="Followers (the band)"))
                 # custom values pass through to check_settings, whose message names the field and
                 # the allowed values (Gradio's own check would not name the field)
                 timbre = gr.Dropdown(timbre_choices(engine.timbres), value=AUTO, allow_custom_value=True,
                                      label="Instrument sound of the continuations", elem_id="timbre")
                 with gr.Accordion("More settings", open=False):
-                    lookbacks = gr.CheckboxGroup(
+                    lookbacks = app_checked(gr.CheckboxGroup(
                         lookback_choices, value=[v for _, v in lookback_choices],
-                        label="Lookbacks: seconds of your clip the search compares")
+                        label="Lookbacks: seconds of your clip the search compares"))
                     transpose = gr.Checkbox(False, label="Transpose: also try segments shifted "
                                                          "-6..+6 semitones (re-synthesised)")
                     seed = gr.Number(0, precision=0, label="Seed (instrument noise)")
@@ -160,6 +166,7 @@ def make_check_upload(engine: Engine) -> Callable[[str | None], str]:
             # the same checks as Generate's; the recording as uploaded is not kept (Generate reads it)
             clip = read_clip(audio, limits=limits, features=features, keep_original=False)
         except EnsembleError as exc:
+            discard_upload(audio)  # refused: not kept on the server
             message = user_message(exc)
             gr.Warning(message)
             return f"**This clip cannot be used:** {message}"
@@ -171,7 +178,8 @@ def make_check_upload(engine: Engine) -> Callable[[str | None], str]:
 
 
 def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.Lock,
-                  last_errors: LastErrors | None = None) -> Callable[..., Iterator]:
+                  last_errors: LastErrors | None = None,
+                  limiter: RateLimiter | None = None, study_only: bool = False) -> Callable[..., Iterator]:
     """The ``/generate`` handler, bound to the engine and the page's round store.
 
     Args:
@@ -180,6 +188,9 @@ def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.L
         engine_lock: held while the engine renders (shared with the start-up warm-up).
         last_errors: where a failure's message is remembered for the session (the page shows it in
             the status line once the toast has faded).
+        limiter: the per-client request cap (None: none).
+        study_only: refuse every request (``ENSEMBLE_STUDY_ONLY``: a study's clips must not be
+            generated again with their scores shown).
 
     Returns:
         A generator function for Gradio: its parameter names are the API's. It yields twice,
@@ -193,13 +204,25 @@ def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.L
                  loudness_matched, rater_id, timbre, session_id, progress=gr.Progress(),
                  request: gr.Request = None):
         started = time.perf_counter()
+        if study_only:
+            raise EnsembleError("free mode is off on this server while a listening study runs "
+                                "(ENSEMBLE_STUDY_ONLY=1): a study's clips must not be generated again "
+                                "with their scores shown. Open the study's link (?study=NAME) instead")
+        if limiter is not None:
+            limiter.check(request)
+        rater_id = check_text("rater_id", rater_id)
         session_id = session_id or new_session_id()
         progress(0.0, desc="reading your clip")
-        clip = read_clip(audio, limits=limits, features=features)
+        try:
+            clip = read_clip(audio, limits=limits, features=features)
+        except EnsembleError:
+            discard_upload(audio)  # refused: not kept on the server
+            raise
         settings = check_settings(target_seconds=target_seconds, k=k, alpha=alpha, beta=beta,
                                   lookbacks=lookbacks, followers=followers, transpose=transpose,
                                   seed=seed, blind=blind, timbre=timbre, input_seconds=clip.seconds,
-                                  limits=limits, timbres=engine.timbres)
+                                  limits=limits, timbres=engine.timbres,
+                                  lookback_choices=engine.db.config.lookbacks)
         round_id, folder = store.new_folder()
         try:
             progress(0.02, desc="analysing your clip")

@@ -23,6 +23,7 @@ next to it here.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ import gradio as gr
 from ensemble.errors import EnsembleError
 from ensemble.listening.round import Round
 from ensemble.listening.store import RoundStore
-from ensemble.ratings.log import MAX_COMMENT_CHARS, append_submission
+from ensemble.ratings.log import MAX_COMMENT_CHARS, append_submission, pseudonymize_rater_id
 from ui.errors import user_errors, user_message
+from ui.guard import RateLimiter, check_ranks, check_text
 from ui.round_text import round_status, scores_markdown
 
 __all__ = ["CARDS_PER_ROW", "ListenTab", "build_listen_tab", "make_clear_round", "make_show_round",
@@ -223,7 +225,7 @@ def make_switch_audio(tab: ListenTab) -> Callable[[Round | None, bool], list]:
 
 
 def submit_ranking(rnd: Round, ranks: list, favourite: object, comment: str | None, rater_id: str, *,
-                   ratings_file: Path) -> str:
+                   ratings_file: Path, rater_salt: str = "") -> str:
     """Append a rater's ranking of ``rnd`` to the log, once per round.
 
     Args:
@@ -232,6 +234,8 @@ def submit_ranking(rnd: Round, ranks: list, favourite: object, comment: str | No
         favourite: a shown position, or 0/None for none.
         comment, rater_id: free text and who rated (sanitised by the log).
         ratings_file: the ratings log.
+        rater_salt: when set, the rater id is logged as its salted hash
+            (:func:`ensemble.ratings.log.pseudonymize_rater_id`).
 
     Returns:
         The submission id.
@@ -240,6 +244,9 @@ def submit_ranking(rnd: Round, ranks: list, favourite: object, comment: str | No
         EnsembleError: an invalid ranking, or a round already rated; nothing is written.
     """
     submission = rnd.submission(ranks, favourite=favourite, comment=comment or "", rater_id=rater_id)
+    if rater_salt:
+        submission = dataclasses.replace(submission,
+                                         rater_id=pseudonymize_rater_id(submission.rater_id, rater_salt))
     with rnd.lock:
         if rnd.submission_id is not None:
             raise EnsembleError(f"this round was already rated (submission {rnd.submission_id[:8]}); "
@@ -249,7 +256,7 @@ def submit_ranking(rnd: Round, ranks: list, favourite: object, comment: str | No
     return rnd.submission_id
 
 
-def make_rate_ui(tab: ListenTab, *, ratings_file: Path) -> Callable[..., list]:
+def make_rate_ui(tab: ListenTab, *, ratings_file: Path, rater_salt: str = "") -> Callable[..., list]:
     """The Submit ranking handler: the reason under the button for an invalid ranking, else save and
     reveal the figures and scores.
 
@@ -272,7 +279,7 @@ def make_rate_ui(tab: ListenTab, *, ratings_file: Path) -> Callable[..., list]:
             return only_status(f"**Not saved:** {NOTHING_TO_RATE}")
         try:
             sid = submit_ranking(rnd, list(ranks[:rnd.k]), favourite, comment, rater_id,
-                                 ratings_file=ratings_file)
+                                 ratings_file=ratings_file, rater_salt=rater_salt)
         except EnsembleError as exc:
             return only_status(f"**Not saved:** {user_message(exc)}")
         out: list = []
@@ -291,17 +298,32 @@ def make_rate_ui(tab: ListenTab, *, ratings_file: Path) -> Callable[..., list]:
     return rate_ui
 
 
-def make_rate_api(store: RoundStore, *, ratings_file: Path) -> Callable[..., dict]:
-    """The ``/rate`` endpoint (its signature and docstring are the API's documentation)."""
+def make_rate_api(store: RoundStore, *, ratings_file: Path, limiter: RateLimiter | None = None,
+                  rater_salt: str = "") -> Callable[..., dict]:
+    """The ``/rate`` endpoint (its signature and docstring are the API's documentation).
+
+    Every parameter is checked for its type first (``ui.guard``): ranks that are not a list of whole
+    numbers, a favourite that is not a number, a comment or rater id that is not text are refused,
+    naming the field, and nothing is written.
+    """
 
     @user_errors("Rating")
     def rate(round_id: str, ranks: list[int], favourite: int | None = None, comment: str = "",
-             rater_id: str = "") -> dict:
+             rater_id: str = "", request: gr.Request = None) -> dict:
         """Rank the candidates of a round (from /generate): ranks[i] is the rank (1 = best) of the
         candidate shown at position i + 1; favourite is a shown position or None. Writes K rows to
         the ratings log and returns the submission id and the revealed scores."""
+        if limiter is not None:
+            limiter.check(request)
+        round_id = check_text("round_id", round_id, optional=False)
+        ranks_list = check_ranks(ranks)
+        if favourite is not None and (isinstance(favourite, bool) or not isinstance(favourite, (int, float))):
+            raise EnsembleError(f"favourite {favourite!r}; allowed: a shown position 1..K, or None")
+        comment = check_text("comment", comment)
+        rater_id = check_text("rater_id", rater_id)
         rnd = store.get(round_id)
-        sid = submit_ranking(rnd, list(ranks or []), favourite, comment, rater_id, ratings_file=ratings_file)
+        sid = submit_ranking(rnd, ranks_list, favourite, comment, rater_id, ratings_file=ratings_file,
+                             rater_salt=rater_salt)
         return {"submission_id": sid, "rows": rnd.k, "round": rnd.public(reveal=True)}
 
     return rate

@@ -39,8 +39,10 @@ from ensemble.listening.round import new_session_id
 from ensemble.listening.store import RoundStore
 from ensemble.ratings.fit import ranking_line
 from ensemble.ratings.log import sanitize_rater_id
+from ui.config import ServerConfig
 from ui.errors import LastErrors, make_show_failure
 from ui.generate_tab import build_generate_tab, make_check_upload, make_generate
+from ui.guard import RateLimiter
 from ui.listen_tab import (
     build_listen_tab,
     make_candidate_audio_api,
@@ -52,7 +54,7 @@ from ui.listen_tab import (
     make_take_api,
     make_take_ui,
 )
-from ui.results_tab import build_results_tab, make_results, make_summary_api
+from ui.results_tab import build_results_tab, make_ratings_api, make_results, make_summary_api
 from ui.study_tab import build_study_tab, wire_study_tab
 
 __all__ = ["PageConfig", "build_page", "THEME", "CSS"]
@@ -85,6 +87,7 @@ class PageConfig:
     default_k: int = 4
     default_target_seconds: float = 30.0
     studies_root: Path | None = None  # prepared studies, served at ?study=NAME (ui.study_tab); None: none
+    server: ServerConfig = field(default_factory=ServerConfig)  # caps and keys (ui.config.server_config)
 
 
 def on_load(request: gr.Request):
@@ -135,15 +138,18 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
 
         # the events, in this order (it numbers them in the page's config)
         results_fn = make_results(ratings_file, exports_root=store.root,
-                                  ranking=ranking_line(engine.weights, engine.weights_note))
+                                  ranking=ranking_line(engine.weights, engine.weights_note),
+                                  researcher_key=config.server.researcher_key)
         demo.load(on_load, None, [session_state, gen.rater], api_visibility="private")
-        demo.load(results_fn, None, res.outputs, api_visibility="private")
+        demo.load(results_fn, [res.key], res.outputs, api_visibility="private")
         last_errors = LastErrors()  # a failed Generate's reason, kept in the status line
+        limiter = RateLimiter(config.server.rate_limit)  # shared by /generate and /rate, per client
         generating = (
             gen.generate_btn
             .click(make_clear_round(listen), None, listen.clear_outputs(round_state),
                    api_visibility="private", queue=False)
-            .then(make_generate(engine, store=store, engine_lock=config.engine_lock, last_errors=last_errors),
+            .then(make_generate(engine, store=store, engine_lock=config.engine_lock, last_errors=last_errors,
+                                limiter=limiter, study_only=config.server.study_only),
                   # the handler's parameters, in order; timbre came last, so that API clients passing
                   # the first twelve positionally keep working
                   [gen.audio_in, gen.target, gen.k_in, gen.alpha, gen.beta, gen.lookbacks, gen.followers,
@@ -162,16 +168,20 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
         listen.matched.change(make_switch_audio(listen), [round_state, listen.matched], listen.audios,
                               api_visibility="private")
         (listen.submit
-         .click(make_rate_ui(listen, ratings_file=ratings_file),
+         .click(make_rate_ui(listen, ratings_file=ratings_file, rater_salt=config.server.rater_salt),
                 [round_state, gen.rater, listen.favourite, listen.comment, *listen.ranks],
                 listen.rate_outputs(), api_visibility="private")
-         .success(results_fn, None, res.outputs, api_visibility="private"))
-        res.refresh.click(results_fn, None, res.outputs, api_visibility="private")
-        res.tab.select(results_fn, None, res.outputs, api_visibility="private")
-        gr.api(make_rate_api(store, ratings_file=ratings_file), api_name="rate")
+         .success(results_fn, [res.key], res.outputs, api_visibility="private"))
+        res.refresh.click(results_fn, [res.key], res.outputs, api_visibility="private")
+        res.key.submit(results_fn, [res.key], res.outputs, api_visibility="private")
+        res.tab.select(results_fn, [res.key], res.outputs, api_visibility="private")
+        gr.api(make_rate_api(store, ratings_file=ratings_file, limiter=limiter,
+                                 rater_salt=config.server.rater_salt), api_name="rate")
         gr.api(make_candidate_audio_api(store), api_name="candidate_audio")
         gr.api(make_take_api(store), api_name="take")
-        gr.api(make_summary_api(ratings_file), api_name="summary")
+        gr.api(make_summary_api(ratings_file, researcher_key=config.server.researcher_key), api_name="summary")
+        gr.api(make_ratings_api(ratings_file, exports_root=store.root, researcher_key=config.server.researcher_key),
+               api_name="ratings")
         if study is not None:
             wire_study_tab(demo, study, tabs)
     demo.queue(default_concurrency_limit=4)

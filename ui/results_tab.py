@@ -4,10 +4,16 @@ The tab shows the agreement between the system's composite ranking and the liste
 (:func:`ensemble.ratings.stats.summarize`) as text and two charts (:mod:`ensemble.figures.ratings`),
 the Kendall tau of each submission, the newest rows of the log and a CSV snapshot to download. It is
 refreshed on page load, on Refresh, when the tab is selected and after each saved ranking.
+
+Raters' data is the researcher's: without the researcher key (``ENSEMBLE_RESEARCHER_KEY``, typed into
+the tab's *Researcher key* box, or ``/summary``'s and ``/ratings``' ``researcher_key``) a visitor sees
+aggregates only -- the summary and charts, per-submission Kendall tau without rater ids, no rows of the
+log (which hold rater ids and comments) and no CSV. With the key: the log, the rater ids and the CSV.
 """
 
 from __future__ import annotations
 
+import hmac
 import io
 import shutil
 import tempfile
@@ -19,6 +25,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
+from ensemble.errors import EnsembleError
 from ensemble.figures.ratings import first_choice_figure, mean_rank_figure
 from ensemble.figures.report import figure_png
 from ensemble.ratings.fit import weights_summary_text
@@ -26,9 +33,23 @@ from ensemble.ratings.log import RATINGS_COLUMNS, read_ratings
 from ensemble.ratings.stats import format_summary, summarize
 from ui.errors import user_errors
 
-__all__ = ["LOG_ROWS_SHOWN", "ResultsTab", "build_results_tab", "make_results", "make_summary_api"]
+__all__ = ["LOG_ROWS_SHOWN", "ResultsTab", "build_results_tab", "make_results", "make_summary_api",
+           "make_ratings_api", "key_matches", "public_summary"]
 
 LOG_ROWS_SHOWN = 300
+HIDDEN = "(hidden)"  # what a visitor without the researcher key sees instead of a rater id
+
+
+def key_matches(given: object, key: str) -> bool:
+    """True when ``given`` is the configured researcher key (never when none is configured)."""
+    return bool(key) and isinstance(given, str) and hmac.compare_digest(given.encode(), key.encode())
+
+
+def public_summary(summary: dict) -> dict:
+    """:func:`summarize`'s result without per-rater data: every per-submission rater id removed."""
+    out = dict(summary)
+    out["per_submission"] = [{k: v for k, v in p.items() if k != "rater_id"} for p in summary["per_submission"]]
+    return out
 
 
 @dataclass
@@ -43,6 +64,7 @@ class ResultsTab:
     """
 
     tab: gr.Tab
+    key: gr.Textbox
     refresh: gr.Button
     summary_text: gr.Textbox
     first_fig: gr.Image
@@ -65,7 +87,10 @@ def build_results_tab() -> ResultsTab:
         The tab's components.
     """
     with gr.Tab("3. Results", id="results") as tab:
-        refresh = gr.Button("Refresh", elem_id="refresh-btn")
+        with gr.Row():
+            key = gr.Textbox(label="Researcher key (shows the log, rater ids and the CSV)", type="password",
+                             value="", max_length=256, elem_id="researcher-key", scale=4)
+            refresh = gr.Button("Refresh", elem_id="refresh-btn", scale=1)
         summary_text = gr.Textbox(label="Summary: composite rank vs listeners' rank", lines=10,
                                   interactive=False, elem_id="summary-text")
         with gr.Row():
@@ -82,10 +107,11 @@ def build_results_tab() -> ResultsTab:
         log_table = gr.Dataframe(headers=list(RATINGS_COLUMNS), label="Ratings log",
                                  interactive=False, elem_id="ratings-table", max_height=500)
         csv_file = gr.File(label="Download ratings.csv", interactive=False, elem_id="ratings-csv")
-    return ResultsTab(tab, refresh, summary_text, first_fig, mean_fig, per_sub, log_table, csv_file)
+    return ResultsTab(tab, key, refresh, summary_text, first_fig, mean_fig, per_sub, log_table, csv_file)
 
 
-def make_results(ratings_file: Path, *, exports_root: Path, ranking: str = "") -> Callable[[], tuple]:
+def make_results(ratings_file: Path, *, exports_root: Path, ranking: str = "",
+                 researcher_key: str = "") -> Callable[..., tuple]:
     """The handler that fills the Results tab (``ResultsTab.outputs``) from the ratings log.
 
     Args:
@@ -94,27 +120,34 @@ def make_results(ratings_file: Path, *, exports_root: Path, ranking: str = "") -
             root, removed with it).
         ranking: what ranks the rounds (``ensemble.ratings.fit.ranking_line``), shown with the
             learned weights below the summary.
+        researcher_key: the key that shows the log's rows, rater ids and the CSV ("" : nobody).
 
     Returns:
         The handler, with :func:`ui.errors.user_errors` applied.
     """
 
     @user_errors("Reading the ratings log")
-    def results():
+    def results(key: str = ""):
+        researcher = key_matches(key, researcher_key)
         frame = read_ratings(ratings_file, missing_ok=True)
         summary = summarize(frame)
+        if not researcher:  # aggregates only: no rater ids in the text or the table
+            summary = {**summary, "per_submission": [{**p, "rater_id": HIDDEN} for p in summary["per_submission"]]}
         per_sub = [[p["submission_id"][:8], p["timestamp_utc"], p["rater_id"], p["k"],
                     None if p["tau"] is None else round(p["tau"], 3), p["first_choice_composite_rank"]]
                    for p in summary["per_submission"]]
-        shown = frame.iloc[::-1].head(LOG_ROWS_SHOWN)
+        shown = frame.iloc[::-1].head(LOG_ROWS_SHOWN) if researcher else frame.iloc[:0]
         csv_copy = None
-        if ratings_file.exists():  # a snapshot to download, in a folder of its own per request
+        if researcher and ratings_file.exists():  # a snapshot to download, in a folder of its own per request
             export = Path(tempfile.mkdtemp(prefix="export-", dir=exports_root))
             csv_copy = str(export / "ratings.csv")
             Path(csv_copy).write_bytes(ratings_file.read_bytes())
             _prune_exports(exports_root, keep=export)
         label = (f"Ratings log: {len(frame)} rows, newest first"
                  + (f" (showing {LOG_ROWS_SHOWN})" if len(frame) > LOG_ROWS_SHOWN else ""))
+        if not researcher:
+            label = (f"Ratings log: {len(frame)} rows (rater ids and comments: researchers only, with the "
+                     "researcher key)")
         text = (format_summary(summary) + _undefined_note(summary) + "\n\n"
                 + weights_summary_text(frame, ranking=ranking))
         return (text, _image(first_choice_figure(summary)),
@@ -125,16 +158,53 @@ def make_results(ratings_file: Path, *, exports_root: Path, ranking: str = "") -
     return results
 
 
-def make_summary_api(ratings_file: Path) -> Callable[[], dict]:
+def _check_key(given: object, researcher_key: str) -> bool:
+    """True with the right key, False with none; a wrong key (or one not text) is refused in words."""
+    if given is None or given == "":
+        return False
+    if not isinstance(given, str):
+        raise EnsembleError(f"researcher_key of type {type(given).__name__}; allowed: text")
+    if not key_matches(given, researcher_key):
+        raise EnsembleError("researcher_key does not match the server's ENSEMBLE_RESEARCHER_KEY"
+                            + ("" if researcher_key else " (none is set on this server)")
+                            + "; leave it empty for the public, aggregate summary")
+    return True
+
+
+def make_summary_api(ratings_file: Path, *, researcher_key: str = "") -> Callable[..., dict]:
     """The ``/summary`` endpoint (its docstring is the API's documentation)."""
+    configured = researcher_key
 
     @user_errors("Summarising the ratings")
-    def summary() -> dict:
+    def summary(researcher_key: str = "") -> dict:
         """Statistics of the ratings log (ensemble.ratings.stats.summarize): Kendall tau per submission
-        and its mean with a 95% bootstrap CI, first choices and mean human rank per composite rank."""
-        return summarize(read_ratings(ratings_file, missing_ok=True))
+        and its mean with a 95% bootstrap CI, first choices and mean human rank per composite rank.
+        Aggregates only (no rater ids) unless the researcher key is given."""
+        full = _check_key(researcher_key, configured)
+        result = summarize(read_ratings(ratings_file, missing_ok=True))
+        return result if full else public_summary(result)
 
     return summary
+
+
+def make_ratings_api(ratings_file: Path, *, exports_root: Path, researcher_key: str = "") -> Callable[..., gr.FileData]:
+    """The ``/ratings`` endpoint: the full log as CSV, for the researcher key only."""
+    configured = researcher_key
+
+    @user_errors("Downloading the ratings")
+    def ratings(researcher_key: str) -> gr.FileData:
+        """The whole ratings log (ratings.csv: rater ids, comments, every row); needs the researcher key
+        (ENSEMBLE_RESEARCHER_KEY)."""
+        if not _check_key(researcher_key, configured):
+            raise EnsembleError("the full ratings log needs researcher_key (the server's "
+                                "ENSEMBLE_RESEARCHER_KEY); /summary gives the aggregates without it")
+        export = Path(tempfile.mkdtemp(prefix="export-", dir=exports_root))
+        copy = export / "ratings.csv"
+        copy.write_bytes(ratings_file.read_bytes() if ratings_file.exists() else b"")
+        _prune_exports(exports_root, keep=export)
+        return gr.FileData(path=str(copy), orig_name="ratings.csv")
+
+    return ratings
 
 
 def _undefined_note(summary: dict) -> str:

@@ -7,5 +7,6 @@ Modules:
     :mod:`.round`     one round: extend, blind order, the candidates' files and figures, the rater's
                       submission;
     :mod:`.take`      a candidate as a musician's take: mix, stems and the band's parts as MIDI, one zip;
-    :mod:`.store`     the rounds a server holds, bounded in number and age.
+    :mod:`.store`     the rounds a server holds, bounded in number, age and disk;
+    :mod:`.runs`      a server run's own temporary folder, and the start-up sweep of earlier runs' ones.
 """

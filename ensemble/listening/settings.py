@@ -43,6 +43,9 @@ def read_clip(path: str | None, *, limits: Limits = Limits(), features: FeatureC
     if path is None or not str(path).strip():
         raise EnsembleError("no clip was given: upload or record a clip (WAV, FLAC, OGG or MP3) first")
     name = Path(path).name
+    if not Path(path).exists():  # e.g. refused when it was uploaded, and deleted then
+        raise EnsembleError(f"{name!r} is no longer on the server (an upload that was refused is deleted "
+                            "at once, and uploads expire); upload the clip again")
     try:
         return load_audio(path, sample_rate=features.sample_rate, min_seconds=limits.min_input_seconds,
                           max_seconds=limits.max_input_seconds, allow_silent=False,
@@ -96,11 +99,18 @@ def _number(name: str, value: object) -> float:
     return x
 
 
+def _check_list(name: str, value: object) -> None:
+    """A list parameter of the API must be a list (a string would be walked letter by letter)."""
+    if not isinstance(value, (list, tuple)):
+        raise EnsembleError(f"{name} {value!r}; allowed: a list")
+
+
 def check_settings(*, target_seconds: object, k: object, alpha: object, beta: object,
                    lookbacks: Sequence[object] | None, followers: Sequence[str] | None,
                    transpose: object = False, seed: object = 0, blind: object = True,
                    timbre: object = AUTO, input_seconds: float | None = None, limits: Limits = Limits(),
-                   timbres: tuple[str, ...] = ()) -> Settings:
+                   timbres: tuple[str, ...] = (),
+                   lookback_choices: Sequence[float] | None = None) -> Settings:
     """Turn the page's raw values into :class:`Settings`, or say in words what is wrong.
 
     Args:
@@ -108,11 +118,14 @@ def check_settings(*, target_seconds: object, k: object, alpha: object, beta: ob
             leaves it out means).
         limits: the engine's limits (``engine.config.limits``).
         timbres: the engine's installed timbres (``engine.timbres``; empty: only "auto" and "guitar").
+        lookback_choices: the database's lookbacks (s); ``None``: any positive number.
 
     Raises:
         EnsembleError: a target not longer than the input or above ``limits.max_target_seconds``, K
             outside 1..``limits.max_k``, a weight outside [0, ``limits.max_weight``], no lookback or no
-            follower chosen, a timbre that is not "auto", "guitar" or one of ``timbres``.
+            follower chosen, a lookback not among ``lookback_choices``, a follower not among
+            ``FOLLOWERS``, a list given as anything but a list, a timbre that is not "auto", "guitar" or
+            one of ``timbres``.
     """
     target = _number("target length", target_seconds)
     if input_seconds is not None and target <= input_seconds:
@@ -133,11 +146,22 @@ def check_settings(*, target_seconds: object, k: object, alpha: object, beta: ob
             raise EnsembleError(f"{name} = {w:g}; allowed: 0..{limits.max_weight:g}")
         weights.append(w)
     if lookbacks is not None:
+        _check_list("lookbacks", lookbacks)
         lookbacks = tuple(_number("lookback", x) for x in lookbacks)
         if not lookbacks:
             raise EnsembleError("choose at least one lookback")
+        if lookback_choices is not None:
+            allowed = tuple(float(x) for x in lookback_choices)
+            for x in lookbacks:
+                if not any(math.isclose(x, a, abs_tol=1e-6) for a in allowed):
+                    raise EnsembleError(f"lookback {x:g} s; allowed: {', '.join(f'{a:g}' for a in allowed)} s")
+    if followers is not None:
+        _check_list("followers", followers)
     if not followers:
         raise EnsembleError("choose at least one follower (bass, drums, keys) to play along")
+    for f in followers:
+        if f not in FOLLOWERS:
+            raise EnsembleError(f"followers {f!r}; allowed: {', '.join(FOLLOWERS)}")
     seed_value = _number("seed", 0 if seed is None else seed)
     timbre_name = check_timbre(AUTO if timbre is None else timbre, tuple(timbres))  # the library's words
     return Settings(target_seconds=target, k=int(k_value), alpha=weights[0], beta=weights[1],

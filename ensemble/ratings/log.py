@@ -33,6 +33,7 @@ see ``ui/config.py``. The statistics of a log are in :mod:`ensemble.ratings.stat
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import numbers
@@ -63,6 +64,7 @@ __all__ = [
     "CandidateRating",
     "Submission",
     "sanitize_rater_id",
+    "pseudonymize_rater_id",
     "validate_submission",
     "append_submission",
     "read_ratings",
@@ -138,6 +140,22 @@ def sanitize_rater_id(text: object) -> str:
     """
     cleaned = _ID_DISALLOWED.sub("", "" if text is None else str(text)).lstrip(".-")[:MAX_ID_CHARS]
     return cleaned or "anonymous"
+
+
+def pseudonymize_rater_id(rater_id: str, salt: str) -> str:
+    """A rater id as the log keeps it when raters are pseudonymised: ``"p-"`` and 16 hex digits of
+    SHA-256 over the salt and the (sanitised) id, so one rater's rows still group together but the
+    id cannot be read back, nor guessed from a list of names without the salt.
+
+    Args:
+        rater_id: the id the rater gave (sanitised first, :func:`sanitize_rater_id`).
+        salt: the server's secret salt (``ENSEMBLE_RATER_SALT``); empty: the id is kept as it is.
+    """
+    rater_id = sanitize_rater_id(rater_id)
+    if not salt:
+        return rater_id
+    digest = hashlib.sha256(f"{salt}\x00{rater_id}".encode()).hexdigest()
+    return f"p-{digest[:16]}"
 
 
 def _sanitize_session_id(text: object) -> str:

@@ -1,0 +1,80 @@
+"""Issue 16, files: every file of a run lives in the app's own folder, and goes with its round or run.
+
+The real app (``python app.py``) driven from ``gradio_client``; each test failed on the code before
+issue 16's fix:
+
+* Gradio's files (uploads, the candidates it serves) live under the app's run folder
+  (``GRADIO_TEMP_DIR`` set by the app), not in a ``gradio`` folder of their own;
+* a refused upload is deleted at once;
+* with a disk cap (``ENSEMBLE_DISK_CAP_MB``) the run folder stays within it, oldest rounds first, and
+  the page's own files (its examples) stay;
+* a server killed with SIGKILL leaves its folder, and the next start deletes it (a live server's
+  folder is left alone); SIGTERM leaves nothing (``tests/test_app.py``).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import numpy as np
+import pytest
+from test_app import generate, running_app, shortest_example
+
+CAP_MB = 12
+
+
+def _files(folder):
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def _size(folder) -> int:
+    return sum(p.stat().st_size for p in _files(folder))
+
+
+def test_files_live_in_the_run_folder_capped_and_swept_after_a_kill(tmp_path):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    work = tmp_path / "work"
+    env = {"ENSEMBLE_DISK_CAP_MB": str(CAP_MB), "ENSEMBLE_WARMUP": "0"}
+    with running_app(work, env=env) as app:
+        client = Client(app.url, verbose=False, download_files=str(tmp_path / "downloads"))
+        runs = list(app.tmp.glob("ensemble-app-*"))
+        assert len(runs) == 1
+        run = runs[0]
+        assert re.fullmatch(r"ensemble-app-\d+-\w+", run.name)
+
+        startup = [p for p in run.iterdir() if not re.fullmatch(r"[0-9a-f]{32}", p.name)]
+        assert startup  # the page's examples, served from the run folder
+
+        # a refused upload: deleted at once
+        junk = tmp_path / "junk.wav"
+        junk.write_bytes(b"RIFF" + bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)))
+        with pytest.raises(AppError, match="not a readable audio file"):
+            generate(client, junk)
+        assert not [p for p in _files(app.tmp) if p.name == "junk.wav"]
+
+        # rounds: every file under the run folder; the folder within the cap
+        sizes = []
+        for _ in range(4):
+            generate(client, shortest_example(), target=12.0, k=3, blind=False)
+            time.sleep(3.0)  # the takes' stems and MIDI are written just after the round is answered
+            sizes.append(_size(run))
+        assert not (app.tmp / "gradio").exists()
+        assert {p.parent for p in _files(app.tmp)} and all(run in p.parents for p in _files(app.tmp))
+        assert max(sizes) <= CAP_MB * 1024 * 1024, sizes
+        assert len(app.round_folders()) < 4  # the oldest went to keep within the cap
+        assert all(p.exists() for p in startup)  # the page's own files (its examples) stay
+
+        app.process.send_signal(signal.SIGKILL)  # no clean-up: its folder stays ...
+        app.process.wait(timeout=30)
+        assert run.exists()
+
+    (work / "app.log").rename(work / "first.log")
+    with running_app(work, env=env) as app2:  # ... until the next start sweeps it
+        assert not run.exists()
+        assert len(list(app2.tmp.glob("ensemble-app-*"))) == 1
+        assert app2.stop() == 0
+    assert not _files(work / "tmp")
