@@ -39,6 +39,7 @@ folders of the ones it drops.
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import threading
 import time
@@ -381,6 +382,15 @@ def _draw(ready: LeadersReady, order: list[int], input_analysis: Analysis, *,
     return figures, overview, time.perf_counter() - t
 
 
+def _lowest_priority() -> None:
+    """Run the calling thread at the lowest CPU priority (Linux: nice is per thread), so background
+    work (a round's take sources) never slows the next request; a no-op where unsupported."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
 def _present(ext: Extension, order: list[int], drawing: Future, *, folder: Path, blind: bool,
              subtype: str, features: FeatureConfig, progress: Progress) -> tuple[list[Shown], Path, float]:
     """Every candidate's audio in shown order, joined with its figures from ``drawing`` (a
@@ -399,7 +409,7 @@ def _present(ext: Extension, order: list[int], drawing: Future, *, folder: Path,
         progress(pos / (k + 1), f"wrote candidate {pos} of {k}")
     figures, overview, drawn_s = drawing.result()
     # what the takes add (stems, MIDI): written after the round is answered, one thread per round
-    takes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="take-sources")
+    takes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="take-sources", initializer=_lowest_priority)
     sources = [takes.submit(write_take_sources, ext.performances[i], folder / _opaque_name(""), features=features)
                for i in order]
     takes.shutdown(wait=False)
