@@ -189,6 +189,15 @@ def main() -> int:
              "MALLOC_ARENA_MAX=%s", store.root, os.environ.get("GRADIO_TEMP_DIR"), server.disk_cap_mb,
              os.environ.get("ENSEMBLE_SWEPT", "0"), os.environ.get("MALLOC_ARENA_MAX", "unset"))
     signal.signal(signal.SIGTERM, _stop)
+    try:
+        _serve(engine, store, server)
+    except KeyboardInterrupt:  # SIGTERM or Ctrl-C before Gradio's own loop caught it: the same clean exit
+        log.info("stopped before the server was up")
+    return 0
+
+
+def _serve(engine: Engine, store: RoundStore, server) -> None:
+    """Build the page and serve it until Ctrl-C or SIGTERM (Gradio's loop closes the server)."""
     lock = threading.Lock()
     demo = build_demo(engine, store=store, engine_lock=lock, server=server)
     if os.environ.get("ENSEMBLE_WARMUP", "1").strip() not in ("0", "false", "False", ""):
@@ -200,7 +209,6 @@ def main() -> int:
                 # Gradio's own refusals (a path that was not uploaded) reach the client in words; every
                 # handler turns its own errors into gr.Error already (ui.errors), so nothing else shows
                 show_error=True)
-    return 0
 
 
 if __name__ == "__main__":
