@@ -540,7 +540,7 @@ def test_summary_edge_cases(tmp_path):
     one = summarize(read_ratings(path), SummaryConfig(n_bootstrap=50))
     t = one["kendall_tau"]
     assert t["mean"] == 1.0 and t["ci_low"] is None and t["ci_high"] is None  # one submission: undefined
-    assert "CI undefined (n = 1" in format_summary(one) and "[1.000, 1.000]" not in format_summary(one)
+    assert "CI undefined with 1 submission" in format_summary(one) and "[1.000, 1.000]" not in format_summary(one)
 
     append_submission(path, make_submission([1]))  # K = 1: stored, but tau is undefined
     mixed = summarize(read_ratings(path))

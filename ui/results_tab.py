@@ -148,7 +148,7 @@ def make_results(ratings_file: Path, *, exports_root: Path, ranking: str = "",
         if not researcher:
             label = (f"Ratings log: {len(frame)} rows (rater ids and comments: researchers only, with the "
                      "researcher key)")
-        text = (format_summary(summary) + _undefined_note(summary) + "\n\n"
+        text = (format_summary(summary) + "\n\n"
                 + weights_summary_text(frame, ranking=ranking))
         return (text, _image(first_choice_figure(summary)),
                 _image(mean_rank_figure(summary)),
@@ -205,20 +205,6 @@ def make_ratings_api(ratings_file: Path, *, exports_root: Path, researcher_key: 
         return gr.FileData(path=str(copy), orig_name="ratings.csv")
 
     return ratings
-
-
-def _undefined_note(summary: dict) -> str:
-    """A line saying why an interval reads ``[-, -]`` (empty when none does)."""
-    tau = summary["kendall_tau"]
-    if summary.get("n_submissions", 0) == 0:
-        return ""
-    pct = f"{100 * tau['confidence']:g}%"
-    if tau.get("n", 0) == 1:
-        return (f"\nThe {pct} CI of Kendall tau is undefined with 1 submission (shown as [-, -]): a "
-                "bootstrap interval needs at least 2.")
-    if any(m.get("n", 0) == 1 for m in summary["mean_human_rank"]):
-        return f"\nA {pct} CI shown as [-, -] is undefined: it rests on 1 rating (at least 2 are needed)."
-    return ""
 
 
 def _image(fig) -> Image.Image:

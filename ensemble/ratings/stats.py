@@ -207,7 +207,8 @@ def format_summary(summary: Mapping[str, Any], *, per_submission: bool = True) -
         lines.append(f"Kendall tau, composite rank vs human rank, per submission: mean {_fmt(t['mean'])}, "
                      + (f"{pct} CI [{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}] (n = {t['n']}, "
                         f"{t['n_bootstrap']} bootstrap resamples)" if t["ci_low"] is not None else
-                        f"{pct} CI undefined (n = {t['n']}: a bootstrap interval needs at least 2)"))
+                        f"{pct} CI undefined with {_count(t['n'], 'submission')} (a bootstrap interval "
+                        "needs at least 2)"))
     else:
         lines.append("Kendall tau: undefined (no submission has K >= 2)")
     lines.append("")
