@@ -8,7 +8,11 @@ sees it and the round's own stage timings (``round["timings_s"]``: the input's r
 extend stages, ``figures_and_audio``), their medians, and the machine's load average; prints a table
 and a final JSON line (also written to ``--json-out``).
 
-    python -m benchmarks.generate [--runs 3] [--k 10] [--target 30] [--clip assets/examples/...]
+Rounds are blind by default (the app's default: the candidates' figures stay hidden until the rater
+submits, so they are drawn after the round is answered); ``--open`` asks for open rounds, whose
+figures are drawn beside the band and are part of the answer.
+
+    python -m benchmarks.generate [--runs 3] [--k 10] [--target 30] [--open] [--clip assets/examples/...]
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--target", type=float, default=30.0, help="target length, s")
     parser.add_argument("--clip", default=str(DEFAULT_CLIP), help="the upload (default: the 20 s example)")
+    parser.add_argument("--open", action="store_true",
+                        help="open rounds (scores and figures shown at once) instead of blind ones")
     parser.add_argument("--json-out", help="also write the JSON result here")
     args = parser.parse_args()
 
@@ -87,7 +93,7 @@ def main() -> None:
                 t = time.perf_counter()
                 _, _, rnd, files = client.predict(
                     handle_file(args.clip), args.target, args.k, 0.8, 0.6, [7.0, 7.5, 8.0, 8.5],
-                    ["Bass", "Drums", "Keys"], False, 0, True, False, "bench", api_name="/generate")
+                    ["Bass", "Drums", "Keys"], False, 0, not args.open, False, "bench", api_name="/generate")
                 wall = time.perf_counter() - t
                 runs.append({"wall_s": round(wall, 3), "load_avg_1min": round(load, 2),
                              "k": rnd["k"], "files": len(files), "timings_s": rnd["timings_s"]})
@@ -98,7 +104,8 @@ def main() -> None:
             proc.wait(timeout=30)
     keys = sorted({k for r in runs for k in r["timings_s"]})
     medians = {k: round(statistics.median(r["timings_s"].get(k, 0.0) for r in runs), 3) for k in keys}
-    result = {"clip": Path(args.clip).name, "target_s": args.target, "k": args.k, "runs": runs,
+    result = {"clip": Path(args.clip).name, "target_s": args.target, "k": args.k, "blind": not args.open,
+              "runs": runs,
               "median_wall_s": round(statistics.median(r["wall_s"] for r in runs), 3),
               "median_timings_s": medians, "cpus": os.cpu_count()}
     print(f"median /generate: {result['median_wall_s']:.2f} s; figures and WAVs "

@@ -287,6 +287,50 @@ def test_real_round_card_csv_and_results_json_agree_on_the_seam(real_round, tmp_
     assert sf.info(out / "rank01" / "mix_16k.wav").samplerate == SR
 
 
+def test_a_blind_rounds_figures_are_drawn_after_it_is_answered(real_round):
+    """A blind round keeps its figures hidden until it is rated, so they are drawn on its background
+    thread after the request is answered; ``figures_ready`` waits for them: then every card and the
+    overview are PNGs of the sheet's size (72 dpi: 1008 x 576 px)."""
+    from PIL import Image
+
+    _, _, rnd, _ = real_round
+    assert rnd.blind and rnd.figures is not None
+    assert "figures_drawn_beside" not in rnd.timings  # not on the request's path
+    rnd.figures_ready(timeout=60)
+    paths = [s.figure for s in rnd.shown] + [rnd.overview]
+    assert len(set(paths)) == rnd.k + 1
+    for path in paths:
+        assert path.parent == rnd.folder
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.size == (1008, 576)
+
+
+def test_an_open_rounds_figures_are_there_when_it_is_answered(real_round, tmp_path):
+    """An open round shows its figures with its audio: they are drawn beside the band and are on disk
+    when ``make_round`` returns; a failed drawing is reported in words by ``figures_ready``."""
+    from concurrent.futures import Future
+
+    import ensemble.listening.round as round_module
+    from ensemble.engine import Engine, EngineConfig
+    from ensemble.errors import EnsembleError
+    from ensemble.listening.settings import check_settings
+
+    clip, _, blind_round, _ = real_round
+    engine = Engine.load(EngineConfig(checkpoints_dir=str(ROOT / "checkpoints"),
+                                      database_dir=str(ROOT / "assets" / "rag"),
+                                      drums_dir=str(ROOT / "assets" / "drums")))
+    settings = check_settings(target_seconds=10.0, k=2, alpha=None, beta=None, lookbacks=None,
+                              followers=["Bass"], blind=False, input_seconds=clip.seconds)
+    rnd = round_module.make_round(engine, clip, settings, folder=tmp_path / "open")
+    assert rnd.timings["figures_drawn_beside"] > 0
+    for path in [s.figure for s in rnd.shown] + [rnd.overview]:
+        assert path.stat().st_size > 1000
+    failed = Future()
+    failed.set_exception(OSError("No such file or directory"))
+    with pytest.raises(EnsembleError, match="figures could not be drawn: No such file"):
+        round_module.Round(**{**blind_round.__dict__, "figures": failed}).figures_ready()
+
+
 def test_cli_extend_writes_native_outputs_and_says_its_notes_first(tmp_path):
     """``python -m ensemble extend`` on a 3 s 48 kHz stereo PCM-24 file: the notes come first in plain
     words, the mixes are at 48 kHz stereo PCM-24, the analysis copies at 16 kHz mono."""

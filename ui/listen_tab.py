@@ -183,14 +183,16 @@ def make_show_round(tab: ListenTab) -> Callable[[Round | None, bool], list]:
             return [gr.skip(), NOTHING_TO_RATE, *[gr.skip()] * (n_outputs - 2)]
         files = rnd.audio_files(bool(matched))
         hidden = rnd.blind and rnd.submission_id is None  # figures and scores wait for the ranking
+        # a hidden figure is not sent at all (its legend holds the seam numbers; a blind round's are
+        # still being drawn): the reveal sends it
         out: list = [gr.Tabs(selected="listen"), round_status(rnd),
-                     gr.update(value=str(rnd.overview), visible=not hidden)]
+                     gr.update(value=None if hidden else str(rnd.overview), visible=not hidden)]
         out += [gr.update(visible=r * CARDS_PER_ROW < rnd.k) for r in range(len(tab.rows))]
         for i in range(tab.n_cards):
             if i < rnd.k:
                 out += [gr.update(visible=True),
                         gr.update(value=files[i], buttons=[] if rnd.blind else ["download"]),
-                        gr.update(value=str(rnd.shown[i].figure), visible=not hidden),
+                        gr.update(value=None if hidden else str(rnd.shown[i].figure), visible=not hidden),
                         gr.update(value=scores_markdown(rnd, i), visible=not hidden),
                         gr.update(choices=list(range(1, rnd.k + 1)), value=None, interactive=True)]
             else:
@@ -282,17 +284,24 @@ def make_rate_ui(tab: ListenTab, *, ratings_file: Path, rater_salt: str = "") ->
                                  ratings_file=ratings_file, rater_salt=rater_salt)
         except EnsembleError as exc:
             return only_status(f"**Not saved:** {user_message(exc)}")
+        try:
+            rnd.figures_ready()  # a blind round's figures are drawn while the rater listens
+            shown = True
+        except EnsembleError as exc:
+            log.warning("round %s: %s", rnd.round_id, exc)
+            shown = False
         out: list = []
         for i in range(tab.n_cards):
             if i < rnd.k:
                 out += [gr.update(value=scores_markdown(rnd, i), visible=True), gr.update(interactive=False),
-                        gr.update(visible=True)]
+                        gr.update(value=str(rnd.shown[i].figure), visible=True) if shown else gr.skip()]
             else:
                 out += [gr.skip(), gr.skip(), gr.skip()]
         out += [gr.update(interactive=False), gr.update(interactive=False), gr.update(interactive=False),
                 f"Saved: submission `{sid[:8]}` ({rnd.k} rows). The figures and scores are shown on each "
                 "card; see the Results tab for everyone's ratings.",
-                round_status(rnd), gr.update(visible=True), *_take_updates(rnd, visible=True)]
+                round_status(rnd), gr.update(value=str(rnd.overview), visible=True) if shown else gr.skip(),
+                *_take_updates(rnd, visible=True)]
         return out
 
     return rate_ui

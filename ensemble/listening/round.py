@@ -13,9 +13,11 @@ all use the 16 kHz mono analysis copies.
 The seam numbers a round shows (card, legend of the figures, API, ratings log) are the
 candidate's own (``Candidate.seam_pitch_jump_cents`` / ``seam_loudness_jump_db``, measured by
 :func:`ensemble.extend.extend`), never measured again here. The figures share one drawing of the
-input (:class:`ensemble.figures.report.CandidateSheet`) and are drawn on a worker thread while the
-band plays (they need only the rendered leaders: ``extend(on_leaders=...)``); the audio is written
-once the band has played.
+input (:class:`ensemble.figures.report.CandidateSheet`) and need only the rendered leaders
+(``extend(on_leaders=...)``): an open round's are drawn on a worker thread while the band plays; a
+blind round keeps them hidden until it is rated, so they are drawn after the round is answered, on
+its background thread (:meth:`Round.figures_ready` waits for them). The audio is written once the
+band has played.
 
 Every round records the timbre that rendered its candidates (``Round.timbre``, the request's
 :class:`~ensemble.timbre.TimbreChoice`): the API's JSON, the status, each card and every ratings-log row
@@ -47,6 +49,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +112,8 @@ class Shown:
         audio: WAV of the performed mix as rendered, at the recording's own rate and channels.
         audio_matched: the same mix scaled to the input's integrated loudness.
         matched_gain_db: the gain of ``audio_matched``; ``matched_limited`` when the peak ceiling cut it.
-        figure: PNG of this candidate against the input, seam marked.
+        figure: PNG of this candidate against the input, seam marked (of a blind round: drawn in the
+            background, there once :meth:`Round.figures_ready` returns).
         notes: the performer's notes (silent or unpitched passages, ...).
         take_sources: the folder of what its take adds to the mix (stems, MIDI;
             :func:`ensemble.listening.take.write_take_sources`), as a future: it is written on a
@@ -170,6 +174,7 @@ class Round:
     database_version: str
     output: dict = field(default_factory=dict)
     timbre: TimbreChoice | None = None
+    figures: Future | None = None
     fallback_alpha: float = math.nan
     fallback_beta: float = math.nan
     playback: set[bool] = field(default_factory=set)
@@ -231,6 +236,22 @@ class Round:
                                       "output": dict(self.output),
                                       "timbre": None if self.timbre is None else self.timbre.summary()})
         return path
+
+    def figures_ready(self, timeout: float = 120.0) -> None:
+        """Wait until the cards and the overview are on disk (a blind round draws them after it is
+        answered, while the rater listens; an open round has them already).
+
+        Raises:
+            EnsembleError: the drawing failed or did not finish within ``timeout`` seconds.
+        """
+        if self.figures is None:
+            return
+        try:
+            self.figures.result(timeout=timeout)
+        except TimeoutError:
+            raise EnsembleError(f"the round's figures are not drawn yet after {timeout:g} s") from None
+        except (EnsembleError, OSError, ValueError, RuntimeError) as exc:
+            raise EnsembleError(f"the round's figures could not be drawn: {exc}") from None
 
     def loudness_matched(self) -> bool | str | None:
         """What the ratings log records: True / False when one way was played throughout, "mixed"
@@ -363,23 +384,26 @@ def _write_audio(ext: Extension, i: int, *, folder: Path, name: str, matched_nam
     return mix_path, matched, gain, limited
 
 
-def _draw(ready: LeadersReady, order: list[int], input_analysis: Analysis, *,
-          folder: Path, features: FeatureConfig) -> tuple[list[Path], Path, float]:
-    """Every candidate's card in shown order and the overview, from the leaders alone (drawn while
-    the band plays) -> (card PNGs, overview PNG, seconds spent)."""
+def _figure_paths(folder: Path, k: int) -> tuple[list[Path], Path]:
+    """Where a round's figures go (opaque names, fixed before they are drawn) -> (cards, overview)."""
+    return [folder / _opaque_name(".png") for _ in range(k)], folder / _opaque_name(".png")
+
+
+def _draw(ready: LeadersReady, order: list[int], input_analysis: Analysis, *, cards: list[Path],
+          overview: Path, features: FeatureConfig) -> float:
+    """Every candidate's card in shown order (into ``cards``) and the overview (into ``overview``),
+    from the leaders alone -> seconds spent."""
     t = time.perf_counter()
     k = len(order)
     xfade_s = ready.crossfade / ready.sample_rate
     sheet = CandidateSheet(input_analysis, [
         _heard(candidate_analysis(input_analysis, _segment_features(ready, i, features),
                                   crossfade_s=xfade_s, label=""), ready.candidates[i]) for i in order])
-    figures = [atomic_write_bytes(folder / _opaque_name(".png"),
-                                  sheet.card(pos - 1, label=f"#{pos} candidate {pos}",
-                                             title=f"Candidate {pos}: melody and loudness, seam marked"))
-               for pos in range(1, k + 1)]
-    overview = atomic_write_bytes(folder / _opaque_name(".png"),
-                                  sheet.overview(title=f"All {k} candidates (numbered as shown)"))
-    return figures, overview, time.perf_counter() - t
+    for pos, path in enumerate(cards, start=1):
+        atomic_write_bytes(path, sheet.card(pos - 1, label=f"#{pos} candidate {pos}",
+                                            title=f"Candidate {pos}: melody and loudness, seam marked"))
+    atomic_write_bytes(overview, sheet.overview(title=f"All {k} candidates (numbered as shown)"))
+    return time.perf_counter() - t
 
 
 def _lowest_priority() -> None:
@@ -391,11 +415,16 @@ def _lowest_priority() -> None:
         pass
 
 
-def _present(ext: Extension, order: list[int], drawing: Future, *, folder: Path, blind: bool,
-             subtype: str, features: FeatureConfig, progress: Progress) -> tuple[list[Shown], Path, float]:
-    """Every candidate's audio in shown order, joined with its figures from ``drawing`` (a
-    :func:`_draw` running since the leaders were ready) -> (the shown candidates, the overview
-    figure, seconds the drawing took)."""
+def _present(ext: Extension, order: list[int], drawing: Future | Callable[[], float], *, folder: Path,
+             blind: bool, subtype: str, features: FeatureConfig, progress: Progress
+             ) -> tuple[list[Shown], Future, float | None]:
+    """Every candidate's audio in shown order, joined with its figure.
+
+    ``drawing`` is either a :func:`_draw` running since the leaders were ready (an open round: its
+    figures are shown with it, so they are waited for) or, for a blind round, the drawing itself,
+    which then runs after the audio on the round's background thread, at the lowest priority (a
+    blind round's figures stay hidden until the rater submits, :meth:`Round.figures_ready`).
+    -> (the shown candidates, the drawing's future, seconds it took when waited for, else None)."""
     k = len(order)
     reference_db = integrated_loudness_db(ext.input_audio, features=features)
     names = [(_opaque_name(""), _opaque_name("")) if blind else
@@ -407,20 +436,20 @@ def _present(ext: Extension, order: list[int], drawing: Future, *, folder: Path,
         written.append(_write_audio(ext, i, folder=folder, name=name, matched_name=matched_name,
                                     reference_db=reference_db, subtype=subtype, features=features))
         progress(pos / (k + 1), f"wrote candidate {pos} of {k}")
-    figures, overview, drawn_s = drawing.result()
-    # what the takes add (stems, MIDI): written after the round is answered, one thread per round
-    takes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="take-sources", initializer=_lowest_priority)
-    sources = [takes.submit(write_take_sources, ext.performances[i], folder / _opaque_name(""), features=features)
-               for i in order]
-    takes.shutdown(wait=False)
-    written = [(*w, src) for w, src in zip(written, sources, strict=True)]
-    shown = []
-    for pos, (i, fig, (mix, matched, gain, limited, sources)) in enumerate(
-            zip(order, figures, written, strict=True), start=1):
-        shown.append(Shown(position=pos, candidate=ext.candidates[i], audio=mix, audio_matched=matched,
-                           matched_gain_db=gain, matched_limited=limited, figure=fig,
-                           notes=list(ext.performances[i].info.get("notes", [])), take_sources=sources))
-    return shown, overview, drawn_s
+    drawn_s = drawing.result() if isinstance(drawing, Future) else None
+    # after the round is answered, one thread per round: a blind round's figures, then what the
+    # takes add (stems, MIDI)
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="round-background",
+                                    initializer=_lowest_priority)
+    figures = drawing if isinstance(drawing, Future) else background.submit(drawing)
+    sources = [background.submit(write_take_sources, ext.performances[i], folder / _opaque_name(""),
+                                 features=features) for i in order]
+    background.shutdown(wait=False)
+    return [Shown(position=pos, candidate=ext.candidates[i], audio=mix, audio_matched=matched,
+                  matched_gain_db=gain, matched_limited=limited, figure=Path(), notes=list(
+                      ext.performances[i].info.get("notes", [])), take_sources=src)
+            for pos, (i, (mix, matched, gain, limited), src) in enumerate(
+                zip(order, written, sources, strict=True), start=1)], figures, drawn_s
 
 
 def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder: Path,
@@ -458,13 +487,19 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
 
     original = None if clip.original is None else (clip.original, clip.source_sample_rate)
     drawn: dict = {}
-    # the figures need only the leaders: one worker draws them while the band plays (the pool's
-    # exit waits for it, so a failed request never leaves it writing into the folder)
+    cards, overview = _figure_paths(folder, settings.k)
+    # the figures need only the leaders. An open round shows them with its audio: one worker draws
+    # them while the band plays (the pool's exit waits for it, so a failed request never leaves it
+    # writing into the folder). A blind round keeps them hidden until it is rated: they are drawn
+    # after the round is answered, on its background thread (``_present``)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="round-figures") as pool:
         def on_leaders(ready: LeadersReady) -> None:
             drawn["order"] = _shown_order(len(ready.candidates), settings.blind)
-            drawn["figures"] = pool.submit(_draw, ready, drawn["order"][1], input_analysis, folder=folder,
-                                           features=features)
+            order = drawn["order"][1]
+            del cards[len(order):]
+            job = partial(_draw, ready, order, input_analysis, cards=cards, overview=overview,
+                          features=features)
+            drawn["figures"] = job if settings.blind else pool.submit(job)
 
         ext = extend(engine, audio, settings.request(), progress=lambda f, m: report(0.85 * f, m),
                      original=original, on_leaders=on_leaders)
@@ -473,10 +508,13 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
 
         t = time.perf_counter()
         report(0.86, "writing the candidates' audio")
-        shown, overview, timings["figures_drawn_beside"] = _present(
+        shown, figures, drawn_s = _present(
             ext, order, drawn["figures"], folder=folder, blind=settings.blind, subtype=clip.output_subtype,
             features=features, progress=lambda f, m: report(0.86 + 0.13 * f, m))
+        if drawn_s is not None:
+            timings["figures_drawn_beside"] = drawn_s
         timings["figures_and_audio"] = time.perf_counter() - t
+    shown = [replace(s, figure=path) for s, path in zip(shown, cards, strict=True)]
     rate, channels = native_format(ext)
     cfg = engine.db.config
     req = settings.request()
@@ -487,7 +525,7 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
         target_seconds=float(settings.target_seconds),
         alpha=float(cfg.alpha if req.alpha is None else req.alpha),
         beta=float(cfg.beta if req.beta is None else req.beta), blind=settings.blind,
-        shuffle_seed=shuffle_seed, shown=shown, report_card=report_png, overview=overview,
+        shuffle_seed=shuffle_seed, shown=shown, report_card=report_png, overview=overview, figures=figures,
         notes=list(ext.notes), timings=timings, model_version=str(ext.versions.get("model", "")),
         database_version=str(ext.versions.get("database", "")), timbre=ext.timbre,
         fallback_alpha=float(cfg.fallback_alpha), fallback_beta=float(cfg.fallback_beta),
