@@ -3,9 +3,10 @@ their figures and log how they were played.
 
 Every bug has a test named ``test_bugNN_...`` that drives the real app (``python app.py`` on a free
 port, through ``gradio_client`` or headless Chromium) or, where the bug lives in a library function
-that the app's test also reaches, that function. Each failed on the code before its fix, except bugs
-2 (seam numbers: commit 8054d06), 5 (the strict pass's count) and 10 (the progress count: both
-fb86123), fixed before these tests were written, which they now hold fixed. One server serves the
+that the app's test also reaches, that function. Each failed on the code before its fix; bugs 2
+(seam numbers: 8054d06), 5 (the strict pass's count: fb86123, its wording 2ea2d82) and 10 (the
+progress count: fb86123) were fixed by earlier commits, and ``tests/BUGS15.md`` records their tests
+failing on those commits' parents. One server serves the
 whole module (``test_bug08`` rates first: it needs a log of one submission); the browser tests run
 only where ``/usr/bin/chromium`` exists.
 
@@ -223,6 +224,43 @@ def test_bug10_progress_counts_the_k_continuations_not_the_input(tmp_path):
     assert not any(re.search(r"\bof 5\b|clips", m) for m in messages), messages
 
 
+def test_bug02_the_cards_seam_numbers_are_the_log_rows(tmp_path):
+    """The card each candidate shows (``ui.round_text.scores_markdown``, what the Listen tab prints)
+    against that candidate's row of the ratings CSV (``Round.submission`` -> ``append_submission`` ->
+    ``read_ratings``, what ``/rate`` writes), K = 3, not blind: the same signed numbers."""
+    from test_app import missing_assets
+
+    from ensemble.engine import Engine
+    from ensemble.listening.round import make_round
+    from ensemble.listening.settings import Settings, read_clip
+    from ensemble.ratings.log import append_submission, read_ratings
+    from ui.round_text import scores_markdown
+
+    if missing_assets():
+        pytest.fail("the shipped models/databases are missing: " + ", ".join(missing_assets()))
+    import app as app_module
+
+    engine = Engine.load(app_module.engine_config())
+    rnd = make_round(engine, read_clip(str(shortest_example())), Settings(target_seconds=10.0, k=3, blind=False),
+                     folder=tmp_path / "round")
+    cards = [scores_markdown(rnd, i) for i in range(rnd.k)]
+    log = tmp_path / "ratings.csv"
+    append_submission(log, rnd.submission([2, 3, 1], rater_id="bug2"))
+    rows = read_ratings(log).set_index("shown_position")
+    differ = []  # every card that disagrees with its row, all listed at once
+    for pos, text in enumerate(cards, start=1):
+        found = SEAM.search(text)
+        assert found, f"card {pos} prints no seam line: {text!r}"
+        seam = found.groupdict()
+        pitch, loud = float(rows.loc[pos, "seam_pitch_jump_cents"]), float(rows.loc[pos, "seam_loudness_jump_db"])
+        same_pitch = (math.isnan(pitch) if seam["p"].startswith("n/a")
+                      else abs(float(seam["p"].split()[0]) - pitch) <= 0.5)
+        same_loud = math.isnan(loud) if seam["l"] == "n/a" else abs(float(seam["l"].split()[0]) - loud) <= 0.05
+        if not (same_pitch and same_loud):
+            differ.append(f"card {pos}: {seam['p']}, {seam['l']}; CSV {pitch:.2f} cents, {loud:.3f} dB")
+    assert not differ, differ
+
+
 # ------------------------------------------------------------------------------------------ bug 7 (the figure)
 
 
@@ -348,6 +386,86 @@ def test_drum_hits_of_a_known_pattern():
     hits = drum_hits(x, sample_rate=SR)
     assert [h.pitch for h in hits] == [k for _, k in want]
     assert all(abs(h.start_s - at) <= 0.02 for h, (at, _) in zip(hits, want, strict=True))
+
+
+def test_placed_hits_are_where_place_loop_puts_them():
+    """A loop of clicks at known times laid on a drifting grid (stretched 7 %, lag 1): every click of
+    the output starts where :func:`placed_hits` says (within 1 ms), and no click sounds that it does
+    not list."""
+    from ensemble.perform.drums import detect_hits, place_loop, placed_hits
+
+    beats, beat_s = 4, 0.5
+    loop = np.zeros(int(beats * beat_s * SR), np.float32)
+    at = np.array([0.0, 0.26, 0.5, 1.1, 1.5, 1.76])  # s in the loop
+    for t in at:
+        i = int(round(t * SR))
+        loop[i:i + 40] = np.hanning(40)  # a 2.5 ms click
+    grid = 0.2 + np.cumsum(np.r_[0.0, np.full(16, beat_s * 1.07) + 0.004 * np.sin(np.arange(16))])
+    n = int(8.5 * SR)
+    out = place_loop(loop, beats, grid, 1, n_samples=n, sample_rate=SR)
+    placed = placed_hits(loop, beats, grid, 1, n_samples=n, sample_rate=SR)
+    assert len(placed) >= 20
+    # where each click starts in the rendered output (its first sample above a tenth of its peak)
+    loud = np.abs(out) >= 0.1 * np.abs(out).max()
+    starts = np.flatnonzero(loud & ~np.r_[False, loud[:-1]]) / SR
+    assert len(starts) == len(placed)
+    assert np.max(np.abs(starts - placed.times_s)) <= 0.001, np.abs(starts - placed.times_s).max()
+    # and nothing else clicks: as many onsets in the output as placed hits
+    assert len(detect_hits(out, sample_rate=SR, min_gap_s=0.01, threshold_db=-60)) == len(placed)
+
+
+def stem_onsets(x: np.ndarray, *, sample_rate: int) -> np.ndarray:
+    """Onsets measured on a rendered stem, independently of the take's code: times of the local
+    maxima of the 10 ms rise of the 5 ms energy envelope (dB) that exceed 6 dB, at a level above -65
+    dBFS (a rise over two frames: an attack split across a frame boundary still counts)."""
+    hop = int(0.005 * sample_rate)
+    n = len(x) // hop
+    env = 10 * np.log10((np.asarray(x[: n * hop], np.float64).reshape(n, hop) ** 2).mean(axis=1) + 1e-12)
+    rise = np.r_[0.0, 0.0, env[2:] - env[:-2]]
+    peak = (rise > 6.0) & (rise >= np.r_[0.0, rise[:-1]]) & (rise >= np.r_[rise[1:], 0.0]) & (env > -65.0)
+    return np.flatnonzero(peak) * hop / sample_rate
+
+
+def test_a_takes_drum_midi_is_the_performers_placement(tmp_path):
+    """Real rounds (two clips, K = 2): the take's band.mid drum onsets are the performer's placed hits
+    (``Performance.drum_hits``) within 1 ms, and the rendered drum stem has an onset within 20 ms of
+    each."""
+    import pretty_midi
+    from test_app import missing_assets
+
+    from ensemble.audio import load_audio
+    from ensemble.engine import Engine
+    from ensemble.extend import ExtendRequest, extend
+    from ensemble.listening.take import SILENT_DB, write_take_sources
+
+    if missing_assets():
+        pytest.fail("the shipped models/databases are missing: " + ", ".join(missing_assets()))
+    import app as app_module
+
+    engine = Engine.load(app_module.engine_config())
+    for clip in (shortest_example(), ROOT / "assets" / "examples" / "babyband_track00039_16s.wav"):
+        audio = load_audio(clip, sample_rate=engine.sample_rate).audio[: 8 * engine.sample_rate]
+        ext = extend(engine, audio, ExtendRequest(seconds=12.0, k=2, seed=0))
+        for i, perf in enumerate(ext.performances):
+            plan = perf.drum_hits
+            assert plan is not None and len(plan) >= 10, (clip.name, i)
+            folder = write_take_sources(perf, tmp_path / f"{clip.stem}-{i}")
+            midi = pretty_midi.PrettyMIDI(str(folder / "band.mid"))
+            drums = next(inst for inst in midi.instruments if inst.is_drum)
+            onsets = np.sort([n.start for n in drums.notes])
+            # the plan's hits, less those the arranger's drum level made silent (no MIDI note for them)
+            stem, sr = perf.stems["Drums"], perf.sample_rate
+            win = int(0.03 * sr)
+            audible = [t for t in plan.times_s
+                       if 10 * np.log10(np.mean(np.asarray(stem[int(round(t * sr)):int(round(t * sr)) + win],
+                                                           np.float64) ** 2) + 1e-12) >= SILENT_DB]
+            assert len(onsets) == len(audible) >= 0.8 * len(plan), (clip.name, i, len(onsets), len(plan))
+            assert np.max(np.abs(onsets - np.sort(audible))) <= 0.001, (clip.name, i)
+            measured = stem_onsets(stem, sample_rate=sr)
+            gaps = np.array([np.min(np.abs(measured - t)) for t in onsets])
+            assert gaps.max() <= 0.020, (clip.name, i, onsets[gaps > 0.02], gaps[gaps > 0.02])
+            about = json.loads((folder / "take.json").read_text())
+            assert about["how"]["Drums"].startswith("the performer's placement")
 
 
 # ------------------------------------------------------------------------------------------ browser

@@ -197,16 +197,32 @@ def fake_study(root: Path, name: str = "pilot", *, n_rounds: int = 3, rounds_per
                           "conditions": [{"name": "composite", "ranking": "composite"}]}}
     (root / name).mkdir(parents=True)
     (root / name / MANIFEST).write_text(json.dumps(manifest))
-    return open_study(root, name)
+    study = open_study(root, name)
+    study._clock = FakeClock()  # the server's clock, moved on by the tests (see listen_all)
+    return study
+
+
+class FakeClock:
+    """A server clock the test moves: ``clock.t += 2.0`` is two seconds passing."""
+
+    def __init__(self, t: float = 1.0e9) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
 
 
 def listen_all(study: Study, rater: str, round_id: str, *, seconds: float = 6.0) -> None:
+    """Each candidate played for ``seconds`` from 3.9 s, the server's clock moving with the media."""
     n = len(study.rounds[round_id]["candidates"])
     for pos in range(1, n + 1):
-        study.log_listening(rater, round_id, [
-            {"position": pos, "event": "play", "from": 3.9},
-            {"position": pos, "event": "progress", "from": 3.9, "to": 3.9 + seconds / 2},
-            {"position": pos, "event": "pause", "from": 3.9 + seconds / 2, "to": 3.9 + seconds}])
+        study.log_listening(rater, round_id, [{"position": pos, "event": "play", "from": 3.9}])
+        study._clock.t += seconds / 2
+        study.log_listening(rater, round_id, [{"position": pos, "event": "progress", "from": 3.9,
+                                               "to": 3.9 + seconds / 2}])
+        study._clock.t += seconds / 2
+        study.log_listening(rater, round_id, [{"position": pos, "event": "pause", "from": 3.9 + seconds / 2,
+                                               "to": 3.9 + seconds}])
 
 
 def test_assignment_balances_rounds_and_is_stable(tmp_path):
@@ -229,18 +245,49 @@ def test_rater_ids_are_checked(tmp_path, bad):
         study.rater(bad)
 
 
+def _ev(event, a, b, credited=None):
+    return {"event": event, "media_from_s": a, "media_to_s": b, "credited_s": b - a if credited is None else credited}
+
+
 def test_heard_summary_counts_union_and_seam():
-    ev = [{"event": "play", "media_from_s": 5, "media_to_s": 5},
-          {"event": "progress", "media_from_s": 5, "media_to_s": 6},
-          {"event": "progress", "media_from_s": 6, "media_to_s": 7.2},
-          {"event": "pause", "media_from_s": 7.2, "media_to_s": 8.5},
-          {"event": "play", "media_from_s": 5, "media_to_s": 5},
-          {"event": "pause", "media_from_s": 5, "media_to_s": 6}]  # heard again: counted once
+    ev = [_ev("play", 5, 5), _ev("progress", 5, 6), _ev("progress", 6, 7.2), _ev("pause", 7.2, 8.5),
+          _ev("play", 5, 5), _ev("pause", 5, 6)]  # heard again: counted once
     h = heard_summary(ev, 7.9)
     assert h.seconds == pytest.approx(3.5) and h.seam and h.replays == 1
     assert not heard_summary(ev, 9.0).seam  # the seam beyond what was heard
-    assert not h.enough(5.0) and heard_summary(ev + [
-        {"event": "ended", "media_from_s": 8.5, "media_to_s": 10.0}], 7.9).enough(5.0)
+    assert not h.enough(5.0) and heard_summary(ev + [_ev("ended", 8.5, 10.0)], 7.9).enough(5.0)
+    # only what the server's clock credited counts: a stretch credited 0.5 s of its 1.3 s
+    cut = [*ev[:3], _ev("pause", 7.2, 8.5, credited=0.5)]
+    assert heard_summary(cut, 7.9).seconds == pytest.approx(2.7) and not heard_summary(cut, 7.9).seam
+
+
+def test_the_servers_clock_caps_what_a_page_claims(tmp_path):
+    """5 s claimed in 1 s of the server's clock: 1.1 s credited; four players claimed at once share
+    one clock; a heard event without a play is credited nothing; the submission is refused, naming
+    what the clock did not count."""
+    study = fake_study(tmp_path, n_rounds=1, rounds_per_rater=1)
+    rid = study.next_round("mal")[1]
+    study.log_listening("mal", rid, [{"position": 1, "event": "play", "from": 4.9}])
+    study._clock.t += 1.0
+    heard = study.log_listening("mal", rid, [{"position": 1, "event": "pause", "from": 4.9, "to": 9.9}])
+    assert heard[1].seconds == pytest.approx(1.1)
+    rows = study.listening()
+    assert [r["credited_s"] for r in rows] == ["0.0", "1.1"]
+    assert int(rows[1]["server_ms"]) - int(rows[0]["server_ms"]) == 1000
+    # all four "playing" at once for 6 s: each play ends the others' stretches
+    study.log_listening("mal", rid, [{"position": p, "event": "play", "from": 4.9} for p in (2, 3, 4)])
+    study._clock.t += 5.0
+    heard = study.log_listening("mal", rid, [{"position": p, "event": "pause", "from": 4.9, "to": 9.9}
+                                             for p in (2, 3, 4)])
+    assert (heard[2].seconds, heard[3].seconds) == (0.0, 0.0) and heard[4].seconds == pytest.approx(5.0)
+    heard = study.log_listening("mal", rid, [{"position": 2, "event": "ended", "from": 4.9, "to": 10.0}])
+    assert heard[2].seconds == 0.0  # no play open: nothing credited
+    with pytest.raises(EnsembleError) as err:
+        study.submit("mal", rid, [1, 2, 3, 4])
+    msg = str(err.value)
+    assert "by the server's clock" in msg and "candidate 1: heard 1.1 s of 5 s, the seam not heard" in msg
+    assert "candidate 1: the page reported 5.0 s heard, the server's clock allows 1.1 s" in msg
+    assert study.ratings() == []
 
 
 def test_submit_refuses_until_heard_then_writes_and_resumes(tmp_path):
@@ -427,3 +474,86 @@ def test_split_half_ceiling_of_disagreeing_raters_is_low():
     subs = submissions(_rows([("x", "s1", a), ("y", "s1", b)]))
     assert split_half_ceiling(subs, "composite")["mean"] == pytest.approx(-1.0)
     assert split_half_ceiling(subs[:1], "composite")["mean"] is None
+
+
+# ------------------------------------------------------------------------------ the released logs
+
+OLD_RATING_COLUMNS = (  # log version 1 (before role, ranking, tau_condition, screening_threshold, log_version)
+    "submission_id", "timestamp_utc", "study", "study_sha256", "rater_id", "session_id", "round_id",
+    "round_index", "order_seed", "n_shown", "shown_position", "label", "condition", "composite_rank",
+    "human_rank", "loudness_matched", "blind", "heard_seconds", "seam_heard", "replays", "model_version",
+    "database_version", "comment")
+
+
+def _rated_study(tmp_path: Path) -> Study:
+    study = fake_study(tmp_path, n_rounds=2, rounds_per_rater=2)
+    for rater, ranks in (("ann", [1, 2, 3, 4]), ("ben", [4, 3, 2, 1])):
+        for _ in range(2):
+            rid = study.next_round(rater)[1]
+            listen_all(study, rater, rid)
+            study.submit(rater, rid, ranks)
+    return study
+
+
+def test_the_report_needs_the_released_logs_alone(tmp_path):
+    """The two logs copied away from the study (no manifest, no study file): the same report, the
+    threshold, tau condition, roles and version read from the rows; the CLI writes the tables."""
+    import shutil
+    import subprocess
+    import sys
+
+    from ensemble.study.analysis import report_from_logs, report_tables
+    from ensemble.study.store import released_logs, report_of
+
+    study = _rated_study(tmp_path / "studies")
+    released = tmp_path / "released"
+    released.mkdir()
+    for name in ("ratings.csv", "listening.csv"):
+        shutil.copy(study.logs / name, released / name)
+    config = SummaryConfig(n_bootstrap=100, seed=0)
+    alone = report_from_logs(*released_logs(released), config=config)
+    assert alone == report_of(study, config=config)
+    assert alone["study"] == "pilot" and alone["study_sha256"] == "0" * 64
+    assert alone["screening"]["threshold"] == 0.15 and alone["composite_tau"]["condition"] == "composite"
+    assert alone["playback"] == {"rows": 16, "loudness_matched": 16}
+    assert [x["rater_id"] for x in alone["listening"]] == ["ann", "ben"]
+    assert all(x["credited_s"] == pytest.approx(x["reported_s"]) for x in alone["listening"])
+    assert "playback loudness-matched in 16 of 16 rating rows" in format_report(alone)
+    tables = report_tables(alone)
+    assert tables["strengths"][1][-1][0] == "anchor" and tables["strengths"][1][-2][0] == "reference"
+
+    done = subprocess.run([sys.executable, "-m", "ensemble", "study", "report", str(released), "--bootstrap",
+                           "100", "--seed", "0"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(format_report(alone) + "\n")
+    for name, (header, rows) in tables.items():
+        got = (released / "report" / f"{name}.csv").read_text().splitlines()
+        assert got[0] == ",".join(header) and len(got) == 1 + len(rows), name
+
+
+def test_an_old_log_is_refused_naming_the_missing_columns(tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    from ensemble.study.store import released_logs
+
+    study = _rated_study(tmp_path / "studies")
+    rows = read_log(study.ratings_file, RATING_COLUMNS)
+    with open(study.ratings_file, "w", newline="") as f:  # what version 1 of the app wrote
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(OLD_RATING_COLUMNS)
+        w.writerows([[r[c] for c in OLD_RATING_COLUMNS] for r in rows])
+    with pytest.raises(EnsembleError, match=r"lacks the columns \['role', 'tau_condition', "
+                                            r"'screening_threshold'\] that a study report needs"):
+        released_logs(study.folder)
+    done = subprocess.run([sys.executable, "-m", "ensemble", "study", "report", str(study.folder)],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2 and "lacks the columns ['role', 'tau_condition', 'screening_threshold']" in done.stderr
+    assert "Traceback" not in done.stderr
+    # the app does not append new rows under an old header either: it says what to do
+    fresh = Study(study.folder)
+    with pytest.raises(EnsembleError, match=r"lacks the columns \['role', 'ranking', 'tau_condition', "
+                                            r"'screening_threshold', 'log_version'\].*move the old log aside"):
+        fresh.next_round("cy")

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -212,15 +213,15 @@ class Rater:
             self.page.locator("#study-submit").is_disabled()
 
     def listen(self, pos: int, *, until: float | None = None, from_start: bool = True) -> None:
-        """Play candidate ``pos`` through the page's own player (muted, 8x) from its start (3 s before
-        the seam; or from where it stands) to ``until`` (default: the end), then wait for the
-        server's answer to show."""
+        """Play candidate ``pos`` through the page's own player (muted, at normal speed: the server
+        credits no more than its own clock saw pass) from its start (3 s before the seam; or from
+        where it stands) to ``until`` (default: the end), then wait for the server's answer to show."""
         from playwright.sync_api import expect
 
         sel = f"#study-audio-{pos}"
         seek = "a.currentTime = Number(a.dataset.start); " if from_start else ""
         self.page.evaluate(f"async () => {{ const a = document.querySelector('{sel}'); a.muted = true; "
-                           f"a.playbackRate = 8; {seek}await a.play(); }}")
+                           f"{seek}await a.play(); }}")
         if until is None:
             self.page.wait_for_function(f"document.querySelector('{sel}').ended", timeout=30_000)
         else:
@@ -251,6 +252,31 @@ class Rater:
             self.listen(pos)
 
 
+KEY = "study-researcher-key"
+
+
+def results_tab_view(page) -> tuple[str, dict[str, list[list[str]]]]:
+    """The main Results tab with the researcher key and the study chosen in *Ratings of*: the report
+    text and each study table's rows (cell texts) as the page shows them."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="3. Results").click()
+    page.locator("#researcher-key input, #researcher-key textarea").first.fill(KEY)
+    page.locator("#researcher-key input, #researcher-key textarea").first.press("Enter")
+    page.locator("#results-source input").click()
+    page.get_by_role("option", name="study: pilot").click()
+    text = page.locator("#study-report-text textarea")
+    expect(text).to_have_value(re.compile("post-screening"), timeout=60_000)
+    expect(page.locator("#results-free")).to_be_hidden()
+    tables = {}
+    for name in ("screening", "strengths", "agreement", "tau", "listening"):
+        sel = f"#study-table-{name} [role=row]"  # Gradio's table: a header row, then one row of gridcells per row
+        tables[name] = page.evaluate(
+            "sel => Array.from(document.querySelectorAll(sel), r => Array.from(r.querySelectorAll('[role=gridcell]'), "
+            "c => c.innerText.trim())).filter(r => r.some(c => c !== ''))", sel)
+    return text.input_value(), tables
+
+
 GOOD = {"reference": 1, "composite@1": 2, "composite@2": 3, "anchor": 4}
 CARELESS = {"anchor": 1, "composite@2": 2, "composite@1": 3, "reference": 4}
 
@@ -265,7 +291,7 @@ def test_two_rater_study_end_to_end(prepared, browser, tmp_path, monkeypatch):
     folder = work / "ratings" / "studies" / "pilot"
     given: dict[tuple[str, str], dict[int, int]] = {}
     sessions: dict[str, str] = {}
-    with running_app(work) as app:
+    with running_app(work, env={"ENSEMBLE_RESEARCHER_KEY": KEY}) as app:
         study = Study(folder)
         alice, bob = Rater(browser, app.url, "alice"), Rater(browser, app.url, "bob")
         alice.open(expect_round="Round 1 of 2")
@@ -306,12 +332,8 @@ def test_two_rater_study_end_to_end(prepared, browser, tmp_path, monkeypatch):
                 if i == 1:
                     assert rater.locked()  # a new round: locked again
                     rater.listen_all()
-        # the study's Results view
-        page.get_by_text("Results (all raters)").click()
-        page.locator("#study-results-refresh").click()
-        expect(page.locator("#study-results-text textarea")).to_have_value(re.compile("post-screening"),
-                                                                             timeout=60_000)
-        view = page.locator("#study-results-text textarea").input_value()
+        # the main Results tab, the study chosen there, with the researcher key
+        view, view_tables = results_tab_view(page)
         page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
 
     # ratings log, row by row: each rater's rounds in their order, each round's candidates in their shown order
@@ -344,13 +366,37 @@ def test_two_rater_study_end_to_end(prepared, browser, tmp_path, monkeypatch):
                 assert heard.enough(5.0), (name, rid, pos, heard)
                 plays = [e for e in events if (e["rater_id"], e["round_id"], e["shown_position"], e["event"])
                          == (name, rid, str(pos), "play")]
-                assert plays and all(float(e["playback_rate"]) in (1.0, 8.0) for e in plays)
+                assert plays and all(float(e["playback_rate"]) == 1.0 for e in plays)
+    # the rows carry what the report needs: role, condition, round, study and version, matched playback,
+    # and each listening row when the server received it and what its clock credited
+    roles = {"reference": "reference", "anchor": "anchor", "composite@1": "system", "composite@2": "system"}
+    assert all(r["role"] == roles[r["label"]] and r["condition"] == r["label"].split("@")[0] for r in rows)
+    assert {(r["study"], r["study_sha256"], r["tau_condition"], r["screening_threshold"], r["log_version"])
+            for r in rows} == {("pilot", study.manifest["study_sha256"], "composite", "0.15", "2")}
+    assert all(e["role"] == roles[e["label"]] and int(e["server_ms"]) > 0 for e in events)
+    heard_rows = [e for e in events if e["event"] in ("progress", "pause", "ended")]
+    assert all(0.0 <= float(e["credited_s"]) <= float(e["media_to_s"]) - float(e["media_from_s"]) + 1e-6
+               for e in heard_rows)
 
-    # the report, from the logs alone, equals the Results view
+    # the report, from the released logs alone, equals the Results tab: its text and every table
     done = run_cli("study", "report", str(folder))
     assert done.returncode == 0, done.stderr[-2000:]
     text, line = done.stdout.rstrip("\n").rsplit("\n", 1)
     assert text == view
+    for name, shown_rows in view_tables.items():
+        with open(folder / "report" / f"{name}.csv", newline="") as f:
+            header, *want = list(csv.reader(f))
+        assert shown_rows == want, (name, shown_rows, want)
+    assert view_tables["screening"] and view_tables["strengths"] and view_tables["listening"]
+    # only the two logs, nothing else of the study (no manifest, no study file, no audio): the same report
+    released = tmp_path / "released"
+    released.mkdir()
+    for name in ("ratings.csv", "listening.csv"):
+        shutil.copy(folder / "logs" / name, released / name)
+    alone = run_cli("study", "report", str(released))
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert alone.stdout == done.stdout and sorted(p.name for p in released.iterdir()) == \
+        ["listening.csv", "ratings.csv", "report"]
     report = json.loads(line)
     assert report["screening"]["pass_rate"] == 0.5 and report["excluded_raters"] == ["bob"]
     assert [r["flagged"] for r in report["screening"]["raters"]] == [False, True]
@@ -402,3 +448,74 @@ def test_restart_mid_study_loses_nothing_and_resumes(prepared, browser, tmp_path
     rows = read_log(folder / "logs" / "ratings.csv", RATING_COLUMNS)
     assert len(rows) == 8
     assert [r["rater_id"] for r in rows] == ["alice"] * 4 + ["bob"] * 4
+
+
+def _component_id(url: str, elem_id: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "config", timeout=30) as r:
+        config = json.load(r)
+    return next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id)
+
+
+def forge(url: str, component_id: int, payload: dict) -> dict:
+    """Call the players' server function as a tampered page would: a POST to Gradio's component server."""
+    import urllib.request
+
+    body = json.dumps({"session_hash": "forger", "component_id": component_id, "fn_name": "log_listening",
+                       "data": payload}).encode()
+    req = urllib.request.Request(url + "gradio_api/component_server/", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+@pytestmark_browser
+def test_forged_listening_is_clamped_and_the_submission_refused(prepared, browser, tmp_path, monkeypatch):
+    """A page that claims 5 s heard of every candidate within a second, sent to the real server: the
+    server's clock credits about what passed, the ranking stays locked (the server's unlock check),
+    and a submission forced through the page (its controls enabled by hand) is refused, saying why."""
+    import time
+
+    from playwright.sync_api import expect
+
+    monkeypatch.setenv("ENSEMBLE_WARMUP", "0")
+    work = workdir_with(prepared, tmp_path)
+    folder = work / "ratings" / "studies" / "pilot"
+    with running_app(work) as app:
+        mallory = Rater(browser, app.url, "mallory")
+        mallory.open(expect_round="Round 1 of 2")
+        rid, session = mallory.round_id, mallory.session
+        cid = _component_id(app.url, "study-players")
+        base = {"study": "pilot", "rater": "mallory", "session": session, "round": rid}
+        t0 = time.monotonic()
+        for pos in range(1, 5):
+            forge(app.url, cid, {**base, "events": [{"position": pos, "event": "play", "from": 4.9}]})
+            answer = forge(app.url, cid, {**base, "events": [
+                {"position": pos, "event": "progress", "from": 4.9, "to": 7.4},
+                {"position": pos, "event": "ended", "from": 7.4, "to": 11.0}]})
+        elapsed = time.monotonic() - t0
+        assert elapsed < 3.0, elapsed  # four forged 6.1 s listens in well under a second each
+        assert not answer["unlocked"]
+        for pos in range(1, 5):
+            assert answer["heard"][str(pos)]["seconds"] <= 1.1 * elapsed + 0.01, answer
+        assert "candidate 1: the page reported 6.1 s heard" in "; ".join(answer["clamped"])
+        events = read_log(folder / "logs" / "listening.csv", LISTENING_COLUMNS)
+        ended = [e for e in events if e["event"] == "ended"]
+        assert len(ended) == 4 and all(float(e["credited_s"]) < 1.0 for e in ended)
+
+        assert "candidate 1: heard" in "; ".join(answer["missing"])  # the server's unlock check
+
+        page = mallory.page
+        assert mallory.locked()
+        # a tampered page: the rank controls and the button enabled by hand
+        page.evaluate("""() => document.querySelectorAll(
+            '[id^=study-rank-] input, #study-submit').forEach(e => { e.disabled = false; })""")
+        for pos, rank in zip(range(1, 5), (1, 2, 3, 4), strict=True):
+            page.locator(f"#study-rank-{pos} input[value='{rank}']").check()
+        page.click("#study-submit")
+        status = page.locator("#study-status")
+        expect(status).to_contain_text("Not saved", timeout=30_000)
+        expect(status).to_contain_text("not yet heard enough to rank (each candidate 5 s by the server's clock")
+        expect(status).to_contain_text("the page reported 6.1 s heard, the server's clock allows")
+    assert read_log(folder / "logs" / "ratings.csv", RATING_COLUMNS) == []

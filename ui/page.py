@@ -125,7 +125,7 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
             gen = build_generate_tab(engine, examples=config.examples, default_k=config.default_k,
                                      default_target_seconds=config.default_target_seconds)
             listen = build_listen_tab(engine.config.limits.max_k)
-            res = build_results_tab()
+            res = build_results_tab(config.studies_root)
             study = build_study_tab(config.studies_root) if config.studies_root is not None else None
         with gr.Accordion("About this app", open=False):
             gr.Markdown(
@@ -139,9 +139,9 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
         # the events, in this order (it numbers them in the page's config)
         results_fn = make_results(ratings_file, exports_root=store.root,
                                   ranking=ranking_line(engine.weights, engine.weights_note),
-                                  researcher_key=config.server.researcher_key)
+                                  researcher_key=config.server.researcher_key, studies_root=config.studies_root)
         demo.load(on_load, None, [session_state, gen.rater], api_visibility="private")
-        demo.load(results_fn, [res.key], res.outputs, api_visibility="private")
+        demo.load(results_fn, res.inputs, res.outputs, api_visibility="private")
         last_errors = LastErrors()  # a failed Generate's reason, kept in the status line
         limiter = RateLimiter(config.server.rate_limit)  # shared by /generate and /rate, per client
         generating = (
@@ -171,10 +171,11 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
          .click(make_rate_ui(listen, ratings_file=ratings_file, rater_salt=config.server.rater_salt),
                 [round_state, gen.rater, listen.favourite, listen.comment, *listen.ranks],
                 listen.rate_outputs(), api_visibility="private")
-         .success(results_fn, [res.key], res.outputs, api_visibility="private"))
-        res.refresh.click(results_fn, [res.key], res.outputs, api_visibility="private")
-        res.key.submit(results_fn, [res.key], res.outputs, api_visibility="private")
-        res.tab.select(results_fn, [res.key], res.outputs, api_visibility="private")
+         .success(results_fn, res.inputs, res.outputs, api_visibility="private"))
+        res.refresh.click(results_fn, res.inputs, res.outputs, api_visibility="private")
+        res.key.submit(results_fn, res.inputs, res.outputs, api_visibility="private")
+        res.tab.select(results_fn, res.inputs, res.outputs, api_visibility="private")
+        res.source.input(results_fn, res.inputs, res.outputs, api_visibility="private")
         gr.api(make_rate_api(store, ratings_file=ratings_file, limiter=limiter,
                                  rater_salt=config.server.rater_salt), api_name="rate")
         gr.api(make_candidate_audio_api(store), api_name="candidate_audio")

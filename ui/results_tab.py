@@ -5,6 +5,14 @@ The tab shows the agreement between the system's composite ranking and the liste
 the Kendall tau of each submission, the newest rows of the log and a CSV snapshot to download. It is
 refreshed on page load, on Refresh, when the tab is selected and after each saved ranking.
 
+A prepared study (``?study=NAME``, :mod:`ui.study_tab`) is chosen in the tab's *Ratings of* menu: the
+tab then shows that study's results -- the report text, its tables (screening, Plackett-Luce
+strengths, Kendall's W per round, tau against the human ceiling, listening by the server's clock) and
+its figures -- drawn from the study's released logs by the functions ``python -m ensemble study
+report`` uses (:func:`ensemble.study.store.report_of` -> :func:`ensemble.study.analysis.report_from_logs`,
+:func:`~ensemble.study.analysis.report_tables`, :mod:`ensemble.figures.study`); they name raters, so
+they need the researcher key.
+
 Raters' data is the researcher's: without the researcher key (``ENSEMBLE_RESEARCHER_KEY``, typed into
 the tab's *Researcher key* box, or ``/summary``'s and ``/ratings``' ``researcher_key``) a visitor sees
 aggregates only -- the summary and charts, per-submission Kendall tau without rater ids, no rows of the
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 from PIL import Image
 
 from ensemble.errors import EnsembleError
@@ -31,13 +40,26 @@ from ensemble.figures.report import figure_png
 from ensemble.ratings.fit import weights_summary_text
 from ensemble.ratings.log import RATINGS_COLUMNS, read_ratings
 from ensemble.ratings.stats import format_summary, summarize
+from ensemble.study.analysis import format_report, report_tables
+from ensemble.study.store import MANIFEST, open_study, report_of
 from ui.errors import user_errors
 
 __all__ = ["LOG_ROWS_SHOWN", "ResultsTab", "build_results_tab", "make_results", "make_summary_api",
-           "make_ratings_api", "key_matches", "public_summary"]
+           "make_ratings_api", "key_matches", "public_summary", "FREE_MODE", "STUDY_TABLES", "study_choices"]
 
 LOG_ROWS_SHOWN = 300
 HIDDEN = "(hidden)"  # what a visitor without the researcher key sees instead of a rater id
+FREE_MODE = "free mode (ratings log)"  # the *Ratings of* choice that is not a study
+STUDY_PREFIX = "study: "
+STUDY_TABLES = ("screening", "strengths", "agreement", "tau", "listening")  # report_tables' keys, shown in order
+
+
+def study_choices(studies_root: Path | None) -> list[str]:
+    """The *Ratings of* menu: free mode, then ``study: NAME`` for every prepared study under the root."""
+    if studies_root is None or not Path(studies_root).is_dir():
+        return [FREE_MODE]
+    names = sorted(d.name for d in Path(studies_root).iterdir() if (d / MANIFEST).is_file())
+    return [FREE_MODE, *(STUDY_PREFIX + n for n in names)]
 
 
 def key_matches(given: object, key: str) -> bool:
@@ -58,13 +80,17 @@ class ResultsTab:
 
     Attributes:
         tab: the tab itself (selecting it refreshes it).
+        key: the researcher key box; source: the *Ratings of* menu (free mode or a study).
         refresh: the Refresh button.
-        summary_text, first_fig, mean_fig, per_sub, log_table, csv_file: what :func:`make_results`'s
-            handler fills, in that order (:attr:`outputs`).
+        summary_text, first_fig, mean_fig, per_sub, log_table, csv_file: free mode's view.
+        free, study: the two views' columns (one visible at a time).
+        study_text, study_tables (:data:`STUDY_TABLES` in order), strengths_fig, screening_fig: a
+            study's view.
     """
 
     tab: gr.Tab
     key: gr.Textbox
+    source: gr.Dropdown
     refresh: gr.Button
     summary_text: gr.Textbox
     first_fig: gr.Image
@@ -72,46 +98,99 @@ class ResultsTab:
     per_sub: gr.Dataframe
     log_table: gr.Dataframe
     csv_file: gr.File
+    free: gr.Column
+    study: gr.Column
+    study_text: gr.Textbox
+    study_tables: list[gr.Dataframe]
+    strengths_fig: gr.Image
+    screening_fig: gr.Image
+
+    @property
+    def inputs(self) -> list:
+        """Inputs of :func:`make_results`'s handler."""
+        return [self.key, self.source]
 
     @property
     def outputs(self) -> list:
         """Outputs of :func:`make_results`'s handler."""
         return [self.summary_text, self.first_fig, self.mean_fig, self.per_sub, self.log_table,
-                self.csv_file]
+                self.csv_file, self.source, self.free, self.study, self.study_text, *self.study_tables,
+                self.strengths_fig, self.screening_fig]
 
 
-def build_results_tab() -> ResultsTab:
+def build_results_tab(studies_root: Path | None = None) -> ResultsTab:
     """Lay out the Results tab (inside the page's ``gr.Tabs``); it is filled by :func:`make_results`.
+
+    Args:
+        studies_root: where prepared studies live (their results are offered in *Ratings of*); None:
+            free mode only.
 
     Returns:
         The tab's components.
     """
+    choices = study_choices(studies_root)
     with gr.Tab("3. Results", id="results") as tab:
         with gr.Row():
-            key = gr.Textbox(label="Researcher key (shows the log, rater ids and the CSV)", type="password",
-                             value="", max_length=256, elem_id="researcher-key", scale=4)
+            key = gr.Textbox(label="Researcher key (shows the log, rater ids, the CSV and studies' results)",
+                             type="password", value="", max_length=256, elem_id="researcher-key", scale=4)
+            source = gr.Dropdown(choices, value=FREE_MODE, label="Ratings of", elem_id="results-source",
+                                 visible=studies_root is not None, scale=2)
             refresh = gr.Button("Refresh", elem_id="refresh-btn", scale=1)
-        summary_text = gr.Textbox(label="Summary: composite rank vs listeners' rank", lines=10,
-                                  interactive=False, elem_id="summary-text")
-        with gr.Row():
-            first_fig = gr.Image(label="Which composite rank listeners put first", show_label=False,
-                                 interactive=False, type="pil", buttons=["download", "fullscreen"],
-                                 elem_id="first-choice")
-            mean_fig = gr.Image(label="Mean human rank per composite rank", show_label=False,
-                                interactive=False, type="pil", buttons=["download", "fullscreen"],
-                                elem_id="mean-rank")
-        per_sub = gr.Dataframe(headers=["submission", "timestamp_utc", "rater", "k", "kendall tau",
-                                        "first choice (composite rank)"],
-                               label="Per submission: Kendall tau (composite vs human rank)",
-                               interactive=False, elem_id="per-submission")
-        log_table = gr.Dataframe(headers=list(RATINGS_COLUMNS), label="Ratings log",
-                                 interactive=False, elem_id="ratings-table", max_height=500)
-        csv_file = gr.File(label="Download ratings.csv", interactive=False, elem_id="ratings-csv")
-    return ResultsTab(tab, key, refresh, summary_text, first_fig, mean_fig, per_sub, log_table, csv_file)
+        with gr.Column(elem_id="results-free") as free:
+            summary_text = gr.Textbox(label="Summary: composite rank vs listeners' rank", lines=10,
+                                      interactive=False, elem_id="summary-text")
+            with gr.Row():
+                first_fig = gr.Image(label="Which composite rank listeners put first", show_label=False,
+                                     interactive=False, type="pil", buttons=["download", "fullscreen"],
+                                     elem_id="first-choice")
+                mean_fig = gr.Image(label="Mean human rank per composite rank", show_label=False,
+                                    interactive=False, type="pil", buttons=["download", "fullscreen"],
+                                    elem_id="mean-rank")
+            per_sub = gr.Dataframe(headers=["submission", "timestamp_utc", "rater", "k", "kendall tau",
+                                            "first choice (composite rank)"],
+                                   label="Per submission: Kendall tau (composite vs human rank)",
+                                   interactive=False, elem_id="per-submission")
+            log_table = gr.Dataframe(headers=list(RATINGS_COLUMNS), label="Ratings log",
+                                     interactive=False, elem_id="ratings-table", max_height=500)
+            csv_file = gr.File(label="Download ratings.csv", interactive=False, elem_id="ratings-csv")
+        with gr.Column(visible=False, elem_id="results-study") as study:
+            study_text = gr.Textbox(label="Study report (as `python -m ensemble study report` prints it)", lines=18,
+                                    interactive=False, elem_id="study-report-text")
+            titles = {"screening": "Post-screening: anchor ranked above the reference, per rater",
+                      "strengths": "Plackett-Luce strengths per condition",
+                      "agreement": "Kendall's W per round", "tau": "Composite vs listeners (Kendall tau)",
+                      "listening": "Listening, by the server's clock"}
+            study_tables = [gr.Dataframe(label=titles[name], interactive=False, wrap=True,
+                                         elem_id=f"study-table-{name}") for name in STUDY_TABLES]
+            with gr.Row():
+                strengths_fig = gr.Image(label="Condition strengths", show_label=False, interactive=False,
+                                         type="pil", buttons=["download", "fullscreen"], elem_id="study-strengths")
+                screening_fig = gr.Image(label="Post-screening", show_label=False, interactive=False, type="pil",
+                                         buttons=["download", "fullscreen"], elem_id="study-screening")
+    return ResultsTab(tab, key, source, refresh, summary_text, first_fig, mean_fig, per_sub, log_table, csv_file,
+                      free, study, study_text, study_tables, strengths_fig, screening_fig)
+
+
+def study_view(studies_root: Path, name: str, *, researcher: bool) -> tuple[str, list[pd.DataFrame], object, object]:
+    """A study's results as the tab shows them: (report text, one frame per :data:`STUDY_TABLES`,
+    strengths figure, screening figure), from its released logs (the figures None without the key).
+
+    Raises:
+        EnsembleError: an unknown study, or a log that lacks the columns the report needs.
+    """
+    from ensemble.figures.study import screening_figure, strengths_figure
+
+    if not researcher:
+        return ("A study's results name its raters: type the researcher key (ENSEMBLE_RESEARCHER_KEY) to see "
+                "them.", [pd.DataFrame() for _ in STUDY_TABLES], None, None)
+    report = report_of(open_study(studies_root, name))
+    tables = report_tables(report)
+    frames = [pd.DataFrame(tables[n][1], columns=list(tables[n][0]), dtype=str) for n in STUDY_TABLES]
+    return format_report(report), frames, _image(strengths_figure(report)), _image(screening_figure(report))
 
 
 def make_results(ratings_file: Path, *, exports_root: Path, ranking: str = "",
-                 researcher_key: str = "") -> Callable[..., tuple]:
+                 researcher_key: str = "", studies_root: Path | None = None) -> Callable[..., tuple]:
     """The handler that fills the Results tab (``ResultsTab.outputs``) from the ratings log.
 
     Args:
@@ -120,15 +199,30 @@ def make_results(ratings_file: Path, *, exports_root: Path, ranking: str = "",
             root, removed with it).
         ranking: what ranks the rounds (``ensemble.ratings.fit.ranking_line``), shown with the
             learned weights below the summary.
-        researcher_key: the key that shows the log's rows, rater ids and the CSV ("" : nobody).
+        researcher_key: the key that shows the log's rows, rater ids, the CSV and studies' results
+            ("" : nobody).
+        studies_root: the prepared studies offered in *Ratings of* (None: free mode only).
 
     Returns:
         The handler, with :func:`ui.errors.user_errors` applied.
     """
 
     @user_errors("Reading the ratings log")
-    def results(key: str = ""):
+    def results(key: str = "", source: str | None = FREE_MODE):
         researcher = key_matches(key, researcher_key)
+        choices = study_choices(studies_root)
+        source = source if source in choices else FREE_MODE
+        menu = gr.update(choices=choices, value=source)
+        if source != FREE_MODE:
+            text, frames, strengths, screening = study_view(studies_root, source[len(STUDY_PREFIX):],
+                                                            researcher=researcher)
+            return (*(gr.skip() for _ in range(6)), menu, gr.update(visible=False), gr.update(visible=True),
+                    text, *frames, strengths, screening)
+        free = _free_results(researcher)
+        return (*free, menu, gr.update(visible=True), gr.update(visible=False),
+                *(gr.skip() for _ in range(3 + len(STUDY_TABLES))))
+
+    def _free_results(researcher: bool) -> tuple:
         frame = read_ratings(ratings_file, missing_ok=True)
         summary = summarize(frame)
         if not researcher:  # aggregates only: no rater ids in the text or the table

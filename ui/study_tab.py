@@ -14,9 +14,9 @@ listening log. The rank controls stay locked until the server, reading that log,
 candidate heard for ``min_heard_seconds`` across the seam; the submit handler checks the same again
 and refuses a ranking otherwise, naming what is missing.
 
-The Results accordion shows :func:`ensemble.study.store.report_of` as
-:func:`ensemble.study.analysis.format_report` -- the same text ``python -m ensemble study report``
-writes.
+A study's results are shown by the main Results tab (:mod:`ui.results_tab`, a study chosen there,
+for the researcher key), drawn from the released logs by the same function ``python -m ensemble study
+report`` uses.
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ import gradio as gr
 
 from ensemble.errors import EnsembleError
 from ensemble.listening.round import new_session_id
-from ensemble.study.analysis import format_report
 from ensemble.study.spec import MAX_SHOWN
-from ensemble.study.store import Study, open_study, report_of
+from ensemble.study.store import Study, open_study
 from ui.config import ratings_dir
 from ui.errors import user_errors, user_message
 
@@ -85,7 +84,8 @@ function show(res, round) {
     if (el) el.textContent = 'heard ' + h.seconds.toFixed(1) + ' s' + (h.seam ? ', seam heard' : ', seam not yet');
   }
   if (note) {
-    note.textContent = res.unlocked ? 'Every candidate heard: ranking unlocked.' : (res.missing || []).join('; ');
+    note.textContent = res.unlocked ? 'Every candidate heard: ranking unlocked.'
+      : [...(res.missing || []), ...(res.clamped || [])].join('; ');
   }
   if (res.unlocked && !unlockedRounds.has(round)) { unlockedRounds.add(round); trigger('click'); }
 }
@@ -173,9 +173,6 @@ class StudyTab:
     comment: gr.Textbox  # study-comment
     submit: gr.Button  # study-submit
     status: gr.Markdown  # study-status
-    results: gr.Textbox  # study-results-text
-    strengths: gr.Image  # study-strengths
-    refresh: gr.Button  # study-results-refresh
     state: gr.State
 
     def round_outputs(self) -> list:
@@ -256,7 +253,8 @@ def build_study_tab(root: str | os.PathLike) -> StudyTab:
                                         session_id=str(payload.get("session", ""))[:64])
             missing = study.missing_listening(rater, round_id)
             return {"heard": {str(p): {"seconds": h.seconds, "seam": h.seam, "replays": h.replays}
-                              for p, h in heard.items()}, "unlocked": not missing, "missing": missing}
+                              for p, h in heard.items()}, "unlocked": not missing, "missing": missing,
+                    "clamped": study.clamped(rater, round_id)}
         except EnsembleError as exc:
             return {"error": str(exc)}
 
@@ -275,20 +273,16 @@ def build_study_tab(root: str | os.PathLike) -> StudyTab:
         comment = gr.Textbox(label="Comment (optional)", lines=1, max_length=500, elem_id="study-comment")
         submit = gr.Button("Submit ranking", variant="primary", interactive=False, elem_id="study-submit")
         status = gr.Markdown(elem_id="study-status")
-        with gr.Accordion("Results (all raters)", open=False):
-            refresh = gr.Button("Refresh results", elem_id="study-results-refresh")
-            results = gr.Textbox(label="Report", lines=18, interactive=False, elem_id="study-results-text")
-            strengths = gr.Image(label="Condition strengths", type="pil", interactive=False,
-                                 elem_id="study-strengths")
+        gr.Markdown("The study's results are in the **Results** tab (choose the study there; the researcher "
+                    "key shows them).")
         state = gr.State(None)
-    t = StudyTab(tab, header, rater, consent, start, progress, players, ranks, comment, submit, status, results,
-                 strengths, refresh, state)
+    t = StudyTab(tab, header, rater, consent, start, progress, players, ranks, comment, submit, status, state)
     t._studies = studies  # type: ignore[attr-defined]
     return t
 
 
 def wire_study_tab(demo: gr.Blocks, t: StudyTab, tabs: gr.Tabs) -> None:
-    """The Study tab's events: page load (``?study=NAME&rater=ID``), start, unlock, submit, results."""
+    """The Study tab's events: page load (``?study=NAME&rater=ID``), start, unlock, submit."""
     studies: _Studies = t._studies  # type: ignore[attr-defined]
 
     def on_study_load(request: gr.Request):
@@ -355,27 +349,10 @@ def wire_study_tab(demo: gr.Blocks, t: StudyTab, tabs: gr.Tabs) -> None:
                 + _revealed_md(study, state["rater"], state["round"]))
         return show_next(state, study, note)
 
-    @user_errors("The study's results")
-    def results(state):
-        if not state or not state.get("study"):
-            return "", None
-        import io
-
-        from PIL import Image
-
-        from ensemble.figures.report import figure_png
-        from ensemble.figures.study import strengths_figure
-
-        study = studies.get(state["study"])
-        report = report_of(study)
-        # in memory: Gradio serves only files it made or that lie in its allowed folders
-        return format_report(report), Image.open(io.BytesIO(figure_png(strengths_figure(report))))
-
     demo.load(on_study_load, None, [t.tab, tabs, t.header, t.rater, t.state], api_visibility="private")
     t.start.click(start, [t.state, t.rater, t.consent], t.round_outputs(), api_visibility="private")
     t.players.click(unlock, [t.state], [*t.ranks, t.submit, t.status], api_visibility="private")
     t.submit.click(submit, [t.state, t.comment, *t.ranks], t.round_outputs(), api_visibility="private")
-    t.refresh.click(results, [t.state], [t.results, t.strengths], api_visibility="private")
 
 
 __all__ += ["wire_study_tab"]

@@ -1,8 +1,10 @@
 """``python -m ensemble study prepare STUDY.yaml --out DIR`` and ``study report DIR``.
 
 A few lines dispatching: the rendering is the offline job :mod:`ensemble.jobs.study_prepare` (imported
-only when the command runs); the report is :func:`ensemble.study.store.report_of` with the figures of
-:mod:`ensemble.figures.study`.
+only when the command runs); the report is :func:`ensemble.study.analysis.report_from_logs` of the
+released logs alone (:func:`ensemble.study.store.released_logs`), its tables
+(:func:`ensemble.study.analysis.report_tables`) and the figures of :mod:`ensemble.figures.study` --
+what the app's Results tab shows for a study.
 """
 
 from __future__ import annotations
@@ -30,20 +32,29 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    from pathlib import Path
+
     from ensemble.figures.report import write_figure
     from ensemble.figures.study import screening_figure, strengths_figure
     from ensemble.files import atomic_write_text
     from ensemble.ratings.stats import SummaryConfig, summary_json
-    from ensemble.study.analysis import format_report
-    from ensemble.study.store import Study, report_of
+    from ensemble.study.analysis import format_report, report_from_logs, report_tables
+    from ensemble.study.store import released_logs
 
-    study = Study(args.folder)
-    report = report_of(study, config=SummaryConfig(n_bootstrap=args.bootstrap, seed=args.seed),
-                       include_flagged=args.include_flagged)
+    folder = Path(args.folder)
+    ratings, listening = released_logs(folder)  # the released logs alone: no manifest, no study file
+    report = report_from_logs(ratings, listening, config=SummaryConfig(n_bootstrap=args.bootstrap, seed=args.seed),
+                              include_flagged=args.include_flagged)
     text = format_report(report)
-    out = study.folder / "report"
+    out = Path(args.out) if args.out else folder / "report"
     atomic_write_text(out / "report.txt", text + "\n")
     atomic_write_text(out / "report.json", summary_json(report) + "\n")
+    for name, (header, rows) in report_tables(report).items():
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+        atomic_write_text(out / f"{name}.csv", buf.getvalue())
     write_figure(strengths_figure(report), out / "strengths.png")
     write_figure(screening_figure(report), out / "screening.png")
     print(text)
@@ -76,10 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drums", default=d.drums_dir)
     p.set_defaults(func=_prepare)
     r = sub.add_parser("report", help="screening, strengths, agreement and tau of a study's logs",
-                       description="Rebuild the study's Results (tables and figures) from its logs: writes "
-                       "DIR/report/report.txt, report.json, strengths.png, screening.png and prints the "
-                       "tables and one JSON line.")
+                       description="Rebuild the study's Results (tables and figures) from its released logs "
+                       "alone (DIR/logs/ratings.csv and listening.csv, or DIR/ratings.csv and listening.csv): "
+                       "writes report.txt, report.json, one CSV per table (screening, strengths, agreement, "
+                       "tau, listening), strengths.png and screening.png into DIR/report (or --out) and "
+                       "prints the tables and one JSON line.")
     r.add_argument("folder", metavar="DIR")
+    r.add_argument("--out", default=None, help="where the report goes (default: DIR/report)")
     r.add_argument("--include-flagged", action="store_true", help="keep raters that screening flags")
     r.add_argument("--bootstrap", type=int, default=SummaryConfig.n_bootstrap, metavar="N")
     r.add_argument("--seed", type=int, default=SummaryConfig.seed)

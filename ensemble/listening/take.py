@@ -30,9 +30,12 @@ plan's beats. ``Performance.plan`` is the plan of the whole output; the input pa
 rendered from the input's own plan, which agrees with it except, rarely, in the last beat before the
 seam (checked by pitch-tracking the rendered bass of the shipped examples: 1 note of 77 differed).
 The MIDI follows ``Performance.plan``. The drums
-are laid from recorded loops that carry no note list, so their hits are read from the rendered drum
-stem (:func:`drum_hits`: onset peaks, each called kick, snare or hi-hat by where its energy lies) -- an
-estimate, said so in ``take.json``.
+are written from the performer's own placement (``Performance.drum_hits``,
+:func:`ensemble.perform.drums.placed_hits`): the chosen loop's hits (found once on the stored loop,
+each called kick, snare or hi-hat by where its energy lies) at the times the performer lays that
+loop's beats on the grid -- the same arithmetic that renders the stem, so the MIDI's onsets are the
+plan's; the stem only gives each hit its velocity (:func:`placed_drum_notes`). A performance that kept
+no placement falls back to hits read from its drum stem (:func:`drum_hits`), said so in ``take.json``.
 """
 
 from __future__ import annotations
@@ -53,13 +56,14 @@ from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig
 from ensemble.files import atomic_write, atomic_write_bytes, atomic_write_text
 from ensemble.perform import Performance
+from ensemble.perform.drums import GM_HIHAT, GM_KICK, GM_SNARE, DrumHits, detect_hits
 
-__all__ = ["Note", "f0_notes", "drum_hits", "band_midi", "write_take_sources", "write_take_zip",
-           "MIN_NOTE_SECONDS", "GM_KICK", "GM_SNARE", "GM_HIHAT"]
+__all__ = ["Note", "f0_notes", "drum_hits", "placed_drum_notes", "band_midi", "write_take_sources",
+           "write_take_zip", "MIN_NOTE_SECONDS", "GM_KICK", "GM_SNARE", "GM_HIHAT"]
 
 MIN_NOTE_SECONDS = 0.03  # shorter runs of one semitone are glides or frame noise, not notes
 SILENT_DB = -55.0  # a run whose stem stays below this level (dBFS RMS) is not played (no note)
-GM_KICK, GM_SNARE, GM_HIHAT = 36, 38, 42  # General MIDI percussion keys (channel 10)
+DRUM_NOTE_S = 0.06  # a drum note's length in the MIDI file
 _PROGRAMS = {"Bass": 33, "Keys": 4}  # GM: Electric Bass (finger), Electric Piano 1
 _STEM_FILES = "stems"
 
@@ -136,58 +140,33 @@ def f0_notes(f0_hz: np.ndarray, *, frame_rate: float, level_db: np.ndarray | Non
 
 def drum_hits(audio: np.ndarray, *, sample_rate: int, min_gap_s: float = 0.05,
               threshold_db: float = -40.0) -> list[Note]:
-    """Hits of a rendered drum stem, as General MIDI percussion notes (an estimate: see the module).
-
-    An onset is a peak of the positive change of the stem's 5 ms energy envelope, at least
-    ``min_gap_s`` after the previous one, whose 30 ms after it are louder than ``threshold_db`` (dBFS
-    RMS); its time is the peak's. Each hit is called from the spectrum of its first 30 ms: most energy
-    below 200 Hz -> kick (36), most above 5 kHz -> closed hi-hat (42), else snare (38). Velocity from
-    the hit's RMS.
-
-    Args:
-        audio: [n] float mono.
-        sample_rate: Hz.
-
-    Returns:
-        Notes 60 ms long, in time order.
+    """Hits read from drum audio (:func:`ensemble.perform.drums.detect_hits`) as notes 60 ms long:
+    only for a performance that kept no placed hits (an estimate, said so in ``take.json``).
 
     Raises:
         EnsembleError: ``audio`` not 1-D or the rate not positive.
     """
-    x = np.asarray(audio, np.float64)
-    if x.ndim != 1:
-        raise EnsembleError(f"drum stem has shape {x.shape}; allowed: [n_samples]")
-    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise EnsembleError(f"sample_rate {sample_rate!r}; allowed: a positive whole number of Hz")
-    hop = max(1, int(round(0.005 * sample_rate)))  # 5 ms frames
-    n = len(x) // hop
-    if n < 3:
-        return []
-    energy = (x[: n * hop].reshape(n, hop) ** 2).mean(axis=1)  # [n]
-    env_db = 10.0 * np.log10(energy + 1e-12)
-    rise = np.maximum(np.diff(env_db, prepend=env_db[0]), 0.0)
+    h = detect_hits(audio, sample_rate=sample_rate, min_gap_s=min_gap_s, threshold_db=threshold_db)
+    return [Note(int(k), float(t), float(t) + DRUM_NOTE_S, int(v))
+            for t, k, v in zip(h.times_s, h.keys, h.velocities, strict=True)]
+
+
+def placed_drum_notes(hits: DrumHits, stem: np.ndarray, *, sample_rate: int) -> list[Note]:
+    """The performer's placed drum hits (:attr:`ensemble.perform.Performance.drum_hits`) as notes 60
+    ms long, at exactly their times. The rendered stem only sets each hit's velocity (its RMS over
+    the 30 ms from the hit) and drops a hit the arranger's drum level made silent there (below
+    :data:`SILENT_DB`)."""
+    x = np.asarray(stem, np.float64)
     win = int(round(0.03 * sample_rate))
-    hits, last = [], -math.inf
-    for j in range(1, n - 1):
-        if not (rise[j] > 6.0 and rise[j] >= rise[j - 1] and rise[j] >= rise[j + 1]):
+    notes = []
+    for t, key in zip(hits.times_s, hits.keys, strict=True):
+        i = int(round(float(t) * sample_rate))
+        seg = x[i:i + win]
+        level = 10.0 * math.log10(float(np.mean(seg ** 2)) + 1e-12) if len(seg) else -120.0
+        if level < SILENT_DB:
             continue
-        t = j * hop / sample_rate
-        if t - last < min_gap_s:
-            continue
-        seg = x[j * hop: j * hop + win]
-        if len(seg) < win // 2:
-            continue
-        rms_db = 10.0 * math.log10(float(np.mean(seg ** 2)) + 1e-12)
-        if rms_db < threshold_db:
-            continue
-        spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg)))) ** 2
-        freqs = np.fft.rfftfreq(len(seg), 1.0 / sample_rate)
-        total = float(spec.sum()) + 1e-20
-        low, high = float(spec[freqs < 200.0].sum()) / total, float(spec[freqs > 5000.0].sum()) / total
-        key = GM_KICK if low > 0.5 else GM_HIHAT if high > 0.5 else GM_SNARE
-        hits.append(Note(key, t, t + 0.06, _velocity(rms_db + 6.0)))
-        last = t
-    return hits
+        notes.append(Note(int(key), float(t), float(t) + DRUM_NOTE_S, _velocity(level + 6.0)))
+    return notes
 
 
 def _stem_level(stem: np.ndarray, n_frames: int, features: FeatureConfig) -> np.ndarray:
@@ -205,8 +184,9 @@ def _stem_level(stem: np.ndarray, n_frames: int, features: FeatureConfig) -> np.
 
 def band_parts(perf: Performance, *, features: FeatureConfig = FeatureConfig()) -> dict[str, list[Note]]:
     """The band's parts of one performance: "Bass" and "Keys" from the harmony plan's f0 controls
-    (the keys' three voices in one part), "Drums" from the drum stem's hits; a part the performance
-    does not have is left out."""
+    (the keys' three voices in one part), "Drums" from the hits the performer placed
+    (``perf.drum_hits``; read from the stem only for a performance that kept none); a part the
+    performance does not have is left out."""
     parts: dict[str, list[Note]] = {}
     fps = features.sample_rate / features.hop_length
     plan = perf.plan
@@ -221,7 +201,9 @@ def band_parts(perf: Performance, *, features: FeatureConfig = FeatureConfig()) 
             parts["Keys"] = sorted((n for voice in keys for n in f0_notes(voice, frame_rate=fps, level_db=level)),
                                    key=lambda n: (n.start_s, n.pitch))
     if "Drums" in perf.stems:
-        parts["Drums"] = drum_hits(perf.stems["Drums"], sample_rate=perf.sample_rate)
+        stem, sr = perf.stems["Drums"], perf.sample_rate
+        parts["Drums"] = (placed_drum_notes(perf.drum_hits, stem, sample_rate=sr) if perf.drum_hits is not None
+                          else drum_hits(stem, sample_rate=sr))
     return parts
 
 
@@ -235,7 +217,8 @@ def band_midi(parts: Mapping[str, list[Note]], *, tempo_bpm: float | None = None
     import pretty_midi  # imported when a take is made: the app's start-up does not pay for it
 
     tempo = float(tempo_bpm) if tempo_bpm and math.isfinite(tempo_bpm) and tempo_bpm > 0 else 120.0
-    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+    # 960 ticks a beat: a tick is at most 0.52 ms at 120 BPM (pretty_midi's 220 would move a hit by 1.1 ms)
+    pm = pretty_midi.PrettyMIDI(resolution=960, initial_tempo=tempo)
     for name, notes in parts.items():
         drums = name == "Drums"
         inst = pretty_midi.Instrument(program=0 if drums else _PROGRAMS.get(name, 0), is_drum=drums, name=name)
@@ -271,8 +254,11 @@ def write_take_sources(perf: Performance, folder: str | Path, *,
             "how": {"Bass": "the harmony plan's bass f0 control, a note per beat (as it is played)",
                     "Keys": "the harmony plan's three keys voices' f0 controls, a note per run of one "
                             "semitone",
-                    "Drums": "hits detected in the rendered drum stem (onsets; kick / snare / hi-hat "
-                             "by spectrum): an estimate"}}
+                    "Drums": ("the performer's placement: each hit of the chosen loop (found once on the stored "
+                              "loop; kick / snare / hi-hat by spectrum) at the time the loop's beat is laid on "
+                              "the grid; velocity from the stem's level there" if perf.drum_hits is not None else
+                              "hits detected in the rendered drum stem (onsets; kick / snare / hi-hat by "
+                              "spectrum): an estimate")}}
     atomic_write_text(folder / "take.json", json.dumps(info, indent=1) + "\n")
     return folder
 

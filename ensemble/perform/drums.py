@@ -52,6 +52,13 @@ from ensemble.perform.rhythm import DrumGrid
 
 __all__ = [
     "DRUM_FILES",
+    "DrumHits",
+    "detect_hits",
+    "loop_hits",
+    "placed_hits",
+    "GM_KICK",
+    "GM_SNARE",
+    "GM_HIHAT",
     "LoopCut",
     "DrumDB",
     "DrumChoice",
@@ -534,10 +541,7 @@ def place_loop(loop: np.ndarray, loop_beats: int, grid_times_s: np.ndarray, lag_
     if loop.size < loop_beats or loop_beats < 1 or len(g) < 2:
         raise EnsembleError(f"cannot lay a {loop.size}-sample loop of {loop_beats} beats on "
                             f"{len(g)} grid points")
-    target_beat = float(np.median(np.diff(g))) * sample_rate  # samples per grid beat
-    stretch = target_beat * loop_beats / len(loop)
-    if abs(stretch - 1.0) > 0.005:
-        loop = soxr.resample(loop, sample_rate, sample_rate * stretch, quality="HQ").astype(np.float32)
+    loop = _stretched(loop, loop_beats, g, sample_rate)
     L = len(loop)
     beat_len = L / loop_beats
     pre = int(round(pre_roll_s * sample_rate))
@@ -563,3 +567,162 @@ def place_loop(loop: np.ndarray, loop_beats: int, grid_times_s: np.ndarray, lag_
         if hi > lo:
             out[lo:hi] += seg[lo - a:hi - a]
     return out[offset:offset + n_samples]
+
+
+# ------------------------------------------------------------------------------- hits as placed
+
+GM_KICK, GM_SNARE, GM_HIHAT = 36, 38, 42  # General MIDI percussion keys (channel 10)
+KICK_BODY_S = 0.09  # a kick rising again this soon after a kick is its body (the kit's kicks rise twice ~70 ms apart)
+
+
+@dataclass(frozen=True)
+class DrumHits:
+    """Drum hits: ``times_s`` [n] s (ascending), ``keys`` [n] General MIDI percussion keys,
+    ``velocities`` [n] 1..127."""
+
+    times_s: np.ndarray
+    keys: np.ndarray
+    velocities: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.times_s)
+
+
+def _velocity(level_db: float) -> int:
+    """MIDI velocity of a level in dBFS: -60 dB -> 1, 0 dB -> 127 (linear in dB)."""
+    return int(np.clip(round(1 + 126 * (level_db + 60.0) / 60.0), 1, 127))
+
+
+def detect_hits(audio: np.ndarray, *, sample_rate: int, min_gap_s: float = 0.05,
+                threshold_db: float = -40.0) -> DrumHits:
+    """Onsets of drum audio, each called kick, snare or hi-hat.
+
+    An onset is a peak of the positive change of the 5 ms energy envelope, at least ``min_gap_s``
+    after the previous one, whose 30 ms after it are louder than ``threshold_db`` (dBFS RMS); its
+    time is the first sample of that frame (or the frame before) reaching a tenth of the attack's
+    peak. Each hit is called from the spectrum of its first 30 ms: most energy below 200 Hz -> kick
+    (36), most above 5 kHz -> closed hi-hat (42), else snare (38); a kick within ``KICK_BODY_S`` of
+    the previous kick is that kick's second rise. Velocity from the hit's RMS.
+
+    Args:
+        audio: [n] float mono.
+        sample_rate: Hz.
+
+    Raises:
+        EnsembleError: ``audio`` not 1-D or the rate not positive.
+    """
+    x = np.asarray(audio, np.float64)
+    if x.ndim != 1:
+        raise EnsembleError(f"drum audio has shape {x.shape}; allowed: [n_samples]")
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise EnsembleError(f"sample_rate {sample_rate!r}; allowed: a positive whole number of Hz")
+    hop = max(1, int(round(0.005 * sample_rate)))  # 5 ms frames
+    n = len(x) // hop
+    times, keys, vels = [], [], []
+    if n >= 3:
+        energy = (x[: n * hop].reshape(n, hop) ** 2).mean(axis=1)  # [n]
+        env_db = 10.0 * np.log10(energy + 1e-12)
+        rise = np.maximum(np.diff(env_db, prepend=env_db[0]), 0.0)
+        win = int(round(0.03 * sample_rate))
+        last = last_kick = -np.inf
+        for j in range(1, n - 1):
+            if not (rise[j] > 6.0 and rise[j] >= rise[j - 1] and rise[j] >= rise[j + 1]):
+                continue
+            t = j * hop / sample_rate
+            if t - last < min_gap_s:
+                continue
+            seg = x[j * hop: j * hop + win]
+            if len(seg) < win // 2:
+                continue
+            rms_db = 10.0 * np.log10(float(np.mean(seg ** 2)) + 1e-12)
+            if rms_db < threshold_db:
+                continue
+            spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg)))) ** 2
+            freqs = np.fft.rfftfreq(len(seg), 1.0 / sample_rate)
+            total = float(spec.sum()) + 1e-20
+            low, high = float(spec[freqs < 200.0].sum()) / total, float(spec[freqs > 5000.0].sum()) / total
+            key = GM_KICK if low > 0.5 else GM_HIHAT if high > 0.5 else GM_SNARE
+            if key == GM_KICK and t - last_kick < KICK_BODY_S:
+                continue  # the second rise of one kick (its body after the click), not a new hit
+            # to the sample: the first one of the rising frame (or the one before) that reaches a
+            # tenth of the attack's peak
+            a = max(0, (j - 1) * hop)
+            head = np.abs(x[a:(j + 2) * hop])
+            t = (a + int(np.argmax(head >= 0.1 * head.max()))) / sample_rate
+            times.append(t)
+            keys.append(key)
+            vels.append(_velocity(rms_db + 6.0))
+            last = t
+            last_kick = t if key == GM_KICK else last_kick
+    return DrumHits(np.asarray(times, np.float64), np.asarray(keys, np.int64), np.asarray(vels, np.int64))
+
+
+def loop_hits(loop: np.ndarray, *, sample_rate: int) -> DrumHits:
+    """The hits of a loop as it sounds when looped, in loop time ``[0, len(loop))`` s: found on the
+    loop itself (three copies end to end, the middle one kept, so a hit on its first sample is
+    found), never on a rendering."""
+    loop = np.asarray(loop, np.float32)
+    n = len(loop)
+    h = detect_hits(np.concatenate([loop, loop, loop]), sample_rate=sample_rate)
+    t = h.times_s * sample_rate - n  # samples in the middle copy
+    keep = (t >= 0) & (t < n)
+    return DrumHits(t[keep] / sample_rate, h.keys[keep], h.velocities[keep])
+
+
+def _stretched(loop: np.ndarray, loop_beats: int, grid_times_s: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The loop as :func:`place_loop` lays it: stretched to the grid's median beat (when more than 0.5 % off)."""
+    target_beat = float(np.median(np.diff(grid_times_s))) * sample_rate  # samples per grid beat
+    stretch = target_beat * loop_beats / len(loop)
+    if abs(stretch - 1.0) > 0.005:
+        loop = soxr.resample(loop, sample_rate, sample_rate * stretch, quality="HQ").astype(np.float32)
+    return loop
+
+
+def placed_hits(loop: np.ndarray, loop_beats: int, grid_times_s: np.ndarray, lag_beats: int, *,
+                n_samples: int, sample_rate: int = 16000, pre_roll_s: float = 0.012,
+                crossfade_s: float = 0.004) -> DrumHits:
+    """Where :func:`place_loop` (same arguments) puts each hit of the loop in its output.
+
+    The loop is stretched as :func:`place_loop` stretches it and its hits are found on that audio
+    (:func:`loop_hits`); each grid beat ``j`` plays loop beat ``(j + lag_beats) % loop_beats`` from
+    ``pre_roll_s`` before it, so a hit at loop sample ``h`` of that beat's slice sounds at the slice's
+    start plus its offset. A hit counts where its slice plays it before the slice's fade-out (a hit in
+    the crossfade belongs to the next slice; a hit past a short grid beat's end is cut, as in the
+    audio).
+
+    Returns:
+        The hits in output time, ascending, inside ``[0, n_samples)``.
+
+    Raises:
+        EnsembleError: a loop or grid :func:`place_loop` refuses.
+    """
+    loop = np.asarray(loop, dtype=np.float32)
+    g = np.asarray(grid_times_s, dtype=np.float64)
+    if loop.size < loop_beats or loop_beats < 1 or len(g) < 2:
+        raise EnsembleError(f"cannot lay a {loop.size}-sample loop of {loop_beats} beats on {len(g)} grid points")
+    loop = _stretched(loop, loop_beats, g, sample_rate)
+    hits = loop_hits(loop, sample_rate=sample_rate)
+    L = len(loop)
+    beat_len = L / loop_beats
+    pre = int(round(pre_roll_s * sample_rate))
+    xf = max(1, int(round(crossfade_s * sample_rate)))
+    starts = np.round(g * sample_rate).astype(np.int64)
+    src = np.round(np.asarray(hits.times_s, np.float64) * sample_rate)  # hits in the stretched loop, samples
+    times, keys, vels = [], [], []
+    for j in range(len(g) - 1):
+        s0, s1 = int(starts[j]) - pre, int(starts[j + 1]) - pre
+        if s1 + xf < 0 or s0 >= n_samples:
+            continue
+        k = (j + lag_beats) % loop_beats
+        src0 = int(round(k * beat_len)) - pre
+        have = min(s1 - s0 + xf, int(round(beat_len)) + xf)
+        offs = np.mod(src - src0, L)  # where in this slice each hit lies
+        for i in np.flatnonzero(offs < have - xf):
+            out = s0 + offs[i]
+            if 0 <= out < n_samples:
+                times.append(out / sample_rate)
+                keys.append(int(hits.keys[i]))
+                vels.append(int(hits.velocities[i]))
+    order = np.argsort(times, kind="stable")
+    return DrumHits(np.asarray(times, np.float64)[order], np.asarray(keys, np.int64)[order],
+                    np.asarray(vels, np.int64)[order])

@@ -37,7 +37,7 @@ from ensemble.errors import EnsembleError
 from ensemble.features import Features, analyze, loudness_db, n_frames, onset_strength, rms
 from ensemble.models.decoder import LOUDNESS_FLOOR_DB, enable_fast_cpu_inference
 from ensemble.perform.analysis import HarmonyPlan, LeaderAnalysis, plan_harmony
-from ensemble.perform.drums import place_loop
+from ensemble.perform.drums import place_loop, placed_hits
 from ensemble.perform.harmony import pitch_class_evidence
 from ensemble.perform.rhythm import drum_grids
 
@@ -130,7 +130,7 @@ def perform_extension(performer: Performer, plan: InputPlan, continuations: list
 
     # ---- drums: the input's loop laid once on the whole grid
     t = time.perf_counter()
-    placed_full = None
+    placed_full = hits_full = None
     choice = take_in.drum_choice
     if choice is not None:
         db = performer.drum_db
@@ -139,6 +139,9 @@ def perform_extension(performer: Performer, plan: InputPlan, continuations: list
         grid = grids[0] if grids else choice.grid
         placed_full = place_loop(db.loop(choice.index), int(db.table["beats"][choice.index]),
                                  grid.times_s, choice.lag_beats, n_samples=n_total, sample_rate=sr)
+        # the same placement as events: where each of the loop's hits falls (a take's drum MIDI)
+        hits_full = placed_hits(db.loop(choice.index), int(db.table["beats"][choice.index]), grid.times_s,
+                                choice.lag_beats, n_samples=n_total, sample_rate=sr)
         env, _ = performer._drum_envelope(placed_full[:n_in], None if a_in.silent else
                                           _curve_of(take_in, "Drums"), a_in.n_frames)
         take_in.stems["Drums"] = placed_full[:n_in] * env
@@ -235,8 +238,8 @@ def perform_extension(performer: Performer, plan: InputPlan, continuations: list
     out = []
     for take, _, full_plan in prepared:
         cont_perf = performer._finish(take)
-        out.append(_join(performer, in_perf, cont_perf, crossfade_samples, beats_full, full_plan,
-                         take_in, timings))
+        out.append(replace(_join(performer, in_perf, cont_perf, crossfade_samples, beats_full, full_plan,
+                                 take_in, timings), drum_hits=hits_full))
     timings["mixed"] = time.perf_counter() - t
     return out
 

@@ -63,7 +63,7 @@ from ensemble.perform.analysis import (
     plan_harmony,
 )
 from ensemble.perform.config import PerformConfig
-from ensemble.perform.drums import DrumChoice, DrumDB, place_loop, select_loop
+from ensemble.perform.drums import DrumChoice, DrumDB, DrumHits, place_loop, select_loop
 from ensemble.perform.extension import InputPlan, perform_extension
 from ensemble.perform.harmony import HarmonyModel, chord_name
 from ensemble.perform.rhythm import drum_grids
@@ -88,6 +88,8 @@ class Performance:
         analysis: the leader's analysis (features, beats, key).
         plan: the harmony plan (None for a silent/unpitched leader or without bass and keys).
         drums: the drum choice (None without drums).
+        drum_hits: where the placed loop's hits fall in the output (:func:`.drums.placed_hits`), kept by
+            :func:`.extension.perform_extension` (what a take's drum MIDI is written from).
         loudness_db: follower -> [T] dB loudness the follower was rendered with (drums: the
             arranger's target).
     """
@@ -100,6 +102,7 @@ class Performance:
     plan: HarmonyPlan | None = None
     drums: DrumChoice | None = None
     loudness_db: dict[str, np.ndarray] = field(default_factory=dict)
+    drum_hits: DrumHits | None = None  # the drum hits as the performer placed them (output time); None: not kept
 
 
 @dataclass

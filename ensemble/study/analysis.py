@@ -43,10 +43,12 @@ from ensemble.ratings.stats import (
 from ensemble.study.spec import ANCHOR, REFERENCE
 
 __all__ = ["Ranked", "submissions", "screen", "plackett_luce", "kendalls_w", "split_half_ceiling",
-           "study_report", "format_report", "PL_ALPHA", "N_SPLITS"]
+           "study_report", "report_from_logs", "report_tables", "listening_summary", "format_report",
+           "PL_ALPHA", "N_SPLITS"]
 
 PL_ALPHA = 0.01  # I-LSR's regularisation: keeps a label that always wins (or loses) finite
 N_SPLITS = 200  # random split-halves averaged for the human ceiling
+DEFAULT_THRESHOLD = 0.15  # a log without rows names no threshold: the study file's default
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Ranked:
     round_id: str
     labels: tuple[str, ...]
     conditions: tuple[str, ...]
+    roles: tuple[str, ...]
     composite: tuple[int | None, ...]
     human: tuple[int, ...]
 
@@ -68,6 +71,10 @@ class Ranked:
 
     def rank_of(self, label: str) -> int | None:
         return self.human[self.labels.index(label)] if label in self.labels else None
+
+    def rank_of_role(self, role: str) -> int | None:
+        """The human rank of the (first) candidate of ``role`` (``reference``, ``anchor``), or None."""
+        return self.human[self.roles.index(role)] if role in self.roles else None
 
 
 def submissions(rows: Sequence[Mapping[str, str]]) -> list[Ranked]:
@@ -82,6 +89,8 @@ def submissions(rows: Sequence[Mapping[str, str]]) -> list[Ranked]:
         rs = sorted(rs, key=lambda r: int(r["shown_position"]))
         out.append(Ranked(sid, rs[0]["rater_id"], rs[0]["round_id"], tuple(r["label"] for r in rs),
                           tuple(r["condition"] for r in rs),
+                          tuple(r.get("role") or ("system" if r["condition"] not in (REFERENCE, ANCHOR)
+                                                  else r["condition"]) for r in rs),
                           tuple(int(r["composite_rank"]) if str(r["composite_rank"]).strip() else None for r in rs),
                           tuple(int(r["human_rank"]) for r in rs)))
     return out
@@ -96,7 +105,7 @@ def screen(subs: Sequence[Ranked], threshold: float) -> dict[str, Any]:
     """
     per: dict[str, list[bool]] = {}
     for s in subs:
-        a, r = s.rank_of(ANCHOR), s.rank_of(REFERENCE)
+        a, r = s.rank_of_role(ANCHOR), s.rank_of_role(REFERENCE)
         if a is None or r is None:
             continue
         per.setdefault(s.rater_id, []).append(a < r)
@@ -197,9 +206,10 @@ def split_half_ceiling(subs: Sequence[Ranked], condition: str, *, n_splits: int 
 
 
 def _items(subs: Sequence[Ranked]) -> list[str]:
-    labels = {lab for s in subs for lab in s.labels}
-    controls = [c for c in (REFERENCE, ANCHOR) if c in labels]
-    return sorted(labels - set(controls)) + controls
+    """Labels, the systems' first (sorted), then the reference's, then the anchor's."""
+    role = {lab: r for s in subs for lab, r in zip(s.labels, s.roles, strict=True)}
+    order = {"system": 0, REFERENCE: 1, ANCHOR: 2}
+    return sorted(role, key=lambda lab: (order.get(role[lab], 0), lab))
 
 
 def study_report(rows: Sequence[Mapping[str, str]], *, threshold: float, tau_condition: str,
@@ -295,14 +305,105 @@ def _n(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def listening_summary(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """Per rater, from the listening log: rounds with events, events, the media seconds their pages
+    reported heard and the seconds the server's clock credited (``credited_s``), and the heard events
+    the clock cut short by more than 0.05 s."""
+    per: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        d = per.setdefault(r["rater_id"], {"rater_id": r["rater_id"], "rounds": set(), "events": 0,
+                                           "reported_s": 0.0, "credited_s": 0.0, "cut_events": 0})
+        d["rounds"].add(r["round_id"])
+        d["events"] += 1
+        if r["event"] in ("progress", "pause", "ended"):
+            reported = float(r["media_to_s"]) - float(r["media_from_s"])
+            credited = float(r["credited_s"] or 0.0)
+            d["reported_s"] += reported
+            d["credited_s"] += credited
+            d["cut_events"] += int(reported - credited > 0.05)
+    return [{**d, "rounds": len(d["rounds"]), "reported_s": round(d["reported_s"], 3),
+             "credited_s": round(d["credited_s"], 3)} for d in per.values()]
+
+
+def _one(rows: Sequence[Mapping[str, str]], column: str, what: str) -> str | None:
+    values = sorted({r[column] for r in rows})
+    if len(values) > 1:
+        raise EnsembleError(f"the ratings log mixes {what}: {column} takes the values {values}; report one "
+                            "study version at a time")
+    return values[0] if values else None
+
+
+def report_from_logs(ratings: Sequence[Mapping[str, str]], listening: Sequence[Mapping[str, str]], *,
+                     config: SummaryConfig | None = None, include_flagged: bool = False,
+                     study: str = "") -> dict[str, Any]:
+    """:func:`study_report` of a study's released logs alone (what ``python -m ensemble study report``
+    and the app's Results tab show): the study, its version, the screening threshold and the tau
+    condition are read from the rating rows; the listening log adds what the server's clock credited.
+
+    Args:
+        ratings: ``ratings.csv`` rows (text cells, :data:`ensemble.study.store.REPORT_RATING_COLUMNS`).
+        listening: ``listening.csv`` rows (:data:`ensemble.study.store.REPORT_LISTENING_COLUMNS`).
+        study: the study's name where the log has no rows yet.
+
+    Raises:
+        EnsembleError: rows of more than one study or study version, threshold or tau condition.
+    """
+    name = _one(ratings, "study", "studies") or study
+    version = _one(ratings, "study_sha256", f"versions of study {name!r}")
+    threshold = _one(ratings, "screening_threshold", "screening thresholds")
+    tau = _one(ratings, "tau_condition", "tau conditions")
+    report = study_report(ratings, threshold=float(threshold) if threshold is not None else DEFAULT_THRESHOLD,
+                          tau_condition=tau or "", include_flagged=include_flagged,
+                          config=config or SummaryConfig(), study=name)
+    matched = [str(r["loudness_matched"]) in ("True", "1", "true") for r in ratings]
+    report["study_sha256"] = version
+    report["playback"] = {"rows": len(matched), "loudness_matched": int(sum(matched))}
+    report["listening"] = listening_summary([r for r in listening if not name or r["study"] == name])
+    return report
+
+
+def report_tables(report: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ...], list[tuple[str, ...]]]]:
+    """The report's tables as text cells: name -> (header, rows). :func:`format_report` prints them,
+    ``study report`` writes each as ``report/<name>.csv`` and the Results tab shows them."""
+    r = report
+    pct = f"{100 * r['confidence']:g}%"
+    sc, s, w = r["screening"], r["strengths"], r["kendalls_w"]
+    n_inc = len(r["included_raters"])
+    t, c = r["composite_tau"], r["human_ceiling"]
+    return {
+        "screening": (("rater", "rounds", "anchor above reference", "share", "flagged"),
+                      [(x["rater_id"], str(x["rounds"]), str(x["anchor_above_reference"]),
+                        f"{100 * x['share']:.0f}%", "yes" if x["flagged"] else "no") for x in sc["raters"]]),
+        "strengths": (("condition", "log-strength", f"{pct} interval", "P(first)"),
+                      [(item, _f(s["theta"][i]),
+                        _interval(None if s["ci_low"] is None else s["ci_low"][i],
+                                  None if s["ci_high"] is None else s["ci_high"][i], n_inc),
+                        _f(s["share"][i])) for i, item in enumerate(s["items"])]),
+        "agreement": (("round", "raters", "Kendall's W"),
+                      [(p["round_id"], str(p["n_raters"]), _f(p["w"])) for p in w["per_round"]]),
+        "tau": (("condition", "tau mean", f"{pct} CI (by rater)", "submissions", "raters", "human ceiling"),
+                [(t["condition"], _f(t["mean"]), _interval(t["ci_low"], t["ci_high"], t["n_raters"]), str(t["n"]),
+                  str(t["n_raters"]), _f(c["mean"]))] if r["n_submissions"] else []),
+        "listening": (("rater", "rounds", "events", "reported heard s", "credited s", "events cut by the clock"),
+                      [(x["rater_id"], str(x["rounds"]), str(x["events"]), f"{x['reported_s']:.1f}",
+                        f"{x['credited_s']:.1f}", str(x["cut_events"])) for x in r.get("listening", [])]),
+    }
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """Plain-text tables of :func:`study_report` (the CLI prints it, the app shows it)."""
     r = report
     pct = f"{100 * r['confidence']:g}%"
     sc = r["screening"]
+    tables = report_tables(r)
     lines = [f"study {r['study']}: {_n(r['n_submissions'], 'submission')} from {_n(r['n_raters'], 'rater')}"]
+    if r.get("study_sha256"):
+        lines[0] += f" (study file sha256 {r['study_sha256'][:12]})"
     if not r["n_submissions"]:
         return "\n".join(lines + ["no complete submissions yet"])
+    pb = r.get("playback")
+    if pb:
+        lines.append(f"playback loudness-matched in {pb['loudness_matched']} of {_n(pb['rows'], 'rating row')}")
     pr = sc["pass_rate"]
     lines.append(f"post-screening (anchor ranked above the reference in more than {100 * sc['threshold']:g}% of "
                  f"a rater's rounds): {sc['n_passed']} of {_n(sc['n_raters'], 'rater')} pass "
@@ -310,18 +411,12 @@ def format_report(report: Mapping[str, Any]) -> str:
                  + ("; flagged raters kept" if r["include_flagged"] else
                     f"; left out: {', '.join(r['excluded_raters']) or 'none'}"))
     lines.append("")
-    lines += _table(("rater", "rounds", "anchor above reference", "share", "flagged"),
-                    [(x["rater_id"], x["rounds"], x["anchor_above_reference"], f"{100 * x['share']:.0f}%",
-                      "yes" if x["flagged"] else "no") for x in sc["raters"]])
+    lines += _table(*tables["screening"])
     s = r["strengths"]
     n_inc = len(r["included_raters"])
     lines += ["", f"Plackett-Luce strengths ({_n(s['n_rankings'], 'ranking')} of {_n(n_inc, 'rater')}; {pct} "
                   f"intervals resampled by rater, {r['n_bootstrap']} resamples)"]
-    lines += _table(("condition", "log-strength", f"{pct} interval", "P(first)"),
-                    [(item, _f(s["theta"][i]),
-                      _interval(None if s["ci_low"] is None else s["ci_low"][i],
-                                None if s["ci_high"] is None else s["ci_high"][i], n_inc),
-                      _f(s["share"][i])) for i, item in enumerate(s["items"])])
+    lines += _table(*tables["strengths"])
     w = r["kendalls_w"]
     rated = [p for p in w["per_round"] if p["w"] is not None]
     lines += ["", f"Kendall's W (agreement among the raters of a round, 1 = complete): mean {_f(w['mean'])} over "
@@ -333,4 +428,7 @@ def format_report(report: Mapping[str, Any]) -> str:
                   f"(n = {_n(t['n'], 'submission')}, {_n(t['n_raters'], 'rater')})",
               f"split-half human ceiling: tau {_f(c['mean'])} ({_n(c['n_splits'], 'random split')} of "
               f"{_n(c['n_raters'], 'rater')})"]
+    if tables["listening"][1]:
+        lines += ["", "Listening (the server's clock credits at most the time it saw pass between play and pause)"]
+        lines += _table(*tables["listening"])
     return "\n".join(lines)

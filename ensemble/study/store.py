@@ -22,9 +22,18 @@ been given so far (ties broken by the rater's own seeded RNG), so each round is 
 many raters; the order of the rounds and of the candidates within each round are shuffled by that RNG,
 whose seed (from the study's seed and the rater id) is stored and logged with every rating row.
 
-Listening: the page's player reports what was heard as intervals of media time per candidate; a
-ranking is accepted only when every candidate was heard for ``min_heard_seconds`` in all, with the
-seam inside what was heard (:func:`heard_summary`), checked here against the log, not the page.
+Listening: the page's player reports what was heard as intervals of media time per candidate; the
+server notes when each event arrives by its own clock (``server_ms``) and credits a heard stretch no
+more media seconds than passed on that clock since the candidate's play (:class:`ListeningClock`, the
+credit logged as ``credited_s``), so a page cannot claim 5 s heard in 1 s. A ranking is accepted only
+when every candidate was credited ``min_heard_seconds`` in all, with the seam inside what was
+credited (:func:`heard_summary`), checked here against the log at submission, not in the page.
+
+Released logs: every rating row carries what the analysis needs -- the study's name and version
+(``study_sha256``), the round, each candidate's condition and role (``system``, ``reference``,
+``anchor``), the tau condition, the screening threshold and whether playback was loudness-matched --
+so ``python -m ensemble study report`` reads the two logs alone (:func:`released_logs`), never the
+manifest. A log of an older version lacks some of those columns and is refused, naming them.
 """
 
 from __future__ import annotations
@@ -36,7 +45,9 @@ import json
 import math
 import os
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,19 +68,32 @@ LOCK_TIMEOUT_S = 10.0
 SEAM_MARGIN_S = 0.25  # "the seam was heard": what was heard covers the seam +- this
 JOIN_GAP_S = 0.3  # heard intervals closer than this are one stretch (timeupdate fires every ~250 ms)
 
+LOG_VERSION = 2  # the logs' own format: 2 carries what the report needs (role, tau condition, server clock)
 RATING_COLUMNS: tuple[str, ...] = (
     "submission_id", "timestamp_utc", "study", "study_sha256", "rater_id", "session_id", "round_id",
-    "round_index", "order_seed", "n_shown", "shown_position", "label", "condition", "composite_rank",
-    "human_rank", "loudness_matched", "blind", "heard_seconds", "seam_heard", "replays", "model_version",
-    "database_version", "comment")
+    "round_index", "order_seed", "n_shown", "shown_position", "label", "condition", "role", "ranking",
+    "composite_rank", "human_rank", "loudness_matched", "blind", "heard_seconds", "seam_heard", "replays",
+    "tau_condition", "screening_threshold", "model_version", "database_version", "log_version", "comment")
 LISTENING_COLUMNS: tuple[str, ...] = (
-    "timestamp_utc", "study", "rater_id", "session_id", "round_id", "shown_position", "label", "event",
-    "media_from_s", "media_to_s", "playback_rate", "client_ms")
+    "timestamp_utc", "study", "rater_id", "session_id", "round_id", "shown_position", "label", "condition",
+    "role", "event", "media_from_s", "media_to_s", "playback_rate", "client_ms", "server_ms", "credited_s",
+    "log_version")
+# what `study report` reads (a released log must hold at least these; an older log lacks some)
+REPORT_RATING_COLUMNS: tuple[str, ...] = (
+    "submission_id", "study", "study_sha256", "rater_id", "round_id", "n_shown", "shown_position", "label",
+    "condition", "role", "composite_rank", "human_rank", "loudness_matched", "heard_seconds", "replays",
+    "tau_condition", "screening_threshold")
+REPORT_LISTENING_COLUMNS: tuple[str, ...] = (
+    "study", "rater_id", "round_id", "shown_position", "role", "event", "media_from_s", "media_to_s",
+    "server_ms", "credited_s")
+ROLES = ("system", "reference", "anchor")  # a candidate's role in its round
 # play: started at media_from_s; progress / pause / ended: heard media_from_s..media_to_s;
 # seek: jumped from media_from_s to media_to_s (nothing heard); switch: started here from another
 # candidate's playhead (media_from_s = that playhead)
 LISTEN_EVENTS = ("play", "progress", "pause", "ended", "seek", "switch")
 HEARD_EVENTS = ("progress", "pause", "ended")
+# media may run this much ahead of the server's clock (timer jitter, an event batched behind another)
+CLOCK_TOLERANCE = 1.1
 MAX_EVENTS_PER_CALL = 200
 
 
@@ -135,8 +159,55 @@ def read_log(path: str | os.PathLike, columns: tuple[str, ...]) -> list[dict]:
     if header is None:
         return []
     if tuple(header) != columns:
-        raise EnsembleError(f"{str(path)!r} has the columns {header}; expected {list(columns)}")
+        missing = [c for c in columns if c not in header]
+        raise EnsembleError(
+            f"{str(path)!r} " + (f"lacks the columns {missing} (written by an older version of the app); "
+                                 if missing else f"has the columns {header}; ")
+            + f"this version writes {list(columns)}: move the old log aside to start a new one")
     return [dict(zip(columns, r, strict=True)) for r in reader if len(r) == len(columns)]
+
+
+def read_released_log(path: str | os.PathLike, required: tuple[str, ...]) -> list[dict]:
+    """Rows of a released study log that must hold at least ``required`` (other columns are kept).
+
+    Raises:
+        EnsembleError: no such file, or a log (e.g. from an older version) that lacks some of
+            ``required``, naming them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EnsembleError(f"no log at {str(path)!r}; a study report needs the released ratings.csv and "
+                            "listening.csv")
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[:data.rfind(b"\n") + 1]
+    reader = csv.reader(io.StringIO(data.decode("utf-8")))
+    header = next(reader, None) or []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise EnsembleError(f"{str(path)!r} lacks the columns {missing} that a study report needs (a log written "
+                            f"before log version {LOG_VERSION}); it has {header}")
+    return [dict(zip(header, r, strict=True)) for r in reader if len(r) == len(header)]
+
+
+def released_logs(folder: str | os.PathLike, *, missing_ok: bool = False) -> tuple[list[dict], list[dict]]:
+    """The ratings and listening rows of a study's released logs: ``folder/logs/*.csv`` (a study
+    folder) or ``folder/*.csv`` (the two logs alone).
+
+    Args:
+        missing_ok: a log not written yet reads as no rows (a study nobody has rated).
+
+    Raises:
+        EnsembleError: a log missing (unless ``missing_ok``) or lacking columns (see
+            :func:`read_released_log`).
+    """
+    folder = Path(folder)
+    logs = folder / "logs" if (folder / "logs").is_dir() or (folder / MANIFEST).is_file() else folder
+    out = []
+    for name, required in (("ratings.csv", REPORT_RATING_COLUMNS), ("listening.csv", REPORT_LISTENING_COLUMNS)):
+        path = logs / name
+        out.append([] if missing_ok and not path.is_file() else read_released_log(path, required))
+    return out[0], out[1]
 
 
 def complete_ratings(rows: list[dict]) -> list[dict]:
@@ -152,8 +223,8 @@ def complete_ratings(rows: list[dict]) -> list[dict]:
 
 @dataclass(frozen=True)
 class Heard:
-    """What the log says one candidate's player played: seconds in all (union of the heard intervals,
-    media time), whether those cover the seam, and how often play was pressed."""
+    """What the log credits one candidate's player with: seconds in all (union of the credited heard
+    intervals, media time), whether those cover the seam, and how often play was pressed."""
 
     seconds: float
     seam: bool
@@ -163,11 +234,60 @@ class Heard:
         return self.seam and self.seconds >= min_seconds - 1e-6
 
 
+def role_of(condition: str) -> str:
+    """A candidate's role from its condition: the hidden ``reference``, the low ``anchor``, else ``system``."""
+    return condition if condition in (REFERENCE, ANCHOR) else "system"
+
+
+class ListeningClock:
+    """Credits heard stretches against the server's clock, event by event of one round (log order).
+
+    A stretch of candidate p is open from the arrival (server ms) of its ``play``/``switch`` to that of
+    its ``pause``/``ended``; each heard event (``progress``/``pause``/``ended``) is credited its media
+    span cut to ``CLOCK_TOLERANCE`` x the server time since the stretch's previous event arrived. A
+    ``play`` of another candidate ends p's stretch there (one player at a time: the page pauses the
+    others), so four players claimed at once share one clock. A heard event without an open stretch
+    is credited nothing.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[int, int] = {}  # position -> server ms its credit is counted from
+        self._cap: dict[int, int] = {}  # position -> server ms its stretch was ended by another's play
+
+    def credit(self, position: int, event: str, media_from_s: float, media_to_s: float, server_ms: int) -> float:
+        """Seconds of media credited to this event (0 for play, seek and switch)."""
+        if event in ("play", "switch"):
+            for p in self._open:
+                if p != position:
+                    self._cap.setdefault(p, server_ms)
+            self._open[position] = server_ms
+            self._cap.pop(position, None)
+            return 0.0
+        if event not in HEARD_EVENTS:
+            return 0.0
+        credit = 0.0
+        if position in self._open:
+            until = min(server_ms, self._cap.get(position, server_ms))
+            elapsed = max(0, until - self._open[position]) / 1000.0
+            credit = min(max(0.0, media_to_s - media_from_s), CLOCK_TOLERANCE * elapsed)
+            self._open[position] = until
+        if event in ("pause", "ended"):
+            self._open.pop(position, None)
+            self._cap.pop(position, None)
+        return round(credit, 3)
+
+
 def heard_summary(events: list[dict], seam_s: float) -> Heard:
     """:class:`Heard` of one candidate from its listening-log rows (``event``, ``media_from_s``,
-    ``media_to_s``)."""
-    spans = sorted((float(e["media_from_s"]), float(e["media_to_s"])) for e in events
-                   if e["event"] in HEARD_EVENTS and float(e["media_to_s"]) > float(e["media_from_s"]))
+    ``credited_s``): each heard event counts ``media_from_s .. media_from_s + credited_s``."""
+    spans = []
+    for e in events:
+        if e["event"] in HEARD_EVENTS:
+            a = float(e["media_from_s"])
+            credited = min(float(e["credited_s"] or 0.0), float(e["media_to_s"]) - a)
+            if credited > 0:
+                spans.append((a, a + credited))
+    spans.sort()
     merged: list[list[float]] = []
     for a, b in spans:
         if merged and a <= merged[-1][1] + JOIN_GAP_S:
@@ -208,8 +328,10 @@ def rater_seed(study_seed: int, rater_id: str) -> int:
 class Study:
     """A prepared study folder, opened by the server (thread-safe; many processes may share it)."""
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike, *, clock: Callable[[], float] = time.time) -> None:
+        """Open ``folder``; ``clock`` is the server's wall clock in seconds (tests pass their own)."""
         self.folder = Path(folder)
+        self._clock = clock
         path = self.folder / MANIFEST
         try:
             self.manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -232,6 +354,8 @@ class Study:
         self.preroll_seconds: float = float(s["preroll_seconds"])
         self.screening_threshold: float = float(s["screening_threshold"])
         self.rounds: dict[str, dict] = {r["round_id"]: r for r in self.manifest["rounds"]}
+        # a study's playback is loudness-matched and fixed (prepare writes matched files)
+        self.loudness_matched: bool = bool(self.manifest.get("loudness_matched", True))
         self.logs = self.folder / "logs"
         self.ratings_file = self.logs / "ratings.csv"
         self.listening_file = self.logs / "listening.csv"
@@ -332,7 +456,9 @@ class Study:
         """Append the player's events for the rater's current round; returns :meth:`heard`.
 
         Each event: ``position`` (shown, 1..n), ``event`` (:data:`LISTEN_EVENTS`), ``from`` and ``to``
-        (media seconds), optional ``rate`` and ``client_ms``.
+        (media seconds), optional ``rate`` and ``client_ms``. Each row records when it arrived by the
+        server's clock (``server_ms``) and the media seconds :class:`ListeningClock` credits it
+        (``credited_s``): a page cannot claim more heard time than the server saw pass.
 
         Raises:
             EnsembleError: not the rater's current round, an unknown event or position, times outside
@@ -343,14 +469,14 @@ class Study:
         duration = float(self.rounds[round_id]["seconds"])
         if not isinstance(events, list) or len(events) > MAX_EVENTS_PER_CALL:
             raise EnsembleError(f"events: expected a list of at most {MAX_EVENTS_PER_CALL} events")
-        rows = []
+        parsed = []
         for e in events:
             try:
                 pos, kind = int(e["position"]), str(e["event"])
                 t0, t1 = float(e.get("from", 0.0)), float(e.get("to", e.get("from", 0.0)))
                 rate = float(e.get("rate", 1.0))
                 client_ms = int(e.get("client_ms", 0))
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, AttributeError):
                 raise EnsembleError(f"listening event {e!r}: expected position, event, from, to") from None
             if not 1 <= pos <= len(shown) or kind not in LISTEN_EVENTS:
                 raise EnsembleError(f"listening event {e!r}: position 1..{len(shown)}, event one of "
@@ -359,14 +485,37 @@ class Study:
                 raise EnsembleError(f"listening event {e!r}: times must lie within the clip (0..{duration:g} s)")
             if kind in HEARD_EVENTS and t1 < t0:
                 raise EnsembleError(f"listening event {e!r}: heard from {t0:g} s to {t1:g} s runs backwards")
-            rows.append({"timestamp_utc": _now(), "study": self.name, "rater_id": state.rater_id,
-                         "session_id": session_id, "round_id": round_id, "shown_position": pos,
-                         "label": shown[pos - 1]["label"], "event": kind, "media_from_s": round(max(0.0, t0), 3),
-                         "media_to_s": round(max(0.0, t1), 3), "playback_rate": rate, "client_ms": client_ms})
-        if rows:
+            parsed.append((pos, kind, round(max(0.0, t0), 3), round(max(0.0, t1), 3), rate, client_ms))
+        if parsed:
             with self._locked():
+                server_ms = int(round(self._clock() * 1000))
+                clock = ListeningClock()
+                for r in self.listening():  # this round's earlier events set the clock's state
+                    if r["rater_id"] == state.rater_id and r["round_id"] == round_id:
+                        clock.credit(int(r["shown_position"]), r["event"], float(r["media_from_s"]),
+                                     float(r["media_to_s"]), int(r["server_ms"]))
+                rows = []
+                for pos, kind, t0, t1, rate, client_ms in parsed:
+                    c = shown[pos - 1]
+                    rows.append({"timestamp_utc": _now(), "study": self.name, "rater_id": state.rater_id,
+                                 "session_id": session_id, "round_id": round_id, "shown_position": pos,
+                                 "label": c["label"], "condition": c["condition"], "role": role_of(c["condition"]),
+                                 "event": kind, "media_from_s": t0, "media_to_s": t1, "playback_rate": rate,
+                                 "client_ms": client_ms, "server_ms": server_ms,
+                                 "credited_s": clock.credit(pos, kind, t0, t1, server_ms), "log_version": LOG_VERSION})
                 _append(self.listening_file, LISTENING_COLUMNS, rows)
         return self.heard(state.rater_id, round_id)
+
+    def clamped(self, rater_id: str, round_id: str) -> list[str]:
+        """One phrase per candidate whose page claimed more heard time than the server's clock allowed."""
+        claimed: dict[int, list[float]] = {}
+        for r in self.listening():
+            if r["rater_id"] == rater_id and r["round_id"] == round_id and r["event"] in HEARD_EVENTS:
+                c = claimed.setdefault(int(r["shown_position"]), [0.0, 0.0])
+                c[0] += float(r["media_to_s"]) - float(r["media_from_s"])
+                c[1] += float(r["credited_s"])
+        return [f"candidate {p}: the page reported {a:.1f} s heard, the server's clock allows {b:.1f} s"
+                for p, (a, b) in sorted(claimed.items()) if a - b > 0.5]
 
     def heard(self, rater_id: str, round_id: str) -> dict[int, Heard]:
         """Shown position -> :class:`Heard`, from the listening log."""
@@ -404,6 +553,14 @@ class Study:
             state, index = self._current(rater_id, round_id)
             shown = self.shown(state.rater_id, round_id)
             n = len(shown)
+            # the listening gate first: whatever the page sent, nothing is ranked unheard
+            missing = self.missing_listening(state.rater_id, round_id)
+            if missing:
+                clamped = self.clamped(state.rater_id, round_id)
+                raise EnsembleError("not yet heard enough to rank (each candidate "
+                                    f"{self.min_heard_seconds:g} s by the server's clock, across the seam): "
+                                    + "; ".join(missing)
+                                    + (f" (not counted: {'; '.join(clamped)})" if clamped else ""))
             if len(ranks) < n:
                 raise EnsembleError(f"{len(ranks)} ranks for {n} candidates; give each candidate a rank 1..{n}")
             clean: list[int] = []
@@ -418,10 +575,6 @@ class Study:
             dup = sorted({x for x in clean if clean.count(x) > 1})
             if dup:
                 raise EnsembleError(f"rank{'s' if len(dup) > 1 else ''} {dup} given twice; each rank 1..{n} once")
-            missing = self.missing_listening(state.rater_id, round_id)
-            if missing:
-                raise EnsembleError("not yet heard enough to rank (each candidate "
-                                    f"{self.min_heard_seconds:g} s, across the seam): " + "; ".join(missing))
             heard = self.heard(state.rater_id, round_id)
             sid = uuid.uuid4().hex
             ts = _now()
@@ -430,11 +583,13 @@ class Study:
                      "study_sha256": self.manifest["study_sha256"], "rater_id": state.rater_id,
                      "session_id": session_id, "round_id": round_id, "round_index": index,
                      "order_seed": state.seed, "n_shown": n, "shown_position": c["position"],
-                     "label": c["label"], "condition": c["condition"],
-                     "composite_rank": c.get("composite_rank"), "human_rank": rank,
-                     "loudness_matched": True, "blind": True, "heard_seconds": heard[c["position"]].seconds,
-                     "seam_heard": heard[c["position"]].seam, "replays": heard[c["position"]].replays,
-                     "model_version": versions["model"], "database_version": versions["database"],
+                     "label": c["label"], "condition": c["condition"], "role": role_of(c["condition"]),
+                     "ranking": c.get("ranking") or "", "composite_rank": c.get("composite_rank"),
+                     "human_rank": rank, "loudness_matched": self.loudness_matched, "blind": True,
+                     "heard_seconds": heard[c["position"]].seconds, "seam_heard": heard[c["position"]].seam,
+                     "replays": heard[c["position"]].replays, "tau_condition": tau_condition(self),
+                     "screening_threshold": self.screening_threshold, "model_version": versions["model"],
+                     "database_version": versions["database"], "log_version": LOG_VERSION,
                      "comment": comment or ""} for c, rank in zip(shown, clean, strict=True)]
             _append(self.ratings_file, RATING_COLUMNS, rows)
             return sid
@@ -496,13 +651,13 @@ def tau_condition(study: Study) -> str:
 
 
 def report_of(study: Study, *, config=None, include_flagged: bool = False) -> dict:
-    """:func:`ensemble.study.analysis.study_report` of the study's released ratings log, with the
-    threshold and tau condition the study declared."""
-    from ensemble.ratings.stats import SummaryConfig
-    from ensemble.study.analysis import study_report
+    """:func:`ensemble.study.analysis.report_from_logs` of the study's own logs (what ``study report``
+    reads from the released logs; nothing from the manifest)."""
+    from ensemble.study.analysis import report_from_logs
 
-    return study_report(study.ratings(), threshold=study.screening_threshold, tau_condition=tau_condition(study),
-                        include_flagged=include_flagged, config=config or SummaryConfig(), study=study.name)
+    return report_from_logs(*released_logs(study.folder, missing_ok=True), config=config,
+                            include_flagged=include_flagged, study=study.name)
 
 
-__all__ += ["tau_condition", "report_of"]
+__all__ += ["tau_condition", "report_of", "released_logs", "read_released_log", "ListeningClock", "role_of",
+            "LOG_VERSION", "REPORT_RATING_COLUMNS", "REPORT_LISTENING_COLUMNS", "ROLES", "CLOCK_TOLERANCE"]
