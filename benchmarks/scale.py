@@ -8,15 +8,18 @@ Input: a large controls-only database built by the project (README "Scale"), e.g
 
 The 10k and 100k databases are its first lines (every array cut at a line boundary); each size is
 searched both ways: the exact path (what ``retrieve`` does below ``ivf_threshold``: flat index, bound,
-else every chunk scored) and the IVF path (IVF + HNSW quantizer, the nprobe chosen for recall@10 >=
-0.95 on the build's own queries, then the fetched chunks re-ranked by the full composite). The full
-database is loaded as the app would load it (its saved index).
+else every chunk scored) and the IVF path (one IVF + HNSW quantizer index over vectors that estimate
+the whole composite, the nprobe chosen for recall@10 >= 0.95 on the build's own queries; the fetched
+chunks bounded exactly and the best re-ranked by the full composite, ``ensemble.rag_index``), at the
+default fetch depth and at the ``--fetch`` depths. The full database is loaded as the app would load
+it (its saved index; rebuild an older layout with ``ensemble.jobs.index.rebuild_ann``).
 
 Queries are **held out**: 20 s excerpts of the test split's Guitar and Keys lines of the corpus (never
 indexed: the build reads train and valid), their controls analysed as a clip's would be (the leader
 decoder's GRU, the database's PCA). recall@10: per query, lookback and one random key shift, the
 IVF index's Top-10 against exact inner-product search over the same vectors (a tie at the 10th place
-counts). Agreement: the final Top-K (chunk, transposition, fallback) equals scoring every chunk.
+counts). Agreement: the final Top-K (chunk, transposition, fallback) equals scoring every chunk
+(``retrieve_exhaustive``: the full composite over every playable chunk).
 
 Build throughput: ``index build`` on Dask over the first ``--build-tracks`` training tracks with 1 and
 with 2 local workers (the shipped database's settings); tracks/s of the tasks (cluster start-up
@@ -25,7 +28,7 @@ reported apart), peak resident memory per worker. The machine's load average is 
 App start: ``python app.py`` (the shipped database) from launch to the first HTTP 200.
 
     python -m benchmarks.scale --db data/scale/rag_1m [--sizes 10000,100000,0] [--queries 40]
-        [--build-tracks 24] [--candidates 64,1024] [--no-build] [--no-app]
+        [--build-tracks 24] [--fetch 1024,4096,8192] [--no-build] [--no-app]
 """
 
 from __future__ import annotations
@@ -137,22 +140,19 @@ def timed(fn, *args, **kw):
 
 
 def recall_heldout(db: rag.RagDatabase, ann: rag_index.AnnIndex, queries: list[rag.Query], seed: int = 1) -> float:
-    """recall@10 of the IVF search against exact search, per query and lookback at one random shift."""
+    """recall@10 of the IVF search against exact search over the same vectors, per query at one random
+    key shift (the query row the retrieval itself searches with)."""
     rng = np.random.default_rng(seed)
     cfg = db.config
-    found_all = []
-    for li in range(len(cfg.lookbacks)):
-        ts = rng.integers(-cfg.transpose_semitones, cfg.transpose_semitones + 1, len(queries))
-        parts = np.stack([rag_index.query_parts(q.vectors, cfg, np.array([t]))[li, 0]
-                          for q, t in zip(queries, ts, strict=True)])
-        vecs = rag_index.index_vectors(db.ctx, db.seg, li, cfg)
-        flat = faiss.IndexFlatIP(vecs.shape[1])
-        flat.add(vecs)
-        exact, _ = flat.search(parts, K)
-        _, found = ann.indexes[li].search(parts, K)
-        found_all.append(rag_index.recall_at(found, vecs, parts, exact, K))
-        del flat, vecs
-    return float(np.mean(found_all))
+    ts = rng.integers(-cfg.transpose_semitones, cfg.transpose_semitones + 1, len(queries))
+    rows = np.concatenate([rag_index.query_rows(db, q, np.array([t]), alpha=cfg.alpha, beta=cfg.beta)[0]
+                           for q, t in zip(queries, ts, strict=True)])
+    vecs = rag_index.index_vectors(db, ann.config)
+    flat = faiss.IndexFlatIP(vecs.shape[1])
+    flat.add(vecs)
+    exact, _ = flat.search(rows, K)
+    _, found = ann.index.search(rows, K)
+    return rag_index.recall_at(found, vecs, rows, exact, K)
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -160,7 +160,7 @@ def pct(xs: list[float], p: float) -> float:
 
 
 def measure_size(db: rag.RagDatabase, queries: list[rag.Query], label: str, saved_ann: bool,
-                 candidates: tuple[int, ...] = ()) -> dict:
+                 fetches: tuple[int, ...] = ()) -> dict:
     """Exact and IVF paths on one database: latency, recall@10, agreement with scoring everything."""
     faiss.omp_set_num_threads(1)
     row = {"chunks": db.n_chunks, "lines": len(db.track_names)}
@@ -185,46 +185,48 @@ def measure_size(db: rag.RagDatabase, queries: list[rag.Query], label: str, save
         ann, section = db.ann, db.manifest["ann"]
         build_s = section["build_seconds"]
     else:
-        ann, section = rag_index.build_ann(db.ctx, db.seg, db.config)
+        ann, section = rag_index.build_ann(db)
         build_s = round(time.perf_counter() - t0, 1)
     db.ann, db.indexes = ann, list(ann.indexes)
     curve = []
-    for n_fetch in sorted({*candidates, ann.config.candidates}):
-        ms_all, same, near, scored, search, gap = [], 0, 0, [], [], []
+    cfg = db.config
+    for n_fetch in sorted({*fetches, ann.config.fetch}):
+        ms_all, same, near, gap, st_all = [], 0, 0, [], []
         for q, ref in zip(queries, exhaustive, strict=True):
             stats = {}
-            cfg = db.config
             with rag._THREADS.limit(limits=1, user_api="blas"):  # as retrieve() runs it
                 got, ms = timed(rag_index.retrieve_ann, db, q, K, alpha=cfg.alpha, beta=cfg.beta,
                                 transposes=np.arange(-cfg.transpose_semitones, cfg.transpose_semitones + 1),
                                 cont_frames=int(round(cfg.segment_seconds * db.fps)),
-                                mask=np.ones(len(cfg.lookbacks), bool), conform=True, candidates=n_fetch,
-                                stats=stats)
+                                mask=np.ones(len(cfg.lookbacks), bool), conform=True, fetch=n_fetch, stats=stats)
             ms_all.append(ms)
-            scored.append(stats["scored"])
-            search.append(stats["search_ms"])
+            st_all.append(stats)
             same += key(got) == key(ref)
             near += near_equal(got, ref)
             if len(got) == len(ref) and not any(c.fallback for c in got + ref):
                 gap.append(float(np.mean([b.composite - a.composite for a, b in zip(got, ref, strict=True)])))
-        curve.append({"candidates": n_fetch, "median_ms": round(statistics.median(ms_all), 2),
-                      "p95_ms": round(pct(ms_all, 95), 2), "search_ms_median": round(statistics.median(search), 2),
-                      "scored_median": int(statistics.median(scored)),
+
+        def med(name: str, st_all=st_all) -> float:
+            return round(float(statistics.median(s[name] for s in st_all)), 2)
+
+        curve.append({"fetch_per_row": n_fetch, "median_ms": round(statistics.median(ms_all), 2),
+                      "p95_ms": round(pct(ms_all, 95), 2), "search_ms_median": med("search_ms"),
+                      "bound_ms_median": med("bound_ms"), "fetched_median": int(med("fetched")),
+                      "possible_median": int(med("possible")), "scored_median": int(med("scored")),
+                      "certified_among_fetched": round(float(np.mean([s["certified"] for s in st_all])), 4),
                       "topk_equal_exhaustive": round(same / len(queries), 4),
                       "topk_within_0.5s_of_exhaustive": round(near / len(queries), 4),
                       "composite_shortfall_mean": round(float(np.mean(gap)), 5) if gap else None})
-    default = next(c for c in curve if c["candidates"] == ann.config.candidates)
+    default = next(c for c in curve if c["fetch_per_row"] == ann.config.fetch)
     # the same path through the public entry point (what the engine calls), for the record
     through_retrieve = statistics.median(timed(rag.retrieve, db, q, K)[1] for q in queries)
     row["ivf_path"] = {
-        "index": section["kind"], "nprobe": ann.nprobe, "build_s": build_s,
-        "recall_at_10_build_queries": section["recall_at_10"]["min_over_lookbacks"],
+        "index": section["kind"], "dims": section["dims"], "nprobe": ann.nprobe, "build_s": build_s,
+        "recall_at_10_build_queries": section["recall_at_10"]["value"],
         "recall_at_10_heldout": round(recall_heldout(db, ann, queries), 4),
-        "candidates": default["candidates"], "median_ms": default["median_ms"], "p95_ms": default["p95_ms"],
-        "retrieve_median_ms": round(through_retrieve, 2), "search_ms_median": default["search_ms_median"],
-        "scored_median": default["scored_median"], "topk_equal_exhaustive": default["topk_equal_exhaustive"],
-        "topk_within_0.5s_of_exhaustive": default["topk_within_0.5s_of_exhaustive"],
-        "by_candidates": curve, "code_bytes": int(section["code_bytes"])}
+        **{k: v for k, v in default.items()},
+        "retrieve_median_ms": round(through_retrieve, 2),
+        "by_fetch": curve, "code_bytes": int(section["code_bytes"])}
     arrays = (db.ctx, db.seg, db.f0, db.voiced, db.loud, db.cum_voiced, db.cum_cents, db.cum_loud)
     row["memory_mb"] = {"arrays": round(sum(a.nbytes for a in arrays) / 2**20, 1),
                         "ivf_codes": round(section["code_bytes"] / 2**20, 1)}
@@ -307,8 +309,8 @@ def main() -> None:
     parser.add_argument("--corpus", default="data/babyband_xl", help="its corpus (held-out queries: test split)")
     parser.add_argument("--sizes", default="10000,100000,0", help="chunks; 0 = the whole database")
     parser.add_argument("--queries", type=int, default=40)
-    parser.add_argument("--candidates", default="64,1024",
-                        help="chunks fetched per query row, measured besides the default (256)")
+    parser.add_argument("--fetch", default="1024,4096,8192",
+                        help="chunks fetched per key-shift row, measured besides the default (AnnConfig.fetch)")
     parser.add_argument("--build-tracks", type=int, default=24)
     parser.add_argument("--checkpoints", default="checkpoints")
     parser.add_argument("--no-build", action="store_true", help="skip the 1 vs 2 worker build")
@@ -346,7 +348,7 @@ def main() -> None:
         db = subset(full, n)
         label = str(db.n_chunks if n else f"{db.n_chunks} (all)")
         sizes[str(db.n_chunks)] = measure_size(db, queries, label, saved_ann=db is full and full.ann is not None,
-                                               candidates=tuple(int(x) for x in args.candidates.split(",")))
+                                               fetches=tuple(int(x) for x in args.fetch.split(",")))
     result["sizes"] = sizes
     if not args.no_build:
         result["build_throughput"] = build_throughput(args.build_tracks, decoder_path)
@@ -358,12 +360,14 @@ def main() -> None:
     print(f"{'chunks':>9} {'exact path ms':>14} {'exhaustive ms':>14} {'IVF index':<22}{'nprobe':>7} "
           f"{'recall@10':>10} {'IVF ms med/p95':>15} {'scored':>7} {'Top-K = exh.':>12} {'codes MB':>9}")
     for n, r in sizes.items():
-        for c in r["ivf_path"]["by_candidates"]:
-            print(f"{n:>9} IVF path, {c['candidates']:>5} candidates per row: {c['median_ms']:.1f} ms median "
-                  f"({c['p95_ms']:.1f} p95; search {c['search_ms_median']:.1f}), {c['scored_median']} scored, "
-                  f"Top-K = exhaustive {100 * c['topk_equal_exhaustive']:.0f}% (within 0.5 s: "
-                  f"{100 * c['topk_within_0.5s_of_exhaustive']:.0f}%; mean composite shortfall "
-                  f"{c['composite_shortfall_mean']})")
+        for c in r["ivf_path"]["by_fetch"]:
+            print(f"{n:>9} IVF path, fetch {c['fetch_per_row']:>5} per row: {c['median_ms']:.1f} ms median "
+                  f"({c['p95_ms']:.1f} p95; search {c['search_ms_median']:.1f}, bounds {c['bound_ms_median']:.1f}), "
+                  f"{c['fetched_median']} fetched, {c['possible_median']} can pass, {c['scored_median']} scored, "
+                  f"certified among fetched {100 * c['certified_among_fetched']:.0f}%, Top-K = exhaustive "
+                  f"{100 * c['topk_equal_exhaustive']:.0f}% "
+                  f"(within 0.5 s: {100 * c['topk_within_0.5s_of_exhaustive']:.0f}%; "
+                  f"mean composite shortfall {c['composite_shortfall_mean']})")
     for n, r in sizes.items():
         ex = r.get("exact_path")
         iv = r["ivf_path"]

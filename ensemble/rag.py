@@ -63,8 +63,9 @@ window's end (no candidate runs into the silence after its line ends). Top-K are
 non-overlapping (two segments of one line overlap when their starts are less than the continuation
 length apart).
 
-Relevance pre-selection uses faiss (an exact ``IndexFlatIP`` per lookback; above ``ivf_threshold``
-an IVF index with an HNSW quantizer and measured recall, searched by :mod:`ensemble.rag_index`).
+Relevance pre-selection uses faiss (an exact ``IndexFlatIP`` per lookback). Above ``ivf_threshold``
+one IVF index (HNSW quantizer, measured recall) whose vectors estimate the whole composite fetches,
+and exact bounds decide what is scored (:mod:`ensemble.rag_index`).
 Top-N by relevance is fetched and N doubled until the N-th relevance proves no unfetched candidate
 can beat the K-th composite (alpha * rel_N + beta * 1 < composite_K), so with the flat index the
 Top-K is exactly that of scoring every candidate.
@@ -344,7 +345,7 @@ class RagDatabase:
             if self.manifest.get("ann", {}).get("files"):
                 self.ann = load_ann(self.root, self.manifest["ann"])  # saved by the build
             else:
-                self.ann, self.manifest["ann"] = build_ann(self.ctx, self.seg, self.config)
+                self.ann, self.manifest["ann"] = build_ann(self)
             self.indexes = list(self.ann.indexes)
             return
         for li in range(len(self.config.lookbacks)):
@@ -354,12 +355,14 @@ class RagDatabase:
             self.indexes.append(index)
 
     @classmethod
-    def load(cls, root: str | os.PathLike, *, features: FeatureConfig = FeatureConfig()) -> RagDatabase:
+    def load(cls, root: str | os.PathLike, *, features: FeatureConfig = FeatureConfig(),
+             index: bool = True) -> RagDatabase:
         """Load and check a database folder.
 
         Args:
             root: the folder written by ``python -m ensemble index build``.
             features: the frame grid its per-frame arrays use (the project's one grid).
+            index: build or read its index (False: the arrays only, e.g. to rebuild the index).
 
         Raises:
             EnsembleError: missing folder or files, a sha256 mismatch with the manifest, or
@@ -413,7 +416,8 @@ class RagDatabase:
         cents = np.where(db.voiced & (db.f0 > 0), hz_to_cents(np.maximum(db.f0, 1e-3), dtype=None), 0.0)
         db.cum_cents = np.concatenate([[0.0], np.cumsum(cents)])
         db.cum_loud = np.concatenate([[0.0], np.cumsum(db.loud, dtype=np.float64)])
-        db.build_indexes()
+        if index:
+            db.build_indexes()
         return db
 
 

@@ -4,8 +4,9 @@
 - a build killed with SIGKILL after some shards resumes from them and ends with the same database;
 - a failing track is named, its finished neighbours kept; bad --workers / --scheduler refused;
 - above the threshold the IVF (HNSW quantizer) index is built, its recall measured into the manifest,
-  saved, loaded, and retrieval through it re-ranks exactly (equal to scoring everything when it
-  fetches everything).
+  saved, loaded (an older layout refused and rebuilt in place); its bound never undercuts the exact
+  composite, and retrieval through it equals scoring everything when it fetches everything -- also
+  when coherence lifts a segment far down the relevance order.
 """
 
 from __future__ import annotations
@@ -189,24 +190,24 @@ def ann_db(tmp_path_factory, decoder):
 
 def test_ivf_index_is_built_measured_and_saved(ann_db):
     section = ann_db.manifest["ann"]
-    assert ann_db.ann is not None and len(ann_db.ann.indexes) == len(ann_db.config.lookbacks)
-    for index in ann_db.ann.indexes:
-        ivf = faiss.extract_index_ivf(index)
-        assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSWFlat)
-        assert ivf.nprobe == section["nprobe"] and ivf.ntotal == ann_db.n_chunks
-    assert section["recall_at_10"]["min_over_lookbacks"] >= 0.95 and section["reached_target"]
-    assert all((ann_db.root / f).is_file() for f in section["files"])
+    assert ann_db.ann is not None and section["layout"] == rag_index.LAYOUT
+    ivf = faiss.extract_index_ivf(ann_db.ann.index)
+    assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSWFlat)
+    assert ivf.nprobe == section["nprobe"] and ivf.ntotal == ann_db.n_chunks and ivf.d == section["dims"]
+    assert section["recall_at_10"]["value"] >= 0.95 and section["reached_target"]
+    assert section["files"] == [rag_index.ANN_FILE] and (ann_db.root / rag_index.ANN_FILE).is_file()
     # the recall written down is what the loaded index gives on the same kind of queries
     rng = np.random.default_rng(0)
-    vecs = rag_index.index_vectors(ann_db.ctx, ann_db.seg, 0, ann_db.config)
+    vecs = rag_index.index_vectors(ann_db, ann_db.ann.config)
     qs = rng.choice(np.flatnonzero(ann_db.chunk_start > 0), 100, replace=False)
-    parts = np.stack([rag_index.query_parts(ann_db.ctx[0, i:i + 1], ann_db.config, np.array([t]))[0, 0]
-                      for i, t in zip(qs, rng.integers(-6, 7, 100), strict=True)])
+    rows = np.concatenate([rag_index.query_rows(ann_db, rag_index.pseudo_query(ann_db, int(i)), np.array([t]),
+                                                alpha=0.8, beta=0.6)[0]
+                           for i, t in zip(qs, rng.integers(-6, 7, 100), strict=True)])
     exact = faiss.IndexFlatIP(vecs.shape[1])
     exact.add(vecs)
-    scores, _ = exact.search(parts, 10)
-    _, found = ann_db.ann.indexes[0].search(parts, 10)
-    assert rag_index.recall_at(found, vecs, parts, scores) >= 0.9
+    scores, _ = exact.search(rows, 10)
+    _, found = ann_db.ann.index.search(rows, 10)
+    assert rag_index.recall_at(found, vecs, rows, scores) >= 0.9
 
 
 def test_recall_counts_ties_at_the_kth_place():
@@ -217,24 +218,93 @@ def test_recall_counts_ties_at_the_kth_place():
     assert rag_index.recall_at(np.array([[0, 2]]), vecs, q, exact, k=2) == 0.5
 
 
+@pytest.mark.parametrize("x,y", [(0.0, 0.0), (150.0, -30.0), (1100.0, 20.0), (-590.0, 600.0)])
+def test_harmonic_features_estimate_the_circular_terms(x, y):
+    """<h(x), coefficients * h(y)> + a0 follows 2^(-d / half-life) of the circular distance (4 harmonics)."""
+    hl, period = 200.0, 1200.0  # the pitch term: 2 semitones, one octave
+    a0, a = rag_index._series(hl, period, 4)
+    hx = rag_index._harmonics(np.array([x]), period, 4)[0]
+    hy = rag_index._harmonics(np.array([y]), period, 4)[0]
+    est = a0 + float(np.sum(a * (hx[:4] * hy[:4] + hx[4:8] * hy[4:8])))
+    d = abs(x - y) % period
+    d = min(d, period - d)
+    assert est == pytest.approx(2.0 ** (-d / hl), abs=0.1)
+    assert rag_index._harmonics(np.array([np.nan]), period, 4)[0].tolist() == [0.0] * 8 + [1.0]
+
+
+def _exhaustive_strict(db, q, alpha=0.8, beta=0.6):
+    """Per playable chunk: the best strict-pass composite (-inf: none), from the code that scores everything."""
+    cfg = db.config
+    every = np.arange(db.n_chunks)
+    transposes = np.arange(-6, 7)
+    stretch = rag._stretch(db, q, every)
+    starts = rag.aligned_starts(db, q, every, stretch, 800)
+    playable = np.flatnonzero(rag._playable(db, every, 800, stretch, starts))
+    register = rag.window_pitch(db, every, 800, stretch, starts)
+    s = rag._score_all(db, q, playable, transposes, cfg, alpha, beta, np.ones(4, bool), stretch, starts, register)
+    dyn = np.abs(db.dynamics[playable] - q.dynamics) <= cfg.dynamics_tolerance_db
+    strict = (s["coh"] >= cfg.coherence_floor) & dyn[:, None] & s["allowed"] & (s["kf"] >= cfg.key_floor)
+    best = np.where(strict, s["comp"], -np.inf).max(axis=1)
+    bound = rag_index.strict_bound(db, q, playable, transposes, alpha=alpha, beta=beta, mask=np.ones(4, bool),
+                                   stretch=stretch[playable], starts=starts[playable], register=register[playable])
+    return playable, best, bound, s["rel"].max(axis=1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_strict_bound_never_undercuts_the_exact_composite(ann_db, decoder, seed):
+    """What makes the exact stage sound: no chunk's strict composite exceeds its bound, and a chunk
+    the bound rules out (-inf) cannot pass the strict pass."""
+    q = rag.analyze_query(melody(np.random.default_rng(seed), 12.0, 58 + seed, 0.4), ann_db, decoder)
+    _, best, bound, _ = _exhaustive_strict(ann_db, q)
+    assert np.isfinite(best).sum() > 0
+    assert np.all(best <= bound)
+    assert not np.any(np.isfinite(best) & ~np.isfinite(bound))
+    assert np.isfinite(bound).sum() < len(bound)  # and it does rule chunks out
+
+
+def test_preselection_returns_the_exhaustive_topk_when_coherence_lifts_a_low_relevance_segment(ann_db, decoder):
+    """Coherence weighs 3x relevance here: a pick far down the relevance order must win. Fetching
+    everything and scoring from 1 candidate up (doubling), the certificate holds and the Top-K equals
+    the reference loop; pre-selection by relevance alone (the same number of chunks) misses it."""
+    alpha, beta, k = 0.3, 0.9, 5
+    q = rag.analyze_query(melody(np.random.default_rng(11), 12.0, 60, 0.4), ann_db, decoder)
+    playable, best, _, rel = _exhaustive_strict(ann_db, q, alpha, beta)
+    ref = rag.reference_retrieve(ann_db, q, k, alpha=alpha, beta=beta)
+    assert not any(fb for *_, fb in ref)
+    rel_rank = {int(c): r for r, c in enumerate(playable[np.argsort(-rel, kind="stable")])}
+    low = [c for c, _, _ in ref if rel_rank[c] >= 10 * k]
+    assert low, "no pick sits below the 10K most relevant: the test lost its point"
+    ann_db.ann.set_nprobe(faiss.extract_index_ivf(ann_db.ann.index).nlist)
+    try:
+        stats = {}
+        got = rag_index.retrieve_ann(ann_db, q, k, alpha=alpha, beta=beta, transposes=np.arange(-6, 7),
+                                     cont_frames=800, mask=np.ones(4, bool), conform=True, fetch=ann_db.n_chunks,
+                                     candidates=1, stats=stats)
+    finally:
+        ann_db.ann.set_nprobe(ann_db.manifest["ann"]["nprobe"])
+    assert [(c.chunk, c.transpose, c.fallback) for c in got] == ref
+    assert stats["certified"] and stats["scored"] <= stats["possible"] < len(playable)
+    by_relevance = set(playable[np.argsort(-rel, kind="stable")][:stats["scored"]].tolist())
+    assert not set(low) <= by_relevance
+
+
 def test_ivf_retrieval_fetching_everything_equals_the_reference_loop(ann_db, decoder):
     q = rag.analyze_query(melody(np.random.default_rng(7), 12.0, 62, 0.4), ann_db, decoder)
-    ann_db.ann.set_nprobe(faiss.extract_index_ivf(ann_db.ann.indexes[0]).nlist)
+    ann_db.ann.set_nprobe(faiss.extract_index_ivf(ann_db.ann.index).nlist)
     try:
         transposes = np.arange(-6, 7)
         stats = {}
         got = rag_index.retrieve_ann(ann_db, q, 5, alpha=0.8, beta=0.6, transposes=transposes, cont_frames=800,
-                                     mask=np.ones(4, bool), conform=True, candidates=ann_db.n_chunks,
-                                     stats=stats)
+                                     mask=np.ones(4, bool), conform=True, fetch=ann_db.n_chunks, stats=stats)
         ref = rag.reference_retrieve(ann_db, q, 5)
         assert [(c.chunk, c.transpose, c.fallback) for c in got] == ref
-        assert stats["scored"] <= ann_db.n_chunks
+        assert stats["scored"] <= stats["fetched"] == ann_db.n_chunks
     finally:
         ann_db.ann.set_nprobe(ann_db.manifest["ann"]["nprobe"])
 
 
 def test_ivf_retrieval_through_retrieve_is_mostly_exhaustive(ann_db, decoder):
-    """The default path (the chosen nprobe, 256 candidates per query row and filter) against scoring everything."""
+    """The default path (the chosen nprobe, the default fetch) against scoring everything."""
     same = 0
     for seed in range(6):
         q = rag.analyze_query(melody(np.random.default_rng(seed), 12.0, 58 + seed, 0.4), ann_db, decoder)
@@ -242,6 +312,25 @@ def test_ivf_retrieval_through_retrieve_is_mostly_exhaustive(ann_db, decoder):
         ref = rag.reference_retrieve(ann_db, q, 5)
         same += [(c.chunk, c.transpose, c.fallback) for c in got] == ref
     assert same >= 5
+
+
+def test_an_index_of_another_layout_is_refused_and_rebuilt(tmp_path, ann_db):
+    import shutil
+
+    from ensemble.jobs.index import rebuild_ann
+
+    with pytest.raises(EnsembleError, match=r"layout 'relevance-only'.*rebuild_ann"):
+        rag_index.load_ann(ann_db.root, {"files": ["ann_L0.faiss"], "nprobe": 1, "config": {}})
+    root = tmp_path / "db"
+    shutil.copytree(ann_db.root, root)
+    before = arrays(root)
+    (root / "ann_L0.faiss").write_bytes(b"an index of the previous layout")
+    manifest = rebuild_ann(root, rag_index.AnnConfig(recall_queries=50))
+    assert not (root / "ann_L0.faiss").exists() and manifest["ann"]["layout"] == rag_index.LAYOUT
+    after = arrays(root)
+    assert all(np.array_equal(before[k], after[k], equal_nan=before[k].dtype.kind == "f") for k in before)  # kept
+    db = rag.RagDatabase.load(root)
+    assert db.ann is not None and json.loads((root / "manifest.json").read_text())["ann"]["files"] == ["ann.faiss"]
 
 
 def test_shipped_database_stays_exact():

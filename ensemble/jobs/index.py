@@ -54,6 +54,7 @@ from ensemble.models.decoder import InstrumentDecoder
 from ensemble.rag import (
     DB_FORMAT,
     RagConfig,
+    RagDatabase,
     analyze_controls,
     cumsum0,
     dynamics_db,
@@ -66,7 +67,7 @@ from ensemble.rag import (
 from ensemble.rag_index import AnnConfig, build_ann, save_ann
 
 __all__ = ["Variant", "build_database", "extract_track", "merge_shards", "list_tracks", "read_pca",
-           "decoder_digest"]
+           "decoder_digest", "rebuild_ann"]
 
 _POLYPHONIC_STEMS = ("Keys",)  # their audio is chords: indexed by the top line's controls only
 _ROWS = ("dynamics", "level", "seam_pitch", "seam_loud", "pre_pitch", "pre_loud")
@@ -451,9 +452,14 @@ def merge_shards(shards: Iterable[dict], tmp: Path, out_dir: Path, *, config: Ra
     if n_chunks > config.ivf_threshold:
         if log:
             log(f"{n_chunks} chunks > ivf_threshold {config.ivf_threshold}: building the IVF index")
-        indexes, ann_section = build_ann(ctx16, seg16, config, ann)
-        ann_section["files"] = save_ann(indexes, tmp)
-        del indexes
+        del ctx16, seg16
+        # the index holds coherence features read from every array: build it from the database as loaded
+        (tmp / "manifest.json").write_text(json.dumps({"format": DB_FORMAT, "config": asdict(config)}))
+        db = RagDatabase.load(tmp, features=features, index=False)
+        index, ann_section = build_ann(db, ann, log=log)
+        ann_section["files"] = save_ann(index, tmp)
+        del index, db
+        (tmp / "manifest.json").unlink()
     files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     version = hashlib.sha256("".join(files.values()).encode()).hexdigest()[:12]
     per_stem = {s: sum(1 for n in names if n.split("@")[0].endswith(f"/{s}")) for s in config.stems}
@@ -485,6 +491,41 @@ def merge_shards(shards: Iterable[dict], tmp: Path, out_dir: Path, *, config: Ra
     else:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out_dir)
+    return manifest
+
+
+def rebuild_ann(database: str | os.PathLike, ann: AnnConfig = AnnConfig(), *,
+                log: Callable[[str], None] | None = None) -> dict:
+    """Rebuild only the approximate index of a database above ``ivf_threshold`` (its arrays are kept).
+
+    For a database whose index is of another layout (``ensemble.rag_index.LAYOUT``) or to try other
+    index settings without extracting features again. Writes ``ann.faiss``, removes index files of
+    older layouts and updates the manifest (its ``ann`` section, file hashes and version).
+
+    Raises:
+        EnsembleError: not a database, or at most ``ivf_threshold`` chunks (it is searched exactly).
+    """
+    root = Path(database)
+    db = RagDatabase.load(root, index=False)
+    if db.n_chunks <= db.config.ivf_threshold:
+        raise EnsembleError(f"RAG database {str(root)!r} has {db.n_chunks} chunks, at most ivf_threshold "
+                            f"{db.config.ivf_threshold}: it is searched exactly and keeps no approximate index")
+    index, section = build_ann(db, ann, log=log)
+    manifest = dict(db.manifest)
+    del db
+    faiss_name = save_ann(index, root)[0]  # written only once trained and measured
+    del index
+    for old in root.glob("ann_L*.faiss"):  # the per-lookback relevance indexes of the previous layout
+        old.unlink()
+    section["files"] = [faiss_name]
+    section["command"] = (f"python -c \"from ensemble.jobs.index import rebuild_ann; rebuild_ann({str(root)!r})\"")
+    files = {k: v for k, v in manifest.get("files", {}).items() if (root / k).is_file()}
+    files[faiss_name] = sha256_file(root / faiss_name)
+    manifest.update(files=dict(sorted(files.items())), ann=section,
+                    version=hashlib.sha256("".join(v for _, v in sorted(files.items())).encode()).hexdigest()[:12])
+    tmp = root / ".manifest.json.part"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(root / "manifest.json")
     return manifest
 
 
