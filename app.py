@@ -25,13 +25,18 @@ Environment:
                                              the ratings folder; ui.study_tab.studies_root)
     ENSEMBLE_WARMUP                          1 (default): one tiny request right after start-up, so the
                                              first user does not pay the one-off compilation
-    ENSEMBLE_MAX_UPLOAD_MB, ENSEMBLE_RATE_LIMIT, ENSEMBLE_DISK_CAP_MB
-                                             caps: upload size, requests per minute per client, the run
-                                             folder's size (ui.config.ServerConfig)
+    ENSEMBLE_MAX_UPLOAD_MB, ENSEMBLE_RATE_LIMIT, ENSEMBLE_READ_RATE_LIMIT, ENSEMBLE_DISK_CAP_MB
+                                             caps: upload size, requests per minute per client (Generate
+                                             and /rate; the endpoints that only read), the run folder's
+                                             size (ui.config.ServerConfig)
     ENSEMBLE_RESEARCHER_KEY, ENSEMBLE_RATER_SALT
                                              who sees raters' data; rater ids logged as a salted hash
     ENSEMBLE_STUDY_ONLY                      1: free mode's /generate is off while a study runs
-    MALLOC_ARENA_MAX, GRADIO_TEMP_DIR        set by prepare_process (2; this run's own folder) unless set
+    ENSEMBLE_TRIM_SECONDS                    how often the allocator's free memory goes back to the
+                                             system (default 20; 0: never)
+    MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, GRADIO_TEMP_DIR
+                                             set by prepare_process (2, 131072: ALLOCATOR; this run's
+                                             own folder) unless set
 
 Every file of a run (rounds, and Gradio's uploads and cached outputs) lives in one folder,
 ``$TMPDIR/ensemble-app-<pid>-<random>``, removed at shutdown; the next start removes what a killed run
@@ -46,7 +51,16 @@ import sys
 # Before Gradio is imported: it reads this setting at import and when a Blocks is built.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-MALLOC_ARENA_MAX = "2"  # glibc's arenas: one per thread by default, and Gradio's threads each keep one
+# glibc's allocator, bounded (both read only when the process starts):
+ALLOCATOR = {
+    # arenas: one per thread by default, and Gradio's threads each keep one
+    "MALLOC_ARENA_MAX": "2",
+    # a fixed mmap threshold: arrays above 128 KiB get pages of their own, handed back when freed. By
+    # default glibc raises the threshold after each such free (up to 32 MiB), so a request's audio
+    # arrays move into the heap, whose freed holes stay resident: +18-36 % RSS in a 4-client soak
+    # against +5.6 % with it (benchmarks/soak.py)
+    "MALLOC_MMAP_THRESHOLD_": "131072",
+}
 
 
 def prepare_process(env=os.environ, *, exec_=os.execv) -> None:
@@ -56,8 +70,9 @@ def prepare_process(env=os.environ, *, exec_=os.execv) -> None:
     * Sweeps the run folders of servers that are gone (:func:`ensemble.listening.runs.sweep_earlier_runs`)
       and makes this run's, ``ENSEMBLE_RUN_DIR``; Gradio writes there too (``GRADIO_TEMP_DIR``, unless
       the user set it), so one folder holds every file of the run, deleted at shutdown.
-    * ``MALLOC_ARENA_MAX=2`` (unless set): glibc reads it only when the process starts, so the process
-      re-executes itself once (same pid, same arguments) with it in the environment.
+    * The allocator's bounds (:data:`ALLOCATOR`: ``MALLOC_ARENA_MAX=2``, ``MALLOC_MMAP_THRESHOLD_``;
+      each unless set): glibc reads them only when the process starts, so the process re-executes
+      itself once (same pid, same arguments) with them in the environment.
     """
     if env.get("ENSEMBLE_RUN_DIR"):
         return  # prepared already (this is the re-executed process)
@@ -69,8 +84,10 @@ def prepare_process(env=os.environ, *, exec_=os.execv) -> None:
     env["ENSEMBLE_SWEPT"] = str(len(removed))
     if not env.get("GRADIO_TEMP_DIR", "").strip():
         env["GRADIO_TEMP_DIR"] = str(run)
-    if not env.get("MALLOC_ARENA_MAX", "").strip():
-        env["MALLOC_ARENA_MAX"] = MALLOC_ARENA_MAX
+    unset = [name for name in ALLOCATOR if not env.get(name, "").strip()]
+    for name in unset:
+        env[name] = ALLOCATOR[name]
+    if unset:
         sys.stdout.flush()
         exec_(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
@@ -93,6 +110,7 @@ from ensemble.audio import LoadedAudio  # noqa: E402
 from ensemble.engine import Engine, EngineConfig  # noqa: E402
 from ensemble.errors import EnsembleError  # noqa: E402
 from ensemble.listening.round import make_round  # noqa: E402
+from ensemble.listening.runs import trim_heap  # noqa: E402
 from ensemble.listening.settings import Settings  # noqa: E402
 from ensemble.listening.store import RoundStore  # noqa: E402
 from ui.config import ServerConfig, ratings_path, server_config  # noqa: E402
@@ -186,8 +204,9 @@ def main() -> int:
     store = RoundStore(run, max_bytes=int(server.disk_cap_mb * 1024 * 1024))
     atexit.register(store.close)
     log.info("files of this run: %s (GRADIO_TEMP_DIR %s, disk cap %g MB; %s earlier run folders removed); "
-             "MALLOC_ARENA_MAX=%s", store.root, os.environ.get("GRADIO_TEMP_DIR"), server.disk_cap_mb,
-             os.environ.get("ENSEMBLE_SWEPT", "0"), os.environ.get("MALLOC_ARENA_MAX", "unset"))
+             "MALLOC_ARENA_MAX=%s, MALLOC_MMAP_THRESHOLD_=%s", store.root, os.environ.get("GRADIO_TEMP_DIR"), server.disk_cap_mb,
+             os.environ.get("ENSEMBLE_SWEPT", "0"), os.environ.get("MALLOC_ARENA_MAX", "unset"),
+             os.environ.get("MALLOC_MMAP_THRESHOLD_", "unset"))
     signal.signal(signal.SIGTERM, _stop)
     try:
         _serve(engine, store, server)
@@ -196,12 +215,25 @@ def main() -> int:
     return 0
 
 
+def _trim_heap_every(seconds: float) -> None:
+    """Every ``seconds``: the allocator's free memory back to the system (``trim_heap``), so the
+    server's resident memory follows what it holds, not the most it ever held at once."""
+    while True:
+        time.sleep(seconds)
+        if not trim_heap():
+            log.info("the C library cannot trim its heap here; resident memory is not trimmed")
+            return
+
+
 def _serve(engine: Engine, store: RoundStore, server) -> None:
     """Build the page and serve it until Ctrl-C or SIGTERM (Gradio's loop closes the server)."""
     lock = threading.Lock()
     demo = build_demo(engine, store=store, engine_lock=lock, server=server)
     if os.environ.get("ENSEMBLE_WARMUP", "1").strip() not in ("0", "false", "False", ""):
         threading.Thread(target=warm_up, args=(engine, store, lock), name="warm-up", daemon=True).start()
+    if server.trim_seconds > 0:
+        threading.Thread(target=_trim_heap_every, args=(server.trim_seconds,), name="heap-trim",
+                         daemon=True).start()
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                 theme=THEME, css=CSS, allowed_paths=[str(EXAMPLES)],

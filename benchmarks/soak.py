@@ -3,7 +3,8 @@
     python -m benchmarks.soak --clients 4 --minutes 30          # the acceptance run
     python -m benchmarks.soak --clients 2 --minutes 5           # a short one
 
-Starts ``python app.py`` (as deployed: it sets ``MALLOC_ARENA_MAX=2`` and its own temporary folder)
+Starts ``python app.py`` (as deployed: it bounds glibc's allocator, ``app.ALLOCATOR``, and makes its own
+temporary folder)
 on a free port with its ratings log and temporary files in a fresh folder, then drives it from N
 ``gradio_client`` clients, each alternating ``/generate`` (K = 3, a 12 s target, a shipped example,
 blind) and ``/rate`` (a random ranking) until the time is up. Every ``--interval`` seconds it prints the
@@ -216,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         "disk_cap_mb": args.disk_cap_mb, "run_folders": len(runs),
         "latency_s": {name: _percentiles(v) for name, v in latencies.items()},
         "sigterm_rc": rc, "files_left_after_sigterm": len(left),
-        "malloc_arena_max": "2 (set by app.py)" if "MALLOC_ARENA_MAX" not in os.environ
-        else os.environ["MALLOC_ARENA_MAX"],
+        "allocator": {name: (os.environ[name] if name in os.environ else "set by app.py")
+                      for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_")},
+        "trim_seconds": os.environ.get("ENSEMBLE_TRIM_SECONDS", "app default"),
         "samples": samples,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

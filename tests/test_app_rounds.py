@@ -274,3 +274,64 @@ def test_the_timbre_is_said_with_how_it_was_chosen(tmp_path):
     rnd = fake_round(tmp_path, timbre=default)
     rnd.notes = [note]  # said once, as a note
     assert round_status(rnd).count(note) == 1 and "guitar (the default, see the note)" in round_status(rnd)
+
+
+def test_background_work_gives_way_to_requests_until_the_server_settles():
+    """``Foreground.give_way`` returns only once no request is in progress and ``settle_s`` has passed
+    since the last one ended; a server that is never idle still lets it run after ``max_wait_s``."""
+    import threading
+
+    from ensemble.listening.round import Foreground
+
+    gate = Foreground(settle_s=0.2, max_wait_s=30.0)
+    inside, release, ended = threading.Event(), threading.Event(), {}
+
+    def request():
+        with gate.request():
+            inside.set()
+            release.wait(10)
+        ended["t"] = time.monotonic()
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    inside.wait(10)
+    assert gate.busy()
+    done = {}
+    waiter = threading.Thread(target=lambda: done.setdefault("t", (gate.give_way(), time.monotonic())))
+    waiter.start()
+    time.sleep(0.3)
+    assert "t" not in done  # still waiting: the request is in progress
+    release.set()
+    worker.join(10)
+    waiter.join(10)
+    assert done["t"][1] >= ended["t"] + 0.2  # ran only after the server settled
+    assert not gate.busy()
+
+    never_idle = Foreground(settle_s=0.1, max_wait_s=0.3)
+    with never_idle.request():
+        t = time.monotonic()
+        waited = never_idle.give_way()
+        assert waited >= 0.3 and time.monotonic() - t >= 0.3
+
+
+def test_foreground_rejects_a_settle_time_longer_than_its_longest_wait():
+    from ensemble.errors import EnsembleError
+    from ensemble.listening.round import Foreground
+
+    with pytest.raises(EnsembleError, match="allowed: 0 <= settle_s <= max_wait_s"):
+        Foreground(settle_s=5.0, max_wait_s=1.0)
+
+
+def test_background_work_runs_by_its_deadline_on_a_server_that_is_never_idle():
+    """Every piece of a round's background work asks ``give_way(until=deadline)``: once the deadline
+    has passed, no piece waits any more, so the work ends in bounded time however busy the server."""
+    from ensemble.listening.round import Foreground
+
+    gate = Foreground(settle_s=0.1, max_wait_s=60.0)
+    with gate.request():
+        deadline = time.monotonic() + 0.3
+        first = gate.give_way(until=deadline)
+        t = time.monotonic()
+        later = [gate.give_way(until=deadline) for _ in range(20)]
+    assert first >= 0.25
+    assert max(later) < 0.05 and time.monotonic() - t < 1.0

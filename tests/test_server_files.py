@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +79,68 @@ def test_files_live_in_the_run_folder_capped_and_swept_after_a_kill(tmp_path):
         assert len(list(app2.tmp.glob("ensemble-app-*"))) == 1
         assert app2.stop() == 0
     assert not _files(work / "tmp")
+
+
+_TRIM_PROBE = """
+import os, sys
+from ensemble.listening.runs import trim_heap
+def rss_mb():
+    for line in open(f"/proc/{os.getpid()}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+blocks = [bytearray(60_000) for _ in range(4000)]  # ~240 MB in heap blocks (below mmap's threshold)
+for b in blocks:
+    b[::4096] = b"x" * len(b[::4096])  # touch every page
+keep = blocks[-1]  # the top of the heap stays in use, so free() alone cannot shrink it
+del blocks
+before = rss_mb()
+ran = trim_heap()
+print(ran, before, rss_mb())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
+def test_trim_heap_hands_freed_memory_back_to_the_system():
+    """What a request freed stays resident until the allocator is asked to trim: ~240 MB of freed
+    heap blocks under one live block stay in RSS; ``trim_heap`` returns them (glibc)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _TRIM_PROBE], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    ran, before, after = out[0] == "True", float(out[1]), float(out[2])
+    if not ran:
+        pytest.skip("this C library has no malloc_trim")
+    assert before - after > 150.0, (before, after)
+
+
+def test_server_caps_are_read_from_the_environment_and_bad_ones_are_named():
+    from ensemble.errors import EnsembleError
+    from ui.config import ServerConfig, server_config
+
+    assert server_config({}) == ServerConfig()
+    cfg = server_config({"ENSEMBLE_TRIM_SECONDS": "0", "ENSEMBLE_DISK_CAP_MB": "64", "ENSEMBLE_RATE_LIMIT": "5"})
+    assert (cfg.trim_seconds, cfg.disk_cap_mb, cfg.rate_limit) == (0.0, 64.0, 5)
+    with pytest.raises(EnsembleError, match=r"ENSEMBLE_TRIM_SECONDS='-1'; allowed: a finite number >= 0"):
+        server_config({"ENSEMBLE_TRIM_SECONDS": "-1"})
+    with pytest.raises(EnsembleError, match=r"ENSEMBLE_TRIM_SECONDS='often' is not a number"):
+        server_config({"ENSEMBLE_TRIM_SECONDS": "often"})
+
+
+def test_the_app_bounds_the_allocator_before_anything_is_imported(tmp_path, monkeypatch):
+    """``prepare_process`` sets each allocator bound the user has not set and re-executes once (glibc
+    reads them at start-up); with every bound set it does not re-execute."""
+    import app
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    calls = []
+    env = {"MALLOC_ARENA_MAX": "4"}
+    app.prepare_process(env, exec_=lambda *a: calls.append(a))
+    assert env["MALLOC_ARENA_MAX"] == "4"  # the user's own setting stays
+    assert env["MALLOC_MMAP_THRESHOLD_"] == app.ALLOCATOR["MALLOC_MMAP_THRESHOLD_"] == "131072"
+    assert len(calls) == 1 and Path(env["ENSEMBLE_RUN_DIR"]).is_dir()
+    calls.clear()
+    env = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    app.prepare_process(env, exec_=lambda *a: calls.append(a))
+    assert calls == [] and env["MALLOC_MMAP_THRESHOLD_"] == "65536"

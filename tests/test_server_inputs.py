@@ -27,13 +27,14 @@ import soundfile as sf
 from test_app import SR, generate, read_rows, running_app, shortest_example
 
 RATE_LIMIT = 40  # requests per minute per client for this module's server (ENSEMBLE_RATE_LIMIT)
+READ_RATE_LIMIT = 25  # the same for the endpoints that only read (ENSEMBLE_READ_RATE_LIMIT)
 UPLOAD_MB = 5  # ENSEMBLE_MAX_UPLOAD_MB
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     env = {"ENSEMBLE_MAX_UPLOAD_MB": str(UPLOAD_MB), "ENSEMBLE_RATE_LIMIT": str(RATE_LIMIT),
-           "ENSEMBLE_WARMUP": "0"}
+           "ENSEMBLE_READ_RATE_LIMIT": str(READ_RATE_LIMIT), "ENSEMBLE_WARMUP": "0"}
     with running_app(tmp_path_factory.mktemp("inputs-app"), env=env) as running:
         yield running
 
@@ -193,6 +194,29 @@ def test_an_upload_above_the_size_cap_is_refused(app, client, tmp_path):
     with pytest.raises(Exception) as err:  # the upload route refuses it before any handler runs
         client.predict(*_generate_args(audio=handle_file(str(big))), api_name="/generate")
     assert "File too large" in str(err.value) or "exceeds" in str(err.value) or "413" in str(err.value)
+
+
+@pytest.mark.parametrize("api_name, args", [("/summary", ("",)), ("/candidate_audio", (1,)), ("/take", (1,)),
+                                           ("/ratings", ("not the key",))])
+def test_the_reading_endpoints_are_capped_per_client(app, tmp_path, round_id, api_name, args):
+    """/candidate_audio, /take, /summary and /ratings count against their own per-client cap (a
+    fresh client each: the cap is per address, so this uses up the reads of this module's address
+    for a minute, one endpoint after the other)."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(app.url, verbose=False, download_files=str(tmp_path))
+    full = (round_id, *args) if api_name in ("/candidate_audio", "/take") else args
+    messages = []
+    for _ in range(READ_RATE_LIMIT + 3):
+        try:
+            client.predict(*full, api_name=api_name)
+        except AppError as exc:
+            messages.append(str(exc))
+        if any("too many requests" in m for m in messages):
+            break
+    assert any("too many requests" in m and f"{READ_RATE_LIMIT} per minute" in m for m in messages), messages[-3:]
+    assert app.process.poll() is None
 
 
 def test_a_client_over_the_request_rate_is_told_to_wait(app, client):

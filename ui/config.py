@@ -61,8 +61,11 @@ class ServerConfig:
     Attributes:
         max_upload_mb: the largest upload, MiB (``ENSEMBLE_MAX_UPLOAD_MB``, default 200); Gradio's
             upload route refuses a larger file before any handler runs.
-        rate_limit: requests per minute per client address to the named endpoints and Generate
+        rate_limit: requests per minute per client address to Generate and ``/rate``
             (``ENSEMBLE_RATE_LIMIT``, default 60; 0 turns the cap off).
+        read_rate_limit: requests per minute per client address to the endpoints that only read
+            (``/candidate_audio``, ``/take``, ``/summary``, ``/ratings``; ``ENSEMBLE_READ_RATE_LIMIT``,
+            default 600: a round of K = 10 fetched through the API is 10 calls; 0 turns it off).
         disk_cap_mb: the most the rounds' files may take, MiB (``ENSEMBLE_DISK_CAP_MB``, default
             2048); the oldest rounds go first.
         researcher_key: the key that unlocks the full ratings log and per-rater data
@@ -72,14 +75,19 @@ class ServerConfig:
         study_only: free mode's ``/generate`` is off (``ENSEMBLE_STUDY_ONLY=1``): while a study runs, a
             rater could otherwise cut a study clip's input, generate it again unblinded and read the
             scores of the very candidates the study plays blind (retrieval is deterministic).
+        trim_seconds: how often the C allocator's free memory is handed back to the system
+            (``ENSEMBLE_TRIM_SECONDS``, default 20; 0 turns it off;
+            :func:`ensemble.listening.runs.trim_heap`).
     """
 
     max_upload_mb: float = 200.0
     rate_limit: int = 60
+    read_rate_limit: int = 600
     disk_cap_mb: float = 2048.0
     researcher_key: str = ""
     rater_salt: str = ""
     study_only: bool = False
+    trim_seconds: float = 20.0
 
 
 def server_config(env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -106,7 +114,9 @@ def server_config(env: Mapping[str, str] | None = None) -> ServerConfig:
     return ServerConfig(
         max_upload_mb=number("ENSEMBLE_MAX_UPLOAD_MB", default.max_upload_mb, minimum=1),
         rate_limit=int(number("ENSEMBLE_RATE_LIMIT", default.rate_limit, minimum=0)),
+        read_rate_limit=int(number("ENSEMBLE_READ_RATE_LIMIT", default.read_rate_limit, minimum=0)),
         disk_cap_mb=number("ENSEMBLE_DISK_CAP_MB", default.disk_cap_mb, minimum=10),
         researcher_key=env.get("ENSEMBLE_RESEARCHER_KEY", "").strip(),
         rater_salt=env.get("ENSEMBLE_RATER_SALT", "").strip(),
-        study_only=env.get("ENSEMBLE_STUDY_ONLY", "").strip().lower() in ("1", "true", "yes"))
+        study_only=env.get("ENSEMBLE_STUDY_ONLY", "").strip().lower() in ("1", "true", "yes"),
+        trim_seconds=number("ENSEMBLE_TRIM_SECONDS", default.trim_seconds, minimum=0))

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import gradio as gr
 from ensemble.engine import Engine
 from ensemble.errors import EnsembleError
 from ensemble.figures.report import report_card, write_figure
-from ensemble.listening.round import analyse_input, make_round, new_session_id
+from ensemble.listening.round import Foreground, analyse_input, make_round, new_session_id
 from ensemble.listening.settings import check_settings, read_clip
 from ensemble.listening.store import RoundStore
 from ensemble.perform import FOLLOWERS
@@ -179,7 +180,8 @@ def make_check_upload(engine: Engine) -> Callable[[str | None], str]:
 
 def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.Lock,
                   last_errors: LastErrors | None = None,
-                  limiter: RateLimiter | None = None, study_only: bool = False) -> Callable[..., Iterator]:
+                  limiter: RateLimiter | None = None, study_only: bool = False,
+                  foreground: Foreground | None = None) -> Callable[..., Iterator]:
     """The ``/generate`` handler, bound to the engine and the page's round store.
 
     Args:
@@ -191,6 +193,8 @@ def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.L
         limiter: the per-client request cap (None: none).
         study_only: refuse every request (``ENSEMBLE_STUDY_ONLY``: a study's clips must not be
             generated again with their scores shown).
+        foreground: the server's requests in progress (:class:`ensemble.listening.round.Foreground`):
+            each request is one, and its round's background work gives way to later ones.
 
     Returns:
         A generator function for Gradio: its parameter names are the API's. It yields twice,
@@ -204,55 +208,57 @@ def make_generate(engine: Engine, *, store: RoundStore, engine_lock: threading.L
                  loudness_matched, rater_id, timbre, session_id, progress=gr.Progress(),
                  request: gr.Request = None):
         started = time.perf_counter()
-        if study_only:
-            raise EnsembleError("free mode is off on this server while a listening study runs "
-                                "(ENSEMBLE_STUDY_ONLY=1): a study's clips must not be generated again "
-                                "with their scores shown. Open the study's link (?study=NAME) instead")
-        if limiter is not None:
-            limiter.check(request)
-        rater_id = check_text("rater_id", rater_id)
-        session_id = session_id or new_session_id()
-        progress(0.0, desc="reading your clip")
-        try:
-            clip = read_clip(audio, limits=limits, features=features)
-        except EnsembleError:
-            discard_upload(audio)  # refused: not kept on the server
-            raise
-        settings = check_settings(target_seconds=target_seconds, k=k, alpha=alpha, beta=beta,
-                                  lookbacks=lookbacks, followers=followers, transpose=transpose,
-                                  seed=seed, blind=blind, timbre=timbre, input_seconds=clip.seconds,
-                                  limits=limits, timbres=engine.timbres,
-                                  lookback_choices=engine.db.config.lookbacks)
-        round_id, folder = store.new_folder()
-        try:
-            progress(0.02, desc="analysing your clip")
-            folder.mkdir(parents=True)
-            analysis = analyse_input(clip.audio, features=features)
-            png = write_figure(report_card(analysis, title=f"Your clip ({clip.seconds:.1f} s)"),
-                               folder / "input_report.png")
-            report_s = time.perf_counter() - started
-            yield (png, f"Analysed your {clip.seconds:.1f} s clip; retrieving and performing "
-                        f"{settings.k} candidates...", gr.skip(), gr.skip(), gr.skip(), session_id)
-            if not engine_lock.acquire(blocking=False):
-                progress(0.05, desc="waiting for the engine (warming up or busy)")
-                engine_lock.acquire()
+        # the round's background work (a blind round's figures, the takes) gives way to requests
+        with foreground.request() if foreground is not None else nullcontext():
+            if study_only:
+                raise EnsembleError("free mode is off on this server while a listening study runs "
+                                    "(ENSEMBLE_STUDY_ONLY=1): a study's clips must not be generated again "
+                                    "with their scores shown. Open the study's link (?study=NAME) instead")
+            if limiter is not None:
+                limiter.check(request)
+            rater_id = check_text("rater_id", rater_id)
+            session_id = session_id or new_session_id()
+            progress(0.0, desc="reading your clip")
             try:
-                rnd = make_round(engine, clip, settings, folder=folder, input_analysis=analysis,
-                                 report_png=png, rater_id=rater_id or "", session_id=session_id,
-                                 round_id=round_id,
-                                 progress=lambda f, m: progress(0.05 + 0.95 * f, desc=m))
-            finally:
-                engine_lock.release()
-        except BaseException:
-            store.discard_folder(folder)  # a failed (or abandoned) request leaves nothing behind
-            raise
-        rnd.timings["input_report"] = report_s  # read, analysed and drawn before the round began
-        rnd.timings["total"] = time.perf_counter() - started
-        rnd.played(bool(loudness_matched))  # how the players start; the Listen tab records switches
-        store.add(rnd)
-        log.info("round %s: K=%d, %.1f s input -> %.1f s, %.1f s", round_id, rnd.k, rnd.input_seconds,
-                 rnd.target_seconds, rnd.timings["total"])
-        yield (png, round_status(rnd), rnd.public(), rnd.audio_files(bool(loudness_matched)), rnd,
-               session_id)
+                clip = read_clip(audio, limits=limits, features=features)
+            except EnsembleError:
+                discard_upload(audio)  # refused: not kept on the server
+                raise
+            settings = check_settings(target_seconds=target_seconds, k=k, alpha=alpha, beta=beta,
+                                      lookbacks=lookbacks, followers=followers, transpose=transpose,
+                                      seed=seed, blind=blind, timbre=timbre, input_seconds=clip.seconds,
+                                      limits=limits, timbres=engine.timbres,
+                                      lookback_choices=engine.db.config.lookbacks)
+            round_id, folder = store.new_folder()
+            try:
+                progress(0.02, desc="analysing your clip")
+                folder.mkdir(parents=True)
+                analysis = analyse_input(clip.audio, features=features)
+                png = write_figure(report_card(analysis, title=f"Your clip ({clip.seconds:.1f} s)"),
+                                   folder / "input_report.png")
+                report_s = time.perf_counter() - started
+                yield (png, f"Analysed your {clip.seconds:.1f} s clip; retrieving and performing "
+                            f"{settings.k} candidates...", gr.skip(), gr.skip(), gr.skip(), session_id)
+                if not engine_lock.acquire(blocking=False):
+                    progress(0.05, desc="waiting for the engine (warming up or busy)")
+                    engine_lock.acquire()
+                try:
+                    rnd = make_round(engine, clip, settings, folder=folder, input_analysis=analysis,
+                                     report_png=png, rater_id=rater_id or "", session_id=session_id,
+                                     round_id=round_id, foreground=foreground,
+                                     progress=lambda f, m: progress(0.05 + 0.95 * f, desc=m))
+                finally:
+                    engine_lock.release()
+            except BaseException:
+                store.discard_folder(folder)  # a failed (or abandoned) request leaves nothing behind
+                raise
+            rnd.timings["input_report"] = report_s  # read, analysed and drawn before the round began
+            rnd.timings["total"] = time.perf_counter() - started
+            rnd.played(bool(loudness_matched))  # how the players start; the Listen tab records switches
+            store.add(rnd)
+            log.info("round %s: K=%d, %.1f s input -> %.1f s, %.1f s", round_id, rnd.k, rnd.input_seconds,
+                     rnd.target_seconds, rnd.timings["total"])
+            yield (png, round_status(rnd), rnd.public(), rnd.audio_files(bool(loudness_matched)), rnd,
+                   session_id)
 
     return generate

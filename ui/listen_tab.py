@@ -350,28 +350,36 @@ def make_take_ui(tab: ListenTab) -> Callable[[Round | None, object], object]:
     return take_ui
 
 
-def make_take_api(store: RoundStore) -> Callable[..., gr.FileData]:
-    """The ``/take`` endpoint (its signature and docstring are the API's documentation)."""
+def make_take_api(store: RoundStore, *, limiter: RateLimiter | None = None) -> Callable[..., gr.FileData]:
+    """The ``/take`` endpoint (its signature and docstring are the API's documentation); ``limiter``
+    caps each client's requests."""
 
     @user_errors("Making the take")
-    def take(round_id: str, position: int) -> gr.FileData:
+    def take(round_id: str, position: int, request: gr.Request = None) -> gr.FileData:
         """A candidate of a round as a take: one zip with the mix (the upload's own sample rate and
         channels), every stem and the band's parts as MIDI (band.mid), plus take.json. position is the
         shown position 1..K; a blind round's takes are available once it is rated (/rate)."""
+        if limiter is not None:
+            limiter.check(request)
         path = store.get(round_id).take(position)
         return gr.FileData(path=str(path), orig_name=path.name)
 
     return take
 
 
-def make_candidate_audio_api(store: RoundStore) -> Callable[..., gr.FileData]:
-    """The ``/candidate_audio`` endpoint (its signature and docstring are the API's documentation)."""
+def make_candidate_audio_api(store: RoundStore, *, limiter: RateLimiter | None = None
+                             ) -> Callable[..., gr.FileData]:
+    """The ``/candidate_audio`` endpoint (its signature and docstring are the API's documentation);
+    ``limiter`` caps each client's requests."""
 
     @user_errors("Fetching the audio")
-    def candidate_audio(round_id: str, position: int, loudness_matched: bool = False) -> gr.FileData:
+    def candidate_audio(round_id: str, position: int, loudness_matched: bool = False,
+                        request: gr.Request = None) -> gr.FileData:
         """The WAV of the candidate shown at position 1..K of a round (from /generate): as rendered,
         or loudness-matched (the file the round's JSON names as file_matched). The round records that
         it was played that way (the ratings log's loudness_matched)."""
+        if limiter is not None:
+            limiter.check(request)
         rnd = store.get(round_id)
         pos = _position(position, rnd.k)
         shown = rnd.shown[pos - 1]

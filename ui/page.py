@@ -35,7 +35,7 @@ from pathlib import Path
 import gradio as gr
 
 from ensemble.engine import Engine
-from ensemble.listening.round import new_session_id
+from ensemble.listening.round import Foreground, new_session_id
 from ensemble.listening.store import RoundStore
 from ensemble.ratings.fit import ranking_line
 from ensemble.ratings.log import sanitize_rater_id
@@ -78,6 +78,7 @@ class PageConfig:
         engine_lock: held while the engine renders (one request at a time on a small CPU, and the
             start-up warm-up).
         default_k, default_target_seconds: the Generate tab's starting values.
+        foreground: the requests in progress; a round's background work gives way to them.
     """
 
     ratings_file: Path
@@ -88,6 +89,7 @@ class PageConfig:
     default_target_seconds: float = 30.0
     studies_root: Path | None = None  # prepared studies, served at ?study=NAME (ui.study_tab); None: none
     server: ServerConfig = field(default_factory=ServerConfig)  # caps and keys (ui.config.server_config)
+    foreground: Foreground = field(default_factory=Foreground)
 
 
 def on_load(request: gr.Request):
@@ -149,7 +151,8 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
             .click(make_clear_round(listen), None, listen.clear_outputs(round_state),
                    api_visibility="private", queue=False)
             .then(make_generate(engine, store=store, engine_lock=config.engine_lock, last_errors=last_errors,
-                                limiter=limiter, study_only=config.server.study_only),
+                                limiter=limiter, study_only=config.server.study_only,
+                                foreground=config.foreground),
                   # the handler's parameters, in order; timbre came last, so that API clients passing
                   # the first twelve positionally keep working
                   [gen.audio_in, gen.target, gen.k_in, gen.alpha, gen.beta, gen.lookbacks, gen.followers,
@@ -178,11 +181,13 @@ def build_page(engine: Engine, config: PageConfig, *, title: str = "ensemble") -
         res.source.input(results_fn, res.inputs, res.outputs, api_visibility="private")
         gr.api(make_rate_api(store, ratings_file=ratings_file, limiter=limiter,
                                  rater_salt=config.server.rater_salt), api_name="rate")
-        gr.api(make_candidate_audio_api(store), api_name="candidate_audio")
-        gr.api(make_take_api(store), api_name="take")
-        gr.api(make_summary_api(ratings_file, researcher_key=config.server.researcher_key), api_name="summary")
-        gr.api(make_ratings_api(ratings_file, exports_root=store.root, researcher_key=config.server.researcher_key),
-               api_name="ratings")
+        reads = RateLimiter(config.server.read_rate_limit)  # the endpoints that only read, per client
+        gr.api(make_candidate_audio_api(store, limiter=reads), api_name="candidate_audio")
+        gr.api(make_take_api(store, limiter=reads), api_name="take")
+        gr.api(make_summary_api(ratings_file, researcher_key=config.server.researcher_key, limiter=reads),
+               api_name="summary")
+        gr.api(make_ratings_api(ratings_file, exports_root=store.root, researcher_key=config.server.researcher_key,
+                                limiter=reads), api_name="ratings")
         if study is not None:
             wire_study_tab(demo, study, tabs)
     demo.queue(default_concurrency_limit=4)

@@ -43,6 +43,7 @@ from ensemble.ratings.stats import format_summary, summarize
 from ensemble.study.analysis import format_report, report_tables
 from ensemble.study.store import MANIFEST, open_study, report_of
 from ui.errors import user_errors
+from ui.guard import RateLimiter
 
 __all__ = ["LOG_ROWS_SHOWN", "ResultsTab", "build_results_tab", "make_results", "make_summary_api",
            "make_ratings_api", "key_matches", "public_summary", "FREE_MODE", "STUDY_TABLES", "study_choices"]
@@ -265,15 +266,19 @@ def _check_key(given: object, researcher_key: str) -> bool:
     return True
 
 
-def make_summary_api(ratings_file: Path, *, researcher_key: str = "") -> Callable[..., dict]:
-    """The ``/summary`` endpoint (its docstring is the API's documentation)."""
+def make_summary_api(ratings_file: Path, *, researcher_key: str = "",
+                     limiter: RateLimiter | None = None) -> Callable[..., dict]:
+    """The ``/summary`` endpoint (its docstring is the API's documentation); ``limiter`` caps each
+    client's requests."""
     configured = researcher_key
 
     @user_errors("Summarising the ratings")
-    def summary(researcher_key: str = "") -> dict:
+    def summary(researcher_key: str = "", request: gr.Request = None) -> dict:
         """Statistics of the ratings log (ensemble.ratings.stats.summarize): Kendall tau per submission
         and its mean with a 95% bootstrap CI, first choices and mean human rank per composite rank.
         Aggregates only (no rater ids) unless the researcher key is given."""
+        if limiter is not None:
+            limiter.check(request)
         full = _check_key(researcher_key, configured)
         result = summarize(read_ratings(ratings_file, missing_ok=True))
         return result if full else public_summary(result)
@@ -281,14 +286,18 @@ def make_summary_api(ratings_file: Path, *, researcher_key: str = "") -> Callabl
     return summary
 
 
-def make_ratings_api(ratings_file: Path, *, exports_root: Path, researcher_key: str = "") -> Callable[..., gr.FileData]:
-    """The ``/ratings`` endpoint: the full log as CSV, for the researcher key only."""
+def make_ratings_api(ratings_file: Path, *, exports_root: Path, researcher_key: str = "",
+                     limiter: RateLimiter | None = None) -> Callable[..., gr.FileData]:
+    """The ``/ratings`` endpoint: the full log as CSV, for the researcher key only; ``limiter`` caps
+    each client's requests (a wrong key counts too)."""
     configured = researcher_key
 
     @user_errors("Downloading the ratings")
-    def ratings(researcher_key: str) -> gr.FileData:
+    def ratings(researcher_key: str, request: gr.Request = None) -> gr.FileData:
         """The whole ratings log (ratings.csv: rater ids, comments, every row); needs the researcher key
         (ENSEMBLE_RESEARCHER_KEY)."""
+        if limiter is not None:
+            limiter.check(request)
         if not _check_key(researcher_key, configured):
             raise EnsembleError("the full ratings log needs researcher_key (the server's "
                                 "ENSEMBLE_RESEARCHER_KEY); /summary gives the aggregates without it")

@@ -46,7 +46,8 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -78,7 +79,7 @@ from ensemble.rag import Candidate
 from ensemble.ratings.log import CandidateRating, Submission, sanitize_rater_id
 from ensemble.timbre import TimbreChoice
 
-__all__ = ["Shown", "Round", "analyse_input", "make_round", "new_session_id"]
+__all__ = ["Foreground", "Shown", "Round", "analyse_input", "make_round", "new_session_id"]
 
 
 def new_session_id() -> str:
@@ -390,20 +391,33 @@ def _figure_paths(folder: Path, k: int) -> tuple[list[Path], Path]:
 
 
 def _draw(ready: LeadersReady, order: list[int], input_analysis: Analysis, *, cards: list[Path],
-          overview: Path, features: FeatureConfig) -> float:
+          overview: Path, features: FeatureConfig, pause: Callable[[], object] | None = None) -> float:
     """Every candidate's card in shown order (into ``cards``) and the overview (into ``overview``),
-    from the leaders alone -> seconds spent."""
+    from the leaders alone -> seconds spent drawing (``pause()``, called before each figure, not
+    counted: background drawing gives way to requests there)."""
+    waited = 0.0
+
+    def give_way() -> None:
+        nonlocal waited
+        if pause is not None:
+            w = time.perf_counter()
+            pause()
+            waited += time.perf_counter() - w
+
     t = time.perf_counter()
+    give_way()
     k = len(order)
     xfade_s = ready.crossfade / ready.sample_rate
     sheet = CandidateSheet(input_analysis, [
         _heard(candidate_analysis(input_analysis, _segment_features(ready, i, features),
                                   crossfade_s=xfade_s, label=""), ready.candidates[i]) for i in order])
     for pos, path in enumerate(cards, start=1):
+        give_way()
         atomic_write_bytes(path, sheet.card(pos - 1, label=f"#{pos} candidate {pos}",
                                             title=f"Candidate {pos}: melody and loudness, seam marked"))
+    give_way()
     atomic_write_bytes(overview, sheet.overview(title=f"All {k} candidates (numbered as shown)"))
-    return time.perf_counter() - t
+    return time.perf_counter() - t - waited
 
 
 def _lowest_priority() -> None:
@@ -415,15 +429,87 @@ def _lowest_priority() -> None:
         pass
 
 
+class Foreground:
+    """The requests in progress, so that a round's background work (a blind round's figures, the
+    takes' stems and MIDI) gives way to them: it runs once the server has been idle for ``settle_s``
+    (a request's answer includes the client fetching its files), and at the latest ``max_wait_s``
+    after its round was answered, so a server that is never idle still finishes every round's work
+    in bounded time (and holds no growing backlog). Each piece of background work asks again
+    (:meth:`give_way`), so a request that arrives meanwhile waits for one piece at most.
+
+    The background work holds Python's GIL while it draws, and a nice level does not share that: only
+    not running at the same time keeps it from slowing the next request.
+
+    Args:
+        settle_s: idle time before background work runs, s.
+        max_wait_s: the longest one piece waits, s.
+    """
+
+    def __init__(self, *, settle_s: float = 1.0, max_wait_s: float = 10.0) -> None:
+        if not (0.0 <= settle_s <= max_wait_s):
+            raise EnsembleError(f"Foreground settle_s {settle_s!r}, max_wait_s {max_wait_s!r}; allowed: "
+                                "0 <= settle_s <= max_wait_s")
+        self.settle_s, self.max_wait_s = float(settle_s), float(max_wait_s)
+        self._active = 0
+        self._idle_since = time.monotonic()
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """Mark a request in progress for the ``with`` block."""
+        with self._cond:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if not self._active:
+                    self._idle_since = time.monotonic()
+                    self._cond.notify_all()
+
+    def busy(self) -> bool:
+        """Whether a request is in progress or ended less than ``settle_s`` ago."""
+        with self._cond:
+            return self._active > 0 or time.monotonic() - self._idle_since < self.settle_s
+
+    def give_way(self, until: float | None = None) -> float:
+        """Wait until the server has been idle ``settle_s``, or until ``until`` (a ``time.monotonic()``
+        time; default ``max_wait_s`` from now) -> seconds waited."""
+        t0 = time.monotonic()
+        until = t0 + self.max_wait_s if until is None else until
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                left = until - now
+                if left <= 0:
+                    break
+                if self._active:
+                    self._cond.wait(timeout=left)
+                    continue
+                settle = self.settle_s - (now - self._idle_since)
+                if settle <= 0:
+                    break
+                self._cond.wait(timeout=min(settle, left))
+        return time.monotonic() - t0
+
+
+def _after(pause: Callable[[], object], fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` once ``pause()`` returns (background work that gives way first)."""
+    pause()
+    return fn(*args, **kwargs)
+
+
 def _present(ext: Extension, order: list[int], drawing: Future | Callable[[], float], *, folder: Path,
-             blind: bool, subtype: str, features: FeatureConfig, progress: Progress
-             ) -> tuple[list[Shown], Future, float | None]:
+             blind: bool, subtype: str, features: FeatureConfig, progress: Progress,
+             pause: Callable[[], object]) -> tuple[list[Shown], Future, float | None]:
     """Every candidate's audio in shown order, joined with its figure.
 
     ``drawing`` is either a :func:`_draw` running since the leaders were ready (an open round: its
     figures are shown with it, so they are waited for) or, for a blind round, the drawing itself,
     which then runs after the audio on the round's background thread, at the lowest priority (a
-    blind round's figures stay hidden until the rater submits, :meth:`Round.figures_ready`).
+    blind round's figures stay hidden until the rater submits, :meth:`Round.figures_ready`). Each
+    piece of background work first calls ``pause()`` (:meth:`Foreground.give_way`).
     -> (the shown candidates, the drawing's future, seconds it took when waited for, else None)."""
     k = len(order)
     reference_db = integrated_loudness_db(ext.input_audio, features=features)
@@ -442,8 +528,8 @@ def _present(ext: Extension, order: list[int], drawing: Future | Callable[[], fl
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="round-background",
                                     initializer=_lowest_priority)
     figures = drawing if isinstance(drawing, Future) else background.submit(drawing)
-    sources = [background.submit(write_take_sources, ext.performances[i], folder / _opaque_name(""),
-                                 features=features) for i in order]
+    sources = [background.submit(_after, pause, write_take_sources, ext.performances[i],
+                                 folder / _opaque_name(""), features=features) for i in order]
     background.shutdown(wait=False)
     return [Shown(position=pos, candidate=ext.candidates[i], audio=mix, audio_matched=matched,
                   matched_gain_db=gain, matched_limited=limited, figure=Path(), notes=list(
@@ -455,7 +541,7 @@ def _present(ext: Extension, order: list[int], drawing: Future | Callable[[], fl
 def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder: Path,
                input_analysis: Analysis | None = None, report_png: Path | None = None,
                rater_id: str = "", session_id: str = "", progress: Progress | None = None,
-               round_id: str | None = None) -> Round:
+               round_id: str | None = None, foreground: Foreground | None = None) -> Round:
     """Run one request and write its files into ``folder`` (created; left to the caller on failure).
 
     Args:
@@ -468,6 +554,8 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
         input_analysis, report_png: the input's analysis and report card when already made.
         rater_id, session_id: who asked (for the log).
         progress: ``progress(fraction, message)``; fraction 0..1 of this function's work.
+        foreground: the server's requests in progress: the round's background work gives way to
+            them (None: it runs at once, at the lowest CPU priority).
 
     Raises:
         EnsembleError: whatever :func:`ensemble.extend.extend` rejects (target, K, lookbacks, ...).
@@ -488,6 +576,12 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
     original = None if clip.original is None else (clip.original, clip.source_sample_rate)
     drawn: dict = {}
     cards, overview = _figure_paths(folder, settings.k)
+    deadline: list[float] = []  # the round's background work runs by then (set when it is answered)
+
+    def pause() -> None:
+        if foreground is not None:
+            foreground.give_way(until=deadline[0] if deadline else None)
+
     # the figures need only the leaders. An open round shows them with its audio: one worker draws
     # them while the band plays (the pool's exit waits for it, so a failed request never leaves it
     # writing into the folder). A blind round keeps them hidden until it is rated: they are drawn
@@ -498,7 +592,7 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
             order = drawn["order"][1]
             del cards[len(order):]
             job = partial(_draw, ready, order, input_analysis, cards=cards, overview=overview,
-                          features=features)
+                          features=features, pause=pause if settings.blind else None)
             drawn["figures"] = job if settings.blind else pool.submit(job)
 
         ext = extend(engine, audio, settings.request(), progress=lambda f, m: report(0.85 * f, m),
@@ -508,9 +602,11 @@ def make_round(engine: Engine, clip: LoadedAudio, settings: Settings, *, folder:
 
         t = time.perf_counter()
         report(0.86, "writing the candidates' audio")
+        if foreground is not None:
+            deadline.append(time.monotonic() + foreground.max_wait_s)
         shown, figures, drawn_s = _present(
             ext, order, drawn["figures"], folder=folder, blind=settings.blind, subtype=clip.output_subtype,
-            features=features, progress=lambda f, m: report(0.86 + 0.13 * f, m))
+            features=features, progress=lambda f, m: report(0.86 + 0.13 * f, m), pause=pause)
         if drawn_s is not None:
             timings["figures_drawn_beside"] = drawn_s
         timings["figures_and_audio"] = time.perf_counter() - t

@@ -8,13 +8,15 @@ killed or crashed before it could clean up, and :func:`sweep_earlier_runs` delet
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["RUN_PREFIX", "new_run_folder", "sweep_earlier_runs"]
+__all__ = ["RUN_PREFIX", "new_run_folder", "sweep_earlier_runs", "trim_heap"]
 
 RUN_PREFIX = "ensemble-app-"
 _RUN_NAME = re.compile(re.escape(RUN_PREFIX) + r"(\d+)-[A-Za-z0-9_]+")
@@ -29,6 +31,24 @@ def new_run_folder(parent: str | os.PathLike | None = None) -> Path:
     parent = Path(parent) if parent is not None else Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-", dir=parent))
+
+
+def trim_heap() -> bool:
+    """Hand the memory the C allocator holds free back to the system (glibc's ``malloc_trim(0)``,
+    every arena) -> whether it ran (False where the C library has no such call, e.g. musl, macOS).
+
+    A long-running server frees what each request allocated, but glibc keeps freed pages of its
+    arenas mapped (they stay in the process's resident memory) until it is asked to trim them; the
+    app asks periodically (``ServerConfig.trim_seconds``).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
 
 
 def _alive(pid: int) -> bool:
