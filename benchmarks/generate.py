@@ -5,7 +5,9 @@ log in a temporary folder), waits for its start-up warm-up, then calls ``/genera
 with a shipped example (default the 20 s one) to ``--target`` seconds with K = ``--k``: the same
 request each time, blind, figures and WAVs included. Reports the wall time of each call as the client
 sees it and the round's own stage timings (``round["timings_s"]``: the input's report card, the
-extend stages, ``figures_and_audio``), their medians, and the machine's load average; prints a table
+extend stages, ``figures_and_audio``), their medians, the machine's load average and the share of
+CPU time the host took from this virtual machine meanwhile (steal: a "idle" machine whose host is
+busy is not idle); prints a table
 and a final JSON line (also written to ``--json-out``).
 
 Rounds are blind by default (the app's default: the candidates' figures stay hidden until the rater
@@ -70,6 +72,23 @@ def start_app(workdir: Path, timeout_s: float = 240.0) -> tuple[subprocess.Popen
     return proc, url, log
 
 
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, total) CPU jiffies of the whole machine since boot (Linux /proc/stat), or None: steal is
+    time a virtual machine's CPUs were ready to run but the host ran something else."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of the CPU time between two :func:`cpu_times` that the host took (steal), %."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -90,15 +109,17 @@ def main() -> None:
             runs = []
             for i in range(args.runs):
                 load = os.getloadavg()[0]
+                cpu = cpu_times()
                 t = time.perf_counter()
                 _, _, rnd, files = client.predict(
                     handle_file(args.clip), args.target, args.k, 0.8, 0.6, [7.0, 7.5, 8.0, 8.5],
                     ["Bass", "Drums", "Keys"], False, 0, not args.open, False, "bench", api_name="/generate")
                 wall = time.perf_counter() - t
                 runs.append({"wall_s": round(wall, 3), "load_avg_1min": round(load, 2),
+                             "steal_pct": steal_pct(cpu, cpu_times()),
                              "k": rnd["k"], "files": len(files), "timings_s": rnd["timings_s"]})
                 stages = ", ".join(f"{k} {v:.2f}" for k, v in rnd["timings_s"].items())
-                print(f"run {i + 1}: {wall:.2f} s (load {load:.1f}): {stages}")
+                print(f"run {i + 1}: {wall:.2f} s (load {load:.1f}, steal {runs[-1]['steal_pct']} %): {stages}")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
