@@ -34,9 +34,9 @@ Environment:
     ENSEMBLE_STUDY_ONLY                      1: free mode's /generate is off while a study runs
     ENSEMBLE_TRIM_SECONDS                    how often the allocator's free memory goes back to the
                                              system (default 20; 0: never)
-    MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, GRADIO_TEMP_DIR
-                                             set by prepare_process (2, 131072: ALLOCATOR; this run's
-                                             own folder) unless set
+    MALLOC_ARENA_MAX, GRADIO_TEMP_DIR        set by prepare_process (2: ALLOCATOR; this run's own
+                                             folder) unless set; MALLOC_MMAP_THRESHOLD_=131072 (not set
+                                             by the app) trades speed for flat memory: see ALLOCATOR
 
 Every file of a run (rounds, and Gradio's uploads and cached outputs) lives in one folder,
 ``$TMPDIR/ensemble-app-<pid>-<random>``, removed at shutdown; the next start removes what a killed run
@@ -51,16 +51,17 @@ import sys
 # Before Gradio is imported: it reads this setting at import and when a Blocks is built.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-# glibc's allocator, bounded (both read only when the process starts):
+# glibc's allocator, bounded (read only when the process starts):
 ALLOCATOR = {
     # arenas: one per thread by default, and Gradio's threads each keep one
     "MALLOC_ARENA_MAX": "2",
-    # a fixed mmap threshold: arrays above 128 KiB get pages of their own, handed back when freed. By
-    # default glibc raises the threshold after each such free (up to 32 MiB), so a request's audio
-    # arrays move into the heap, whose freed holes stay resident: +18-36 % RSS in a 4-client soak
-    # against +5.6 % with it (benchmarks/soak.py)
-    "MALLOC_MMAP_THRESHOLD_": "131072",
 }
+# Not set, measured (benchmarks/results/soak_allocator/, soak.json): MALLOC_MMAP_THRESHOLD_=131072 keeps
+# the RSS flat (glibc otherwise raises its mmap threshold after each large free, up to 32 MiB, so a
+# request's arrays move into the heap, whose freed holes stay resident: +18-36 % in a 4-client soak,
+# +10.0 % in 30 minutes with the fixed threshold) but makes every torch temporary a fresh mapping:
+# extend 3.5 s -> 8.4 s. 4 MiB is as fast as the default and grows as much (+31.8 %). A deployment
+# that prefers flat memory to speed sets it in the environment; the app leaves it as set.
 
 
 def prepare_process(env=os.environ, *, exec_=os.execv) -> None:
@@ -70,8 +71,7 @@ def prepare_process(env=os.environ, *, exec_=os.execv) -> None:
     * Sweeps the run folders of servers that are gone (:func:`ensemble.listening.runs.sweep_earlier_runs`)
       and makes this run's, ``ENSEMBLE_RUN_DIR``; Gradio writes there too (``GRADIO_TEMP_DIR``, unless
       the user set it), so one folder holds every file of the run, deleted at shutdown.
-    * The allocator's bounds (:data:`ALLOCATOR`: ``MALLOC_ARENA_MAX=2``, ``MALLOC_MMAP_THRESHOLD_``;
-      each unless set): glibc reads them only when the process starts, so the process re-executes
+    * The allocator's bounds (:data:`ALLOCATOR`: ``MALLOC_ARENA_MAX=2``, unless set): glibc reads them only when the process starts, so the process re-executes
       itself once (same pid, same arguments) with them in the environment.
     """
     if env.get("ENSEMBLE_RUN_DIR"):

@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_s": {name: _percentiles(v) for name, v in latencies.items()},
         "sigterm_rc": rc, "files_left_after_sigterm": len(left),
         "allocator": {name: (os.environ[name] if name in os.environ else "set by app.py")
-                      for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_")},
+                      for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")},
         "trim_seconds": os.environ.get("ENSEMBLE_TRIM_SECONDS", "app default"),
         "samples": samples,
     }

@@ -129,18 +129,19 @@ def test_server_caps_are_read_from_the_environment_and_bad_ones_are_named():
 
 def test_the_app_bounds_the_allocator_before_anything_is_imported(tmp_path, monkeypatch):
     """``prepare_process`` sets each allocator bound the user has not set and re-executes once (glibc
-    reads them at start-up); with every bound set it does not re-execute."""
+    reads them at start-up); with every bound set it does not re-execute, and what the user set
+    stays."""
     import app
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)
     calls = []
-    env = {"MALLOC_ARENA_MAX": "4"}
+    env = {"MALLOC_MMAP_THRESHOLD_": "131072"}
     app.prepare_process(env, exec_=lambda *a: calls.append(a))
-    assert env["MALLOC_ARENA_MAX"] == "4"  # the user's own setting stays
-    assert env["MALLOC_MMAP_THRESHOLD_"] == app.ALLOCATOR["MALLOC_MMAP_THRESHOLD_"] == "131072"
+    assert env["MALLOC_ARENA_MAX"] == app.ALLOCATOR["MALLOC_ARENA_MAX"] == "2"
+    assert env["MALLOC_MMAP_THRESHOLD_"] == "131072"  # the user's own setting stays
     assert len(calls) == 1 and Path(env["ENSEMBLE_RUN_DIR"]).is_dir()
     calls.clear()
-    env = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    env = {"MALLOC_ARENA_MAX": "4"}
     app.prepare_process(env, exec_=lambda *a: calls.append(a))
-    assert calls == [] and env["MALLOC_MMAP_THRESHOLD_"] == "65536"
+    assert calls == [] and env["MALLOC_ARENA_MAX"] == "4"
