@@ -520,6 +520,25 @@ def select_loop(db: DrumDB, onset: np.ndarray, grids: list[DrumGrid], *, frame_r
     return DrumChoice(i, grid, k, round(score, 4), round(corr_v, 4), stretch, n_reach)
 
 
+def _beat_slices(L: int, loop_beats: int, g: np.ndarray, lag_beats: int, *, n_samples: int,
+                 sample_rate: int, pre_roll_s: float, crossfade_s: float):
+    """The slices :func:`place_loop` lays, one per grid beat that reaches the output: yields
+    ``(s0, src0, have)``: the slice starts at output sample ``s0``, reads the stretched loop (``L``
+    samples) from ``src0`` (mod ``L``), ``have`` samples long (the beat plus its crossfade ``xf``,
+    never into the next loop beat's attack); also the crossfade's length first, as ``(xf, None, None)``."""
+    beat_len = L / loop_beats
+    pre = int(round(pre_roll_s * sample_rate))
+    xf = max(1, int(round(crossfade_s * sample_rate)))
+    yield xf, None, None
+    starts = np.round(g * sample_rate).astype(np.int64)
+    for j in range(len(g) - 1):
+        s0, s1 = int(starts[j]) - pre, int(starts[j + 1]) - pre
+        if s1 + xf < 0 or s0 >= n_samples:
+            continue
+        k = (j + lag_beats) % loop_beats
+        yield s0, int(round(k * beat_len)) - pre, min(s1 - s0 + xf, int(round(beat_len)) + xf)
+
+
 def place_loop(loop: np.ndarray, loop_beats: int, grid_times_s: np.ndarray, lag_beats: int, *,
                n_samples: int, sample_rate: int = 16000, pre_roll_s: float = 0.012,
                crossfade_s: float = 0.004) -> np.ndarray:
@@ -543,21 +562,13 @@ def place_loop(loop: np.ndarray, loop_beats: int, grid_times_s: np.ndarray, lag_
                             f"{len(g)} grid points")
     loop = _stretched(loop, loop_beats, g, sample_rate)
     L = len(loop)
-    beat_len = L / loop_beats
-    pre = int(round(pre_roll_s * sample_rate))
-    xf = max(1, int(round(crossfade_s * sample_rate)))
+    slices = _beat_slices(L, loop_beats, g, lag_beats, n_samples=n_samples, sample_rate=sample_rate,
+                          pre_roll_s=pre_roll_s, crossfade_s=crossfade_s)
+    xf = next(slices)[0]
     ramp = (np.arange(xf, dtype=np.float32) + 0.5) / xf
     out = np.zeros(n_samples + 2 * L, np.float32)  # room for slices that run past the end
     offset = L  # out index of sample 0
-    starts = np.round(g * sample_rate).astype(np.int64)
-    for j in range(len(g) - 1):
-        s0, s1 = int(starts[j]) - pre, int(starts[j + 1]) - pre
-        if s1 + xf < 0 or s0 >= n_samples:
-            continue
-        k = (j + lag_beats) % loop_beats
-        src0 = int(round(k * beat_len)) - pre
-        want = s1 - s0 + xf
-        have = min(want, int(round(beat_len)) + xf)  # never read into the next beat's attack
+    for s0, src0, have in slices:
         idx = np.mod(src0 + np.arange(have), L)
         seg = loop[idx].copy()
         seg[:xf] *= ramp
@@ -703,19 +714,12 @@ def placed_hits(loop: np.ndarray, loop_beats: int, grid_times_s: np.ndarray, lag
     loop = _stretched(loop, loop_beats, g, sample_rate)
     hits = loop_hits(loop, sample_rate=sample_rate)
     L = len(loop)
-    beat_len = L / loop_beats
-    pre = int(round(pre_roll_s * sample_rate))
-    xf = max(1, int(round(crossfade_s * sample_rate)))
-    starts = np.round(g * sample_rate).astype(np.int64)
     src = np.round(np.asarray(hits.times_s, np.float64) * sample_rate)  # hits in the stretched loop, samples
     times, keys, vels = [], [], []
-    for j in range(len(g) - 1):
-        s0, s1 = int(starts[j]) - pre, int(starts[j + 1]) - pre
-        if s1 + xf < 0 or s0 >= n_samples:
-            continue
-        k = (j + lag_beats) % loop_beats
-        src0 = int(round(k * beat_len)) - pre
-        have = min(s1 - s0 + xf, int(round(beat_len)) + xf)
+    slices = _beat_slices(L, loop_beats, g, lag_beats, n_samples=n_samples, sample_rate=sample_rate,
+                          pre_roll_s=pre_roll_s, crossfade_s=crossfade_s)
+    xf = next(slices)[0]
+    for s0, src0, have in slices:
         offs = np.mod(src - src0, L)  # where in this slice each hit lies
         for i in np.flatnonzero(offs < have - xf):
             out = s0 + offs[i]
