@@ -12,6 +12,7 @@ median and each run and a final JSON line. The results quoted in the README's *M
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -22,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="timed extends after the warm-up")
+    args = parser.parse_args()
     from app import engine_config
     from ensemble.engine import Engine
     from ensemble.extend import extend
@@ -37,7 +41,7 @@ def main() -> None:
                         lookback_choices=eng.db.config.lookbacks)
     extend(eng, clip.audio, st.request())
     runs = []
-    for _ in range(3):
+    for _ in range(args.runs):
         t = time.perf_counter()
         ext = extend(eng, clip.audio, st.request())
         runs.append(time.perf_counter() - t)
