@@ -10,8 +10,11 @@ The static part of that difference is measured once per request and removed with
 
 1. the decoder resynthesises the user's own last seconds from their own controls (f0, voicing,
    loudness), so the only difference between the two signals is the instrument's colour;
-2. :func:`long_term_spectrum` of each, over its active frames (power averaged, then smoothed over
-   ``smoothing_octaves`` on a log-frequency axis so single harmonics are not carved);
+2. :func:`long_term_spectrum` of each, over its active frames: each frame's power spectrum is
+   smoothed over ``smoothing_octaves`` on a log-frequency axis (so single harmonics are not carved),
+   and the frames' levels in dB are averaged (``average="log"``, the default: every active frame
+   counts for its colour, as the ear and a cepstral envelope weigh it; ``average="power"`` averages
+   power first, so the loudest attacks decide the colour);
 3. the filter's gain per frequency is recording minus resynthesis (dB), centred on its
    power-weighted mean (the level is matched afterwards, on what is heard) and clipped to
    +-``max_gain_db``;
@@ -27,6 +30,8 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from ensemble.errors import EnsembleError
+
+AVERAGES = ("log", "power")
 
 __all__ = ["ColourConfig", "ColourMatch", "long_term_spectrum", "colour_match", "apply_filter"]
 
@@ -45,6 +50,8 @@ class ColourConfig:
         floor_below_peak_db: bins whose recording spectrum is this far below its peak keep gain 0
             relative to the nearest evidenced bin (no boosting of what the user never played).
         min_active_frames: fewer active frames on either side: no filter (gain 0).
+        average: how frames are averaged: ``"log"`` (mean of the smoothed frames' dB) or
+            ``"power"`` (dB of the mean power).
     """
 
     n_fft: int = 2048
@@ -54,6 +61,7 @@ class ColourConfig:
     active_range_db: float = 40.0
     floor_below_peak_db: float = 60.0
     min_active_frames: int = 20
+    average: str = "log"
 
     def __post_init__(self) -> None:
         if self.n_fft < 64 or self.n_fft & (self.n_fft - 1):
@@ -64,6 +72,8 @@ class ColourConfig:
             raise EnsembleError(f"colour smoothing_octaves = {self.smoothing_octaves}; allowed: (0, 2]")
         if not 0.0 <= self.max_gain_db <= 40.0:
             raise EnsembleError(f"colour max_gain_db = {self.max_gain_db}; allowed: 0..40")
+        if self.average not in AVERAGES:
+            raise EnsembleError(f"colour average = {self.average!r}; allowed: one of {AVERAGES}")
 
 
 @dataclass(frozen=True)
@@ -117,15 +127,20 @@ def long_term_spectrum(audio: np.ndarray, *, sample_rate: int,
     e_db = 10.0 * np.log10(power.sum(axis=1) + 1e-20)
     active = e_db >= e_db.max() - config.active_range_db
     freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
-    mean = power[active].mean(axis=0) if active.any() else power.mean(axis=0)
+    if not active.any():
+        active[:] = True
     # smoothing on a log-frequency axis: each bin averages the bins within +-half the width
     half = 2.0 ** (config.smoothing_octaves / 2.0)
-    cum = np.concatenate([[0.0], np.cumsum(mean)])
     lo = np.searchsorted(freqs, freqs / half, side="left")
     hi = np.searchsorted(freqs, freqs * half, side="right")
     hi = np.maximum(hi, lo + 1)
-    smooth = (cum[hi] - cum[lo]) / (hi - lo)
-    return freqs, 10.0 * np.log10(smooth + 1e-20), int(active.sum())
+    if config.average == "power":
+        cum = np.concatenate([[0.0], np.cumsum(power[active].mean(axis=0))])
+        return freqs, 10.0 * np.log10((cum[hi] - cum[lo]) / (hi - lo) + 1e-20), int(active.sum())
+    p = power[active]
+    cum = np.concatenate([np.zeros((len(p), 1)), np.cumsum(p, axis=1)], axis=1)
+    smooth = (cum[:, hi] - cum[:, lo]) / (hi - lo)  # [M_active, F]
+    return freqs, (10.0 * np.log10(smooth + 1e-20)).mean(axis=0), int(active.sum())
 
 
 def colour_match(recording: np.ndarray, resynthesis: np.ndarray, *, sample_rate: int,

@@ -78,3 +78,23 @@ def test_bad_settings_name_the_field():
         ColourConfig(n_fft=1000)
     with pytest.raises(EnsembleError, match="max_gain_db"):
         ColourConfig(max_gain_db=-1.0)
+    with pytest.raises(EnsembleError, match="average = 'mean'.*'log', 'power'"):
+        ColourConfig(average="mean")
+
+
+def test_a_quiet_passage_counts_for_its_colour_in_the_log_average():
+    # 2 s of a bright tone (3rd harmonic +10 dB) loud, then 2 s of a dark one (3rd harmonic -10 dB)
+    # 20 dB quieter: both are playing (within 40 dB), so the colour is their middle (0 dB) in dB
+    # terms; the power average hears only the loud half (+10 dB)
+    bright, dark = _tone(200.0, [0, -60, 10], 2.0), _tone(200.0, [0, -60, -10], 2.0) * 0.1
+    x = np.concatenate([bright, dark])
+
+    def third_minus_first(y, cfg):  # dB, against a steady tone whose 3rd harmonic equals its 1st
+        out = []
+        for z in (y, _tone(200.0, [0, -60, 0], 4.0)):
+            freqs, db, _ = long_term_spectrum(z, sample_rate=SR, config=cfg)
+            out.append(float(np.interp(600.0, freqs, db) - np.interp(200.0, freqs, db)))
+        return out[0] - out[1]
+
+    assert abs(third_minus_first(x, ColourConfig(average="log")) - 0.0) < 1.0
+    assert abs(third_minus_first(x, ColourConfig(average="power")) - 10.0) < 1.0
