@@ -8,10 +8,11 @@ rest is the *true continuation* in that program. Each upload is extended to 30 s
 Drums follower only: the leader is what is measured) by three systems, in one run:
 
 * ``v2``: ``timbre="auto"`` -- the timbre inferred from the upload (:mod:`ensemble.timbre`);
-* ``v1-guitar``: ``timbre="guitar", match_colour=False`` -- BabyBand's guitar decoder as v1 rendered
-  every continuation;
-* ``guitar``: ``timbre="guitar"`` with the colour match of the continuation issue (its end state);
-* ``random``: a timbre drawn at random (seeded) from the trained ones;
+* ``v1-guitar``: ``timbre="guitar", match_colour=False, continuity=False`` -- BabyBand's guitar
+  decoder as v1 rendered every continuation, the composite's Top-K as they are;
+* ``guitar``: ``timbre="guitar"`` with everything else of v2 (colour match, continuity): what the
+  timbre decoder adds;
+* ``random``: a timbre drawn at random (seeded) from the trained ones, everything else of v2;
 * ``oracle`` (``--systems oracle``, a diagnosis rather than a system): v2's timbre choice and colour
   match, but the continuation plays the **true** continuation's own controls (f0, voicing, loudness
   analysed from the program's rendering) instead of a retrieved one. Its position is what the
@@ -220,7 +221,8 @@ def main() -> None:
                 else:
                     ext = extend(engine, audio, ExtendRequest(seconds=q["total_seconds"], k=args.k, seed=args.seed,
                                                               followers=("Drums",), timbre=timbre,
-                                                              match_colour=system != "v1-guitar"))
+                                                              match_colour=system != "v1-guitar",
+                                                              continuity=system != "v1-guitar"))
                     choice, heads = ext.timbre, [leader[n_in:n_in + w] for leader in ext.leaders]
                 wall = time.perf_counter() - t
                 for rank, head in enumerate(heads, start=1):

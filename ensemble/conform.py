@@ -13,6 +13,12 @@ rendered after the user's clip, :func:`conform` turns it into what the continuat
 * **level**: the loudness curve is offset so the continuation's phrase level equals the input's last
   phrase's (the performer's level measure, :func:`ensemble.rag.phrase_level`).
 
+**Continuity** (:func:`note_profile`, :func:`continuity_cost`): how the user plays goes on across
+the seam -- the number of notes a second and the register of the continuation's first seconds
+against the input's last. Retrieval proposes a pool of ``ContinuityConfig.pool`` x K candidates by
+the composite; :func:`ensemble.extend.extend` conforms them all and keeps the K whose first seconds
+continue the playing best (a flute's quick run is not followed by two long notes an octave down).
+
 :func:`level_gain_db` then measures what the listener hears -- the rendered continuation's power
 against the input's last seconds -- and gives the residual gain that matches them.
 """
@@ -24,12 +30,92 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ensemble.errors import EnsembleError
 from ensemble.models.decoder import LOUDNESS_FLOOR_DB
 from ensemble.rag import Candidate, Query, RagDatabase, phrase_level
 
-__all__ = ["Continuation", "conform", "level_gain_db"]
+__all__ = ["Continuation", "ContinuityConfig", "conform", "continuity_cost", "level_gain_db", "note_profile"]
 
 SILENT_DB = -120.0
+
+
+@dataclass(frozen=True)
+class ContinuityConfig:
+    """How the continuation's first seconds are matched to the input's last (the limits, once).
+
+    Attributes:
+        pool: retrieval proposes ``pool`` x K candidates by the composite (at most ``max_pool``);
+            the K that continue the playing best are kept. 1: the composite's Top-K as they are.
+        max_pool: the most candidates conformed and compared per request.
+        window_seconds: the input's last and the continuation's first seconds compared.
+        min_note_frames: a pitch held this many frames (10 ms each) starts a note; shorter moves
+            (onset glitches of a pitch tracker) do not.
+        new_note_semitones: a voiced pitch this far from the current note's starts a new note (a
+            violin's vibrato, +-0.5 semitone, does not).
+        register_octave_cost: the cost of one octave of register difference, in the units of one
+            doubling (or halving) of the notes per second.
+    """
+
+    pool: int = 3
+    max_pool: int = 60
+    window_seconds: float = 3.0
+    min_note_frames: int = 4
+    new_note_semitones: float = 0.7
+    register_octave_cost: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.pool <= 10:
+            raise EnsembleError(f"continuity pool = {self.pool}; allowed: 1..10")
+        if not 1 <= self.max_pool <= 100:
+            raise EnsembleError(f"continuity max_pool = {self.max_pool}; allowed: 1..100")
+        if not 0.5 <= self.window_seconds <= 10.0:
+            raise EnsembleError(f"continuity window_seconds = {self.window_seconds}; allowed: 0.5..10")
+        if not 1 <= self.min_note_frames <= 50:
+            raise EnsembleError(f"continuity min_note_frames = {self.min_note_frames}; allowed: 1..50")
+        if not 0.1 <= self.new_note_semitones <= 6.0:
+            raise EnsembleError(f"continuity new_note_semitones = {self.new_note_semitones}; allowed: 0.1..6")
+        if not 0.0 <= self.register_octave_cost <= 10.0:
+            raise EnsembleError(f"continuity register_octave_cost = {self.register_octave_cost}; allowed: 0..10")
+
+
+def note_profile(f0_hz: np.ndarray, voiced: np.ndarray, *, fps: float,
+                 config: ContinuityConfig = ContinuityConfig()) -> tuple[float, float]:
+    """(notes a second, mean pitch in MIDI) of a stretch of controls; (0, NaN) when nothing is voiced.
+
+    A note starts where a voiced pitch is held ``min_note_frames`` frames either after an unvoiced
+    gap or ``new_note_semitones`` away from the current note's pitch.
+    """
+    f0 = np.asarray(f0_hz, np.float64)
+    ok = np.asarray(voiced, bool) & (f0 > 0)
+    if len(f0) == 0 or not ok.any():
+        return 0.0, float("nan")
+    midi = np.where(ok, 69.0 + 12.0 * np.log2(np.where(ok, f0, 440.0) / 440.0), np.nan)
+    n, cur, run_start, run_pitch = 0, float("nan"), -1, float("nan")
+    for i, m in enumerate(midi):
+        if not math.isfinite(m):
+            cur, run_start = float("nan"), -1
+            continue
+        moved = not math.isfinite(cur) or abs(m - cur) >= config.new_note_semitones
+        if not moved:
+            run_start = -1
+            continue
+        if run_start < 0 or abs(m - run_pitch) >= config.new_note_semitones:
+            run_start, run_pitch = i, m  # a candidate note starts here
+        if i - run_start + 1 >= config.min_note_frames:
+            n += 1
+            cur, run_start = run_pitch, -1
+    return n / (len(f0) / fps), float(np.nanmean(midi))
+
+
+def continuity_cost(cont: tuple[float, float], inp: tuple[float, float],
+                    config: ContinuityConfig = ContinuityConfig()) -> float:
+    """How much a continuation's (notes/s, register) departs from the input's: |log2 of the ratio of
+    notes a second (0.5 notes/s added to both)| + octaves of register difference x
+    ``register_octave_cost``; a continuation or input without a voiced note costs its rate term only."""
+    rate = abs(math.log2((cont[0] + 0.5) / (inp[0] + 0.5)))
+    if math.isfinite(cont[1]) and math.isfinite(inp[1]):
+        rate += config.register_octave_cost * abs(cont[1] - inp[1]) / 12.0
+    return rate
 
 
 @dataclass(frozen=True)
@@ -44,6 +130,11 @@ class Continuation:
         stretch: output seconds per source second.
         source_start_seconds: where in its line the continuation starts (after beat alignment).
         level_offset_db: the loudness offset applied to the stored curve.
+        pool_rank: its composite rank in the pool it was kept from by continuity (None: not
+            re-ranked).
+        continuity_cost: :func:`continuity_cost` of its first seconds against the input's last.
+        notes_per_second, register_midi: :func:`note_profile` of its first seconds.
+        input_notes_per_second, input_register_midi: the same of the input's last seconds.
     """
 
     f0_hz: np.ndarray
@@ -53,6 +144,12 @@ class Continuation:
     stretch: float = 1.0
     source_start_seconds: float = 0.0
     level_offset_db: float = 0.0
+    pool_rank: int | None = None
+    continuity_cost: float | None = None
+    notes_per_second: float | None = None
+    register_midi: float | None = None
+    input_notes_per_second: float | None = None
+    input_register_midi: float | None = None
 
 
 def conform(db: RagDatabase, cand: Candidate, q: Query, *, frames: int,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ensemble.audio import DEFAULT_MAX_SECONDS
 from ensemble.config import config_from_dict, config_to_dict
+from ensemble.conform import ContinuityConfig
 from ensemble.errors import EnsembleError
 from ensemble.features import FeatureConfig
 from ensemble.models.decoder import GRU_WEIGHTS, InstrumentDecoder, enable_fast_cpu_inference, for_rendering
@@ -75,6 +76,8 @@ class EngineConfig:
             (``decoder_<timbre_leader>.pt``; :mod:`ensemble.timbre`). Without that file the
             ``leader`` decoder renders them (BabyBand's guitar), with a note.
         timbre: how the user's timbre is inferred and the switch into the rendering hidden.
+        continuity: how a pool of candidates is narrowed to the K that go on playing as the
+            input does (:class:`ensemble.conform.ContinuityConfig`).
         features: the frame grid of every model and database (16 kHz, hop 160 = 100 frames/s).
         limits: what a request may ask for.
         gru_weights: how the decoders that render (leader, Bass, Keys) store their GRU's weights:
@@ -93,6 +96,7 @@ class EngineConfig:
     leader: str = "Guitar"
     timbre_leader: str = "Leader"
     timbre: TimbreConfig = field(default_factory=TimbreConfig)
+    continuity: ContinuityConfig = field(default_factory=ContinuityConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     limits: Limits = field(default_factory=Limits)
     gru_weights: str = "float16"

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ensemble.colour import apply_filter, colour_match
-from ensemble.conform import Continuation, conform, level_gain_db
+from ensemble.conform import Continuation, ContinuityConfig, conform, continuity_cost, level_gain_db, note_profile
 from ensemble.dsp import crossfade
 from ensemble.engine import Engine
 from ensemble.errors import EnsembleError
@@ -77,6 +77,10 @@ class ExtendRequest:
             (:mod:`ensemble.colour`; only when conforming a pitched input).
         timbre: "auto" (inferred from the input, :mod:`ensemble.timbre`), "guitar" (BabyBand's
             guitar decoder, the previous sound) or one of ``engine.timbres`` (controls render only).
+        continuity: keep, of a larger pool the composite proposes, the K candidates whose first
+            seconds go on playing as the input's last (notes a second and register,
+            :func:`ensemble.conform.continuity_cost`; composite ranking of a conformed controls
+            render only). False: the composite's Top-K as they are.
     """
 
     seconds: float = 30.0
@@ -92,6 +96,7 @@ class ExtendRequest:
     render: str = "controls"
     match_colour: bool = True
     timbre: str = "auto"
+    continuity: bool = True
 
 
 @dataclass
@@ -274,6 +279,30 @@ def measure_seam(leader: np.ndarray, seam_s: float, crossfade_s: float, *, sampl
     return pj, round(float(sm.loudness_jump_db), 3)
 
 
+def _by_continuity(cands: list[Candidate], continuations: list[Continuation], feats, end_frame: int,
+                   skip: int, k: int, fps: float, config: ContinuityConfig
+                   ) -> tuple[list[Candidate], list[Continuation]]:
+    """The ``k`` of the pool whose first ``window_seconds`` (after the ``skip`` crossfade frames,
+    which play the user's own controls) continue the input's last best, lowest cost first; equal
+    costs keep the composite's order. Each keeps its pool rank and cost in its continuation, and
+    its ``rank`` becomes its place in the new order."""
+    w = int(round(config.window_seconds * fps))
+    a = max(0, end_frame - w)
+    inp = note_profile(feats.f0_hz[a:end_frame], feats.voiced[a:end_frame], fps=fps, config=config)
+    scored = []
+    for i, k_ in enumerate(continuations):
+        prof = note_profile(k_.f0_hz[skip:skip + w], k_.voiced[skip:skip + w], fps=fps, config=config)
+        scored.append((continuity_cost(prof, inp, config), i, prof))
+    keep = sorted(scored, key=lambda x: (x[0], x[1]))[:k]
+    out_c, out_k = [], []
+    for new_rank, (cost, i, prof) in enumerate(keep, start=1):
+        out_c.append(replace(cands[i], rank=new_rank))
+        out_k.append(replace(continuations[i], pool_rank=cands[i].rank, continuity_cost=round(cost, 4),
+                             notes_per_second=round(prof[0], 3), register_midi=round(prof[1], 2),
+                             input_notes_per_second=round(inp[0], 3), input_register_midi=round(inp[1], 2)))
+    return out_c, out_k
+
+
 def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendRequest(), *,
            progress: Callable[[float, str], None] | None = None,
            original: tuple[np.ndarray, int] | None = None,
@@ -340,13 +369,21 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     report(0.1, "retrieving candidates")
     n_cont = int(round((req.seconds - len(audio) / sr) * sr)) + xfade
     frames = n_cont // engine.config.features.hop_length + 1
-    cands = retrieve(db, q, req.k, alpha=req.alpha, beta=req.beta, transpose=req.transpose,
+    do_conform = req.conform and req.render == "controls"
+    cc = engine.config.continuity
+    by_continuity = do_conform and req.continuity and req.ranking == "composite" and cc.pool > 1
+    pool = min(max(req.k, cc.max_pool), req.k * cc.pool) if by_continuity else req.k
+    cands = retrieve(db, q, pool, alpha=req.alpha, beta=req.beta, transpose=req.transpose,
                      continuation_seconds=frames / db.fps,
                      lookback_mask=_lookback_mask(db, req.lookbacks), ranking=req.ranking,
                      conform=req.conform and req.render == "controls", seed=req.seed)
     if not cands:
         raise EnsembleError("the RAG database has no segment long enough to continue this clip to "
                             f"{req.seconds:g} s; ask for a shorter target")
+    continuations = [conform(db, c, q, frames=frames, conform_level=do_conform) for c in cands]
+    if by_continuity:
+        cands, continuations = _by_continuity(cands, continuations, a.features, s0 // hop,
+                                              -(-xfade // hop), req.k, db.fps, cc)
     if len(cands) < req.k:
         notes.append(f"only {len(cands)} playable non-overlapping segments exist for K = {req.k}")
     n_fb = sum(c.fallback for c in cands)
@@ -362,8 +399,6 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
 
     t = time.perf_counter()
     report(0.14, "rendering the continuations")
-    do_conform = req.conform and req.render == "controls"
-    continuations = [conform(db, c, q, frames=frames, conform_level=do_conform) for c in cands]
     colour = None
     if req.render == "splice":
         rendered = np.stack([segment_audio(db, c.chunk, n_cont) for c in cands])
@@ -428,7 +463,12 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
                                 "level_offset_db": k.level_offset_db, "level_gain_db": g,
                                 "render": req.render, "conformed": do_conform,
                                 "timbre": None if choice is None else choice.name,
-                                "colour": None if colour is None else colour.summary()}
+                                "colour": None if colour is None else colour.summary(),
+                                "continuity": None if k.continuity_cost is None else {
+                                    "pool_rank": k.pool_rank, "cost": k.continuity_cost,
+                                    "notes_per_second": k.notes_per_second, "register_midi": k.register_midi,
+                                    "input_notes_per_second": k.input_notes_per_second,
+                                    "input_register_midi": k.input_register_midi}}
     report(1.0, "done")
     versions = {"model": engine.model_version, "database": db.version, "weights": engine.weights}
     orig, orig_rate = (None, None) if original is None else (np.asarray(original[0], np.float32),

@@ -183,8 +183,10 @@ def test_level_and_tempo_are_conformed(engine):
                                                                             followers=("Drums",)))
             for db in (-35.0, -6.0)]
     # (beat tracking and YIN's voicing see a 29 dB quieter recording's noise floor, so a candidate
-    # may move by a chunk; the pure-level test is tests/test_rag.py's)
-    assert len({c.chunk for c in exts[0].candidates} & {c.chunk for c in exts[1].candidates}) >= 2
+    # may move by a chunk, and the pool's lower ranks that continuity chooses from may move to
+    # another start of the same line; the pure-level test is tests/test_rag.py's)
+    lines = [{int(engine.db.chunk_track[c.chunk]) for c in ext.candidates} for ext in exts]
+    assert len(lines[0] & lines[1]) >= 2, lines
     for ext in exts:
         s0 = len(ext.input_audio) - ext.crossfade
         n = 3 * 16000

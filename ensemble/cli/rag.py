@@ -102,7 +102,8 @@ def _extend(args: argparse.Namespace) -> int:
                             lookbacks=_floats(args.lookbacks) if args.lookbacks else None,
                             transpose=not args.no_transpose, followers=tuple(args.followers.split(",")),
                             ranking=args.ranking, conform=not args.no_conform, render=args.render,
-                            match_colour=not args.no_colour_match, seed=args.seed, timbre=timbre)
+                            match_colour=not args.no_colour_match, seed=args.seed, timbre=timbre,
+                            continuity=not args.no_continuity)
     bar = tqdm(total=100, desc="extend", disable=args.quiet, bar_format="{l_bar}{bar}| {postfix}")
 
     def progress(fraction: float, message: str) -> None:
@@ -195,6 +196,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--no-colour-match", action="store_true",
                    help="keep the leader decoder's own colour (default: a fixed filter gives the rendered "
                         "continuations the input's long-term spectral envelope)")
+    e.add_argument("--no-continuity", action="store_true",
+                   help="the composite's Top-K as they are (default: of a pool of 3 x K, the K whose first "
+                        "seconds go on playing as your clip's last: notes a second and register)")
     e.add_argument("--timbre", default="auto", metavar="NAME",
                    help="the continuations' instrument sound: auto (default: inferred from your clip), "
                         "guitar (BabyBand's guitar decoder, the previous sound) or a timbre of the installed "
