@@ -584,16 +584,11 @@ def _query_matrix(q: Query, cfg: RagConfig, transposes: np.ndarray) -> np.ndarra
     """
     D = q.vectors.shape[1] - 12
     w, lam = cfg.chroma_weight, cfg.context_weight
-    out = []
-    for li in range(q.vectors.shape[0]):
-        e, c = q.vectors[li, :D], q.vectors[li, D:]
-        rows = []
-        for t in transposes:
-            cr = np.roll(c, -int(t))
-            part = np.concatenate([(1 - w) * e, w * cr])
-            rows.append(np.concatenate([lam * part, (1 - lam) * part]))
-        out.append(rows)
-    return np.asarray(out, np.float32)
+    n_l, n_t = q.vectors.shape[0], len(transposes)
+    roll = (np.arange(12)[None, :] + np.asarray(transposes, np.int64)[:, None]) % 12  # [n_t, 12]: np.roll(c, -t)
+    part = np.concatenate([np.broadcast_to(((1 - w) * q.vectors[:, :D])[:, None, :], (n_l, n_t, D)),
+                           w * q.vectors[:, D:][:, roll]], axis=2)  # [L, n_t, D + 12]
+    return np.concatenate([lam * part, (1 - lam) * part], axis=2).astype(np.float32)
 
 
 def _penalties(join: np.ndarray, approach: np.ndarray, mode: str) -> np.ndarray:

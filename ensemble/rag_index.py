@@ -2,57 +2,71 @@
 
 Below ``RagConfig.ivf_threshold`` chunks :mod:`ensemble.rag` searches exactly (a flat inner-product
 index, with a bound that proves the Top-K equal to scoring everything). Above it, one faiss **IVF
-index with an HNSW coarse quantizer** (finding the lists to probe costs O(log nlist)) holds one
-vector per chunk whose inner product with a query row *estimates the whole composite*, not only
-relevance -- what makes pre-selection sound enough to agree with scoring everything.
+index with an HNSW coarse quantizer** (finding the lists to probe costs O(log nlist)) holds vectors
+whose inner product with a query row *estimates the whole composite*, not only relevance -- what
+makes pre-selection sound enough to agree with scoring everything.
 
 **Why relevance alone cannot pre-select.** The composite is ``alpha * relevance + beta *
 coherence`` over the strict pass (key fit >= 0.85, dynamics within 4 dB, coherence >= 0.7). Measured
 on held-out queries at 100k chunks, the exhaustive Top-10 needed the 22k most relevant chunks
 (median; 58k at p90) before every pick was in, and at 0.04 s chunk spacing every pick drags in its
-overlapping neighbours too. Ordered by the estimate below, every pick was within the first ~1,350
-chunks of its key-shift row (100k chunks, exact search), and the exact strict-pass bounds then
-leave a few thousand of the fetched chunks to consider (``benchmarks/results/scale.json``).
+overlapping neighbours too.
 
-**The vector** (one index for every alpha and beta: they weigh the query row only)::
+**The vector** of a chunk (one index for every alpha and beta: they weigh the query row only)::
 
     x(c) = [ mean_L v_L(c)                    relevance: v_L = context_weight * ctx_L + (1 - it) * seg
-           | pcn(c)                           key fit: the centred, unit pitch-class profile
-           | h(entry pitch), h(register), h(log2 tempo), h(entry loudness)   coherence terms
+           | p(c), p(c) (x) p(c)              key: the centred, unit pitch-class profile and its products
+           | h(entry pitch), h(register), h(log2 tempo), h(entry loudness), h(approach loudness)
            | one-hot 1 dB bin of dynamics ]                                  the dynamics filter
 
-Each coherence term has the form ``2^(-|x - y| / half-life)`` of a circular distance (pitch classes,
-tempo octaves; loudness on a 60 dB circle), and a function of ``x - y`` on a circle is a Fourier
-series: ``g(x - y) = a0 + sum_k a_k (cos kx cos ky + sin kx sin ky)`` -- the chunk stores
+*Exact where the composite allows it.* The key fit is the inner product <p(c), r_t> with the query's
+rolled unit profile r_t, and its square is <p (x) p, r_t (x) r_t> (the 78 distinct products), so the
+estimate's key part ``w * kf - key_weight * (1 - kf)^2`` is exact (tested to 1e-5): it counts the key
+fit at its weight in coherence and pushes chunks out of key down without reordering those in key
+(a linear penalty did: it ranked in-key chunks by key fit, not by the composite). *Surrogates where it
+does not.* Each other coherence term has the form ``2^(-|x - y| / half-life)`` of a circular distance
+(pitch classes, tempo octaves; loudness on a 60 dB circle), and a function of ``x - y`` on a circle is
+a Fourier series: ``g(x - y) = a0 + sum_k a_k (cos kx cos ky + sin kx sin ky)`` -- the chunk stores
 ``h(x) = [cos kx, sin kx]_k`` (and a flag where x is unknown), the query row the coefficients times
-``[cos ky, sin ky]`` at its own y (the query's last note shifted by -t for key shift t). The key fit
-is linear in the profile (Pearson correlation of unit centred profiles), weighted beyond its share
-of coherence (``key_weight``) to push chunks out of key down, and the dynamics filter is a penalty
-on the dynamics bins wholly outside the tolerance (none inside: it does not distort the order).
-Every block is stored scaled by its default weight, so the IVF's k-means sees the geometry the
-default composite ranks by. One row per key shift (13 rows), one search.
+``[cos ky, sin ky]`` at its own y (the query's last note shifted by -t for key shift t). A seam term
+matched ``either`` way (loudness by default: the better of entry and approach) is a max, which no
+inner product is: both sides are stored, each weighed ``either_weight``. The dynamics filter is a
+penalty on the dynamics bins wholly outside the tolerance. Relevance uses the mean lookback (a max
+over lookbacks is no inner product either). Every block is stored scaled by its default weight, so
+the IVF's k-means sees the geometry the default composite ranks by.
 
-**Exact stages on what is fetched** (:func:`retrieve_ann`). The fetched chunks (``fetch`` per row)
-get, from the database's arrays, an *upper bound* of their strict composite: the exact key fit,
-key margin and dynamics filter, the exact relevance (max over the masked lookbacks), and an upper
-bound of coherence (the exact loudness, tempo and key terms; the pitch and register terms at the
-octave-free circular distance, which no octave choice can beat). A chunk whose coherence bound is
-below the floor cannot pass the strict pass and is dropped (provably). The best ``candidates`` by
-that bound are scored by the full composite (:func:`ensemble.rag._rank`, the code that scores
-everything); while the K-th pick does not beat the bound of the best unscored chunk, the scored set
-doubles, so among the fetched chunks the result is *certified* equal to scoring them all
+**Groups.** The index holds one vector per *group* of ``group`` (10) consecutive chunks of a line:
+their mean, whose estimate is exactly the mean of theirs (the estimate is linear). At 0.04 s spacing
+neighbours are near-duplicates, so a group ranks where its chunks would (measured: the exhaustive
+picks sit as deep in groups as in chunks / 10), the index scans a tenth of the vectors, and a fetched
+group brings every one of its chunks to the exact stage. Shifts t and t + 12 give the same row, so 12
+distinct rows are searched in one call.
+
+**Exact stages on what is fetched** (:func:`retrieve_ann`). Groups where no chunk can be in key or
+within the dynamics tolerance are dropped first (exact: a member's key fit is at most the group
+mean's plus the group's radius). The remaining chunks get, from the database's arrays, an *upper
+bound* of their strict composite: the exact key fit, key margin and dynamics filter, the exact
+relevance (max over the masked lookbacks), and an upper bound of coherence (the exact loudness, tempo
+and key terms; the pitch and register terms at the octave-free circular distance, which no octave
+choice can beat), on the (chunk, shift) pairs that pass the filters only. A chunk whose coherence
+bound is below the floor cannot pass the strict pass and is dropped (provably). The best
+``candidates`` by that bound are scored by the full composite (:func:`ensemble.rag._rank`, the code
+that scores everything); while the K-th pick does not beat the bound of the best unscored chunk, the
+scored set doubles, so among the fetched chunks the result is *certified* equal to scoring them all
 (``stats["certified"]``). What stays approximate is only which chunks the index fetches;
 ``benchmarks/scale.py`` measures how often the final Top-K equals scoring every chunk.
 
 **Measured recall.** At build time, query rows made from the database's own chunks (a chunk's
 context vectors, its approach note, register, tempo, loudness and dynamics as a clip's would be, at
 a random key shift) are searched exactly and through the index at nprobe 1, 2, 4, ...; recall@10
-(a returned chunk whose exact inner product ties the 10th counts) is written into the manifest with
-the smallest nprobe that reaches ``target_recall`` (0.95), which the index then uses.
+(a returned group whose exact inner product ties the 10th counts) is written into the manifest with
+the smallest nprobe that reaches ``target_recall`` (0.95), which the index then uses; retrieval
+probes ``probe_factor`` times as many lists (it fetches far deeper than ten).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,16 +80,18 @@ from ensemble.config import config_from_dict
 from ensemble.errors import EnsembleError
 
 __all__ = ["AnnConfig", "AnnIndex", "build_ann", "save_ann", "load_ann", "retrieve_ann", "retrieve_exhaustive",
-           "index_vectors", "query_rows", "strict_bound", "key_filter", "pseudo_query", "recall_at", "LAYOUT",
-           "ANN_FILE"]
+           "index_vectors", "group_vectors", "group_starts", "query_rows", "strict_bound", "key_filter", "pseudo_query",
+           "recall_at", "LAYOUT", "ANN_FILE"]
 
 CODES = ("auto", "flat", "sq8", "pq")
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-LAYOUT = "composite-1"  # what an index vector holds (module docstring); another layout is rebuilt
+LAYOUT = "composite-2"  # what an index vector holds (module docstring); another layout is rebuilt
 ANN_FILE = "ann.faiss"
 LOUDNESS_CIRCLE_DB = 60.0  # loudness jumps are compared on a circle this long (wider than any jump met)
 DYNAMICS_BINS = 16  # one-hot 1 dB bins of a chunk's dynamics (0..15 dB; the last bin holds what is above)
 _GRID = 4096  # samples of one period when the Fourier coefficients are computed
+_TRIU = np.triu_indices(12)  # the 78 distinct products p_i p_j (i <= j) of a 12-d profile
+_TRIU_MULT = np.where(_TRIU[0] == _TRIU[1], 1.0, 2.0)  # each off-diagonal product stands for two
 
 
 @dataclass(frozen=True)
@@ -91,14 +107,19 @@ class AnnConfig:
         kmeans_iters: k-means iterations.
         target_recall: recall@10 the chosen nprobe must reach on the build's queries.
         recall_queries: queries that measure it.
-        fetch: chunks fetched per key-shift row (13 rows, one search; a second, by relevance alone,
-            when the strict pass runs short and the fallback pass ranks).
+        group: consecutive chunks of a line one index vector stands for (their mean vector); a fetched
+            group brings all its chunks to the exact stage.
+        fetch: groups fetched per key-shift row (12 distinct rows, one search; a second, by relevance
+            alone, when the strict pass runs short and the fallback pass ranks).
         probe_factor: retrieval probes this many times the nprobe chosen for recall@10 (a fetch of
             hundreds per row reaches deeper than a Top-10).
         candidates: fetched chunks scored by the full composite first, best upper bound first
             (doubled until the Top-K is certified among the fetched, at most ``max_scored``).
-        harmonics: Fourier harmonics per circular coherence term.
-        key_weight: extra weight of the key fit in the estimate (pushes chunks out of key down).
+        harmonics: Fourier harmonics per circular coherence term (pitch, register, tempo).
+        loudness_harmonics: those of the loudness term (a half-life of 6 dB on a 60 dB circle is sharper).
+        either_weight: weight of each side of a seam term matched ``either`` way (module docstring).
+        key_weight: weight c of the estimate's key penalty ``-c * (1 - key fit)^2`` (pushes chunks out of
+            key down, barely moves those in key).
         dynamics_weight: the estimate's penalty for dynamics outside the tolerance (1 dB bins).
     """
 
@@ -111,11 +132,14 @@ class AnnConfig:
     kmeans_iters: int = 10
     target_recall: float = 0.95
     recall_queries: int = 200
-    fetch: int = 2048
+    group: int = 10
+    fetch: int = 384
     candidates: int = 256
     max_scored: int = 4096
-    probe_factor: int = 4
+    probe_factor: int = 2
     harmonics: int = 4
+    loudness_harmonics: int = 8
+    either_weight: float = 0.75
     key_weight: float = 3.0
     dynamics_weight: float = 1.0
     seed: int = 0
@@ -125,10 +149,12 @@ class AnnConfig:
             raise EnsembleError(f"ann codes {self.codes!r}; allowed: {list(CODES)}")
         if not 0.0 < self.target_recall <= 1.0:
             raise EnsembleError(f"target_recall = {self.target_recall}; allowed: (0, 1]")
-        for name in ("hnsw_m", "pq_m", "train_per_list", "kmeans_iters", "recall_queries", "fetch", "candidates",
-                     "max_scored", "harmonics"):
+        for name in ("hnsw_m", "pq_m", "train_per_list", "kmeans_iters", "recall_queries", "group", "fetch",
+                     "candidates", "max_scored", "harmonics", "loudness_harmonics"):
             if int(getattr(self, name)) < 1:
                 raise EnsembleError(f"ann {name} = {getattr(self, name)}; allowed: >= 1")
+        if not 0.0 < self.either_weight <= 1.0:
+            raise EnsembleError(f"ann either_weight = {self.either_weight}; allowed: (0, 1]")
         if self.nlist < 0 or self.memory_mb <= 0 or self.key_weight < 0 or self.dynamics_weight < 0:
             raise EnsembleError(f"ann nlist = {self.nlist}, memory_mb = {self.memory_mb}, key_weight = "
                                 f"{self.key_weight}, dynamics_weight = {self.dynamics_weight}; allowed: nlist >= 0 "
@@ -147,6 +173,12 @@ class AnnIndex:
     nprobe: int
     config: AnnConfig
     manifest: dict = field(default_factory=dict)
+    starts: np.ndarray | None = None  # [n_groups + 1] first chunk of each group (group_starts), set on first use
+    # set with ``starts`` (:func:`_groups`): what the exact filters read, per chunk and per group
+    profiles: np.ndarray | None = None  # [N, 12] float32 centred unit pitch-class profiles
+    group_profile: np.ndarray | None = None  # [n_groups, 12] their mean per group
+    group_radius: np.ndarray | None = None  # [n_groups] max distance of a member's profile from that mean
+    group_dynamics: np.ndarray | None = None  # [n_groups, 2] min and max dynamics (dB) of the members
 
     @property
     def indexes(self) -> list:
@@ -161,6 +193,7 @@ class AnnIndex:
 
 # ----------------------------------------------------------------------------- the vectors
 
+@functools.lru_cache(maxsize=64)  # (the coefficients are read on every query; callers never write them)
 def _series(halflife: float, period: float, n: int) -> tuple[float, np.ndarray]:
     """Fourier coefficients (a0, [a_1..a_n]) of g(d) = 2^(-|d| / halflife) on a circle of ``period``
     (d the circular distance): g(x - y) ~ a0 + sum_k a_k cos(2 pi k (x - y) / period)."""
@@ -171,12 +204,21 @@ def _series(halflife: float, period: float, n: int) -> tuple[float, np.ndarray]:
     return float(g.mean()), a
 
 
-def _terms(config: rag.RagConfig) -> list[tuple[str, float, float]]:
-    """(name, half-life, period) of the circular coherence terms the vector holds."""
-    return [("pitch", 100.0 * config.pitch_halflife_semitones, 1200.0),
-            ("register", 100.0 * config.register_halflife_semitones, 1200.0),
-            ("tempo", config.tempo_halflife_octaves, 1.0),
-            ("loudness", config.loudness_halflife_db, LOUDNESS_CIRCLE_DB)]
+def _terms(config: rag.RagConfig, ann: AnnConfig) -> list[tuple[str, str, float, float, int, float]]:
+    """(the query value it is compared with, the chunk feature, half-life, period, harmonics, weight) of
+    each circular coherence term the vector holds. A seam term matched ``either`` way (the better of
+    the entry and the approach) is estimated by both, each with ``either_weight`` (a max is no inner
+    product; the sum of the two ranks close to it)."""
+    def seam(query: str, mode: str, hl: float, period: float, n: int) -> list:
+        sides = {"join": [("entry", 1.0)], "approach": [("approach", 1.0)],
+                 "either": [("entry", ann.either_weight), ("approach", ann.either_weight)]}[mode]
+        return [(query, f"{side}_{query}", hl, period, n, weight) for side, weight in sides]
+
+    return [*seam("pitch", config.seam_match, 100.0 * config.pitch_halflife_semitones, 1200.0, ann.harmonics),
+            ("register", "register", 100.0 * config.register_halflife_semitones, 1200.0, ann.harmonics, 1.0),
+            ("tempo", "tempo", config.tempo_halflife_octaves, 1.0, ann.harmonics, 1.0),
+            *seam("loudness", config.loudness_match, config.loudness_halflife_db, LOUDNESS_CIRCLE_DB,
+                  ann.loudness_harmonics)]
 
 
 def _harmonics(x: np.ndarray, period: float, n: int) -> np.ndarray:
@@ -192,10 +234,11 @@ def _harmonics(x: np.ndarray, period: float, n: int) -> np.ndarray:
 def _scales(config: rag.RagConfig, ann: AnnConfig, d_rel: int) -> np.ndarray:
     """[d] the weight each stored dimension is scaled by: its weight in the default composite."""
     w = config.beta / 5.0
-    out = [np.full(d_rel, config.alpha), np.full(12, w + ann.key_weight)]
-    for _, hl, period in _terms(config):
-        a0, a = _series(hl, period, ann.harmonics)
-        out += [np.maximum(w * a, 1e-3), np.maximum(w * a, 1e-3), [max(w * abs(0.5 - a0), 1e-3)]]
+    out = [np.full(d_rel, config.alpha), np.full(12, w + ann.key_weight), np.full(len(_TRIU_MULT), ann.key_weight)]
+    for _, _, hl, period, n, weight in _terms(config, ann):
+        a0, a = _series(hl, period, n)
+        out += [np.maximum(w * weight * a, 1e-3), np.maximum(w * weight * a, 1e-3),
+                [max(w * weight * abs(0.5 - a0), 1e-3)]]
     out.append(np.full(DYNAMICS_BINS, 0.3))  # (one-hot: a moderate scale keeps k-means from splitting on it alone)
     return np.concatenate([np.asarray(x, np.float64) for x in out])
 
@@ -216,7 +259,7 @@ def index_vectors(db: rag.RagDatabase, ann: AnnConfig, rows: np.ndarray | None =
     idx = np.arange(db.n_chunks) if rows is None else np.asarray(rows, np.int64)
     cont = int(round(cfg.segment_seconds * db.fps))
     starts = db.chunk_start[idx].astype(np.float64)
-    e_pitch, e_loud, _, _ = rag._entry(db, idx, starts)
+    e_pitch, e_loud, a_pitch, a_loud = rag._entry(db, idx, starts)
     register = rag.window_pitch(db, idx, cont, np.ones(len(idx)), starts)
     tempo = db.tempo_bpm[db.chunk_track[idx]]
     log_tempo = np.where(np.isfinite(tempo) & (tempo > 0), np.log2(np.where(tempo > 0, tempo, 1.0)), np.nan)
@@ -225,13 +268,61 @@ def index_vectors(db: rag.RagDatabase, ann: AnnConfig, rows: np.ndarray | None =
     dyn[np.arange(len(idx)), dyn_bin] = 1.0
     rel = np.mean([cfg.context_weight * db.ctx[li, idx].astype(np.float64) for li in range(len(cfg.lookbacks))],
                   axis=0) + (1 - cfg.context_weight) * db.seg[idx].astype(np.float64)
-    n = ann.harmonics
-    blocks = [rel, _centred_profiles(db.seg[idx, -12:].astype(np.float64)),
-              _harmonics(e_pitch, 1200.0, n), _harmonics(register, 1200.0, n),
-              _harmonics(log_tempo, 1.0, n), _harmonics(e_loud, LOUDNESS_CIRCLE_DB, n),
-              dyn]
+    pcn = _centred_profiles(db.seg[idx, -12:].astype(np.float64))
+    features = {"entry_pitch": e_pitch, "approach_pitch": a_pitch, "register": register, "tempo": log_tempo,
+                "entry_loudness": e_loud, "approach_loudness": a_loud}
+    blocks = [rel, pcn, pcn[:, _TRIU[0]] * pcn[:, _TRIU[1]],
+              *[_harmonics(features[src], period, n) for _, src, _, period, n, _ in _terms(cfg, ann)], dyn]
     x = np.concatenate(blocks, axis=1)
     return np.ascontiguousarray(x * _scales(cfg, ann, rel.shape[1])[None, :], np.float32)
+
+
+def group_starts(chunk_track: np.ndarray, group: int) -> np.ndarray:
+    """[n_groups + 1] index of the first chunk of each group and the number of chunks last: a group is
+    up to ``group`` consecutive chunks of one line (chunks are stored in line order).
+
+    Raises:
+        EnsembleError: chunks not in line order, or group < 1.
+    """
+    track = np.asarray(chunk_track)
+    if int(group) < 1:
+        raise EnsembleError(f"ann group = {group}; allowed: >= 1")
+    if len(track) and np.any(np.diff(track) < 0):
+        raise EnsembleError("the database's chunks are not in line order: rebuild it")
+    new_line = np.r_[True, track[1:] != track[:-1]] if len(track) else np.zeros(0, bool)
+    line_first = np.flatnonzero(new_line)
+    local = np.arange(len(track)) - line_first[np.cumsum(new_line) - 1]
+    return np.r_[np.flatnonzero(local % int(group) == 0), len(track)].astype(np.int64)
+
+
+def group_members(starts: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """[n] every chunk of groups ``groups`` (ascending when the groups are), from :func:`group_starts`."""
+    g = np.asarray(groups, np.int64)
+    first, lens = starts[g], starts[g + 1] - starts[g]
+    before = np.cumsum(lens) - lens  # where each group's members begin in the output
+    return np.repeat(first - before, lens) + np.arange(int(lens.sum()))
+
+
+def group_vectors(db: rag.RagDatabase, ann: AnnConfig, *, block: int = 1 << 17) -> np.ndarray:
+    """[n_groups, d] float32: the mean of each group's :func:`index_vectors`. The estimate is linear
+    in the vector, so a group's estimate is exactly the mean of its chunks' estimates.
+
+    Computed ``block`` chunks at a time (whole groups), so a million chunks never hold their float64
+    vectors all at once."""
+    starts = group_starts(db.chunk_track, ann.group)
+    n_groups = len(starts) - 1
+    out = None
+    g0 = 0
+    while g0 < n_groups:
+        g1 = int(np.searchsorted(starts, starts[g0] + block, side="right")) - 1
+        g1 = min(max(g1, g0 + 1), n_groups)
+        vecs = index_vectors(db, ann, np.arange(starts[g0], starts[g1]))
+        sums = np.add.reduceat(vecs.astype(np.float64), starts[g0:g1] - starts[g0], axis=0)
+        if out is None:
+            out = np.empty((n_groups, vecs.shape[1]), np.float32)
+        out[g0:g1] = sums / np.diff(starts[g0:g1 + 1])[:, None]
+        g0 = g1
+    return np.ascontiguousarray(out)
 
 
 def query_rows(db: rag.RagDatabase, q: rag.Query, transposes: np.ndarray, *, alpha: float, beta: float,
@@ -244,32 +335,34 @@ def query_rows(db: rag.RagDatabase, q: rag.Query, transposes: np.ndarray, *, alp
     wc = np.float64(cfg.chroma_weight)
     w = beta / 5.0
     n_t = len(transposes)
-    rel = np.zeros((n_t, D + 12))
-    for li in np.flatnonzero(mask):  # relevance of the mean vector against the mean query part
-        for j, t in enumerate(transposes):
-            rel[j, :D] += (1 - wc) * q.vectors[li, :D]
-            rel[j, D:] += wc * np.roll(q.vectors[li, D:], -int(t))
+    vq = q.vectors[mask].astype(np.float64)  # [n_masked, D + 12]: relevance of the mean vector against
+    rel = np.empty((n_t, D + 12))  # the mean query part
+    rel[:, :D] = (1 - wc) * vq[:, :D].sum(axis=0)
+    rel[:, D:] = wc * _rolled(vq[:, D:].sum(axis=0), transposes)
     rel *= alpha / mask.sum()
     qp = _centred_profiles(np.asarray(q.profile, np.float64))
-    key = np.stack([np.roll(qp, -int(t)) for t in transposes]) * (w + ann.key_weight)
-    const = np.full(n_t, -ann.key_weight * cfg.key_floor)
-    blocks = [rel, key]
+    r = _rolled(qp, transposes)  # [n_t, 12]
+    # w * kf - c * (1 - kf)^2 = (w + 2c) kf - c kf^2 - c, kf^2 = <p (x) p, r (x) r> (upper triangle)
+    c = ann.key_weight
+    key = [r * (w + 2 * c), -c * r[:, _TRIU[0]] * r[:, _TRIU[1]] * _TRIU_MULT[None, :]]
+    const = np.full(n_t, -c)
+    blocks = [rel, *key]
     shift = 100.0 * np.asarray(transposes, np.float64)
     ys = {"pitch": q.seam_pitch - shift, "register": q.register_pitch - shift,
           "tempo": np.full(n_t, math.log2(q.tempo_bpm) if math.isfinite(q.tempo_bpm) and q.tempo_bpm > 0
                            else np.nan),
           "loudness": np.full(n_t, q.seam_loud)}
-    k = np.arange(1, ann.harmonics + 1)
-    for name, hl, period in _terms(cfg):
-        a0, a = _series(hl, period, ann.harmonics)
+    for name, _, hl, period, n, weight in _terms(cfg, ann):
+        a0, a = _series(hl, period, n)
         y = np.asarray(ys[name], np.float64)
         if np.all(np.isfinite(y)):
-            ang = 2 * np.pi * np.outer(y, k) / period
-            blocks += [w * a * np.cos(ang), w * a * np.sin(ang), np.full((n_t, 1), w * (0.5 - a0))]
-            const += w * a0
+            ang = 2 * np.pi * np.outer(y, np.arange(1, n + 1)) / period
+            ww = w * weight
+            blocks += [ww * a * np.cos(ang), ww * a * np.sin(ang), np.full((n_t, 1), ww * (0.5 - a0))]
+            const += ww * a0
         else:  # the query has no value: the term is 0.5 for every chunk
-            blocks += [np.zeros((n_t, 2 * ann.harmonics + 1))]
-            const += w * 0.5
+            blocks += [np.zeros((n_t, 2 * n + 1))]
+            const += w * weight * 0.5
     pen = np.zeros(DYNAMICS_BINS)
     if math.isfinite(q.dynamics):  # -dynamics_weight on the 1 dB bins wholly outside the tolerance
         lo = np.arange(DYNAMICS_BINS, dtype=np.float64)
@@ -358,10 +451,10 @@ def build_ann(db: rag.RagDatabase, ann: AnnConfig = AnnConfig(), *, log=None) ->
     """
     t0 = time.perf_counter()
     cfg = db.config
-    n = db.n_chunks
+    vecs = group_vectors(db, ann)  # one vector per group of ``ann.group`` chunks
+    n = len(vecs)
     nlist = ann.nlist or max(16, int(2 * math.sqrt(n)))
     nlist = min(nlist, max(1, n // 39))
-    vecs = index_vectors(db, ann)
     d = vecs.shape[1]
     codes = _codes(ann, n, d)
     rng = np.random.default_rng(ann.seed)
@@ -373,9 +466,11 @@ def build_ann(db: rag.RagDatabase, ann: AnnConfig = AnnConfig(), *, log=None) ->
     index.clustering_index = None
     index.add(vecs)
     out = AnnIndex(index, 1, ann)
+    out.starts = group_starts(db.chunk_track, ann.group)
     # queries: chunks as a clip ending at their start would ask, at a random key shift
     has_ctx = np.flatnonzero(np.abs(db.ctx[0, :, 0]) + np.abs(db.ctx[0, :, 1]) > 0)
-    qs = rng.choice(has_ctx if len(has_ctx) else np.arange(n), min(ann.recall_queries, n), replace=False)
+    qs = rng.choice(has_ctx if len(has_ctx) else np.arange(db.n_chunks), min(ann.recall_queries, db.n_chunks),
+                    replace=False)
     ts = rng.integers(-cfg.transpose_semitones, cfg.transpose_semitones + 1, len(qs))
     db_ann, db.ann = db.ann, out  # query_rows reads the index's config
     try:
@@ -402,11 +497,11 @@ def build_ann(db: rag.RagDatabase, ann: AnnConfig = AnnConfig(), *, log=None) ->
     out.set_nprobe(nprobe)
     recall = curve[nprobe]
     section = {"layout": LAYOUT, "kind": f"IVF{nlist}_HNSW{ann.hnsw_m},{codes}", "codes": codes, "nlist": nlist,
-               "dims": d, "config": asdict(ann), "nprobe": nprobe,
+               "dims": d, "groups": int(n), "chunks": int(db.n_chunks), "config": asdict(ann), "nprobe": nprobe,
                "recall_at_10": {"value": recall, "queries": int(len(qs)),
                                 "how": "query rows made from the database's own chunks at random key shifts "
-                                       "(pseudo_query), exact inner-product search over the same vectors as the "
-                                       "reference; a tie at the 10th place counts",
+                                       "(pseudo_query), exact inner-product search over the same (group) vectors "
+                                       "as the reference; a tie at the 10th place counts",
                                 "by_nprobe": {str(k): v for k, v in curve.items()}},
                "reached_target": bool(recall >= ann.target_recall),
                "code_bytes": int(_ivf(index).ntotal * _ivf(index).code_size),
@@ -453,6 +548,11 @@ def _circular(cents: np.ndarray) -> np.ndarray:
     return np.abs(cents - 1200.0 * np.round(cents / 1200.0))
 
 
+def _rolled(x: np.ndarray, transposes: np.ndarray) -> np.ndarray:
+    """[n_t, 12] the profile ``x`` rolled by -t for each t (np.roll(x, -t), gathered at once)."""
+    return x[(np.arange(12)[None, :] + np.asarray(transposes, np.int64)[:, None]) % 12]
+
+
 def key_filter(db: rag.RagDatabase, q: rag.Query, idx: np.ndarray,
                transposes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The cheap exact filters of the strict pass: (key fit [n, n_t], ok [n, n_t]) -- ok where the
@@ -463,8 +563,9 @@ def key_filter(db: rag.RagDatabase, q: rag.Query, idx: np.ndarray,
     qp = _centred_profiles(np.asarray(q.profile, np.float64))
     if np.linalg.norm(qp) <= 1e-9:  # no key: every key fit is 0, below the floor
         return np.zeros((len(idx), len(transposes))), np.zeros((len(idx), len(transposes)), bool)
-    kf = _centred_profiles(db.seg[idx, -12:].astype(np.float64)) @ \
-        np.stack([np.roll(qp, -int(t)) for t in transposes], axis=1)  # [n, n_t]
+    prof = db.ann.profiles[idx] if db.ann is not None and db.ann.profiles is not None \
+        else _centred_profiles(db.seg[idx, -12:].astype(np.float64))
+    kf = prof @ _rolled(qp, transposes).T.astype(prof.dtype)  # [n, n_t]
     ok = (kf >= kf.max(axis=1, keepdims=True) - cfg.key_margin - 1e-6) & (kf >= cfg.key_floor - 1e-6)
     if math.isfinite(q.dynamics):
         ok &= (np.abs(db.dynamics[idx] - q.dynamics) <= cfg.dynamics_tolerance_db)[:, None]
@@ -494,30 +595,84 @@ def strict_bound(db: rag.RagDatabase, q: rag.Query, idx: np.ndarray, transposes:
 
 
 def _coherent_bound(db, q, idx, transposes, kf, ok, *, alpha, beta, mask, stretch, starts, register):
-    """:func:`strict_bound` on chunks that passed the cheap filters (``ok`` [n, n_t])."""
+    """:func:`strict_bound` on chunks that passed the cheap filters (``ok`` [n, n_t]).
+
+    Computed on the (chunk, shift) pairs that passed only (most chunks are in key at one or two
+    shifts), with the same arithmetic per pair as on a dense [n, n_t] array; relevance (the costly
+    part: four lookbacks' vectors gathered) only on the pairs whose coherence bound reaches the floor."""
     cfg = db.config
-    Q = rag._query_matrix(q, cfg, transposes)
-    d = db.seg.shape[1]
-    seg = db.seg[idx]
-    rel = np.full(kf.shape, -np.inf, np.float32)
-    for li in np.flatnonzero(mask):
-        rel = np.maximum(rel, db.ctx[li, idx] @ Q[li, :, :d].T + seg @ Q[li, :, d:].T)
+    out = np.full(len(idx), -np.inf)
+    ci, tj = np.nonzero(ok)  # row-major: pairs of one chunk are adjacent
+    if len(ci) == 0:
+        return out
     e_pitch, e_loud, a_pitch, a_loud = rag._entry(db, idx, starts)
-    shift = 100.0 * transposes[None, :]
-    pitch_pen = rag._penalties(_circular(e_pitch[:, None] + shift - q.seam_pitch),
-                               _circular(a_pitch[:, None] + shift - q.seam_pitch), cfg.seam_match)
+    shift = 100.0 * transposes[tj]
+    pitch_pen = rag._penalties(_circular(e_pitch[ci] + shift - q.seam_pitch),
+                               _circular(a_pitch[ci] + shift - q.seam_pitch), cfg.seam_match)
     p_term = rag._closeness(pitch_pen, cfg.pitch_halflife_semitones)
-    r_term = rag._closeness(_circular(register[:, None] + shift - q.register_pitch), cfg.register_halflife_semitones)
+    r_term = rag._closeness(_circular(register[ci] + shift - q.register_pitch), cfg.register_halflife_semitones)
     loud_pen = rag._penalties(e_loud - q.seam_loud, a_loud - q.seam_loud, cfg.loudness_match)
     b = math.log(2) / cfg.loudness_halflife_db
     c = math.log(2) / cfg.tempo_halflife_octaves
-    l_term = np.where(np.isnan(loud_pen), 0.5, np.exp(-b * np.nan_to_num(loud_pen)))[:, None]
+    l_term = np.where(np.isnan(loud_pen), 0.5, np.exp(-b * np.nan_to_num(loud_pen)))
     known = math.isfinite(q.tempo_bpm) & np.isfinite(db.tempo_bpm[db.chunk_track[idx]])
-    t_term = np.where(known, np.exp(-c * np.abs(np.log2(stretch))), 0.5)[:, None]
-    coh = (p_term + l_term + t_term + np.clip(kf + 1e-6, 0.0, 1.0) + r_term) / 5.0
-    ok &= coh >= cfg.coherence_floor - 1e-9
+    t_term = np.where(known, np.exp(-c * np.abs(np.log2(stretch))), 0.5)
+    coh = (p_term + l_term[ci] + t_term[ci] + np.clip(kf[ci, tj] + 1e-6, 0.0, 1.0) + r_term) / 5.0
+    floor = coh >= cfg.coherence_floor - 1e-9
+    ci, tj, coh = ci[floor], tj[floor], coh[floor]
+    if len(ci) == 0:
+        return out
+    Q = rag._query_matrix(q, cfg, transposes)
+    d = db.seg.shape[1]
+    chunks = idx[ci]
+    seg = db.seg[chunks]
+    rel = np.full(len(ci), -np.inf, np.float32)
+    for li in np.flatnonzero(mask):
+        rel = np.maximum(rel, np.einsum("ij,ij->i", db.ctx[li, chunks], Q[li, tj, :d])
+                         + np.einsum("ij,ij->i", seg, Q[li, tj, d:]))
     # (+1e-6: the exact scores are the same float arithmetic; the slack only guards the last bit)
-    return np.where(ok, alpha * rel + beta * coh + 1e-6, -np.inf).max(axis=1)
+    val = alpha * rel + beta * coh + 1e-6
+    first = np.flatnonzero(np.r_[True, ci[1:] != ci[:-1]])
+    out[ci[first]] = np.maximum.reduceat(val, first)
+    return out
+
+
+def _groups(db: rag.RagDatabase) -> np.ndarray:
+    """The loaded index's group starts and per-group filter arrays (computed once from the database)."""
+    ann = db.ann
+    if ann.starts is None:
+        starts = group_starts(db.chunk_track, ann.config.group)
+        if len(starts) - 1 != _ivf(ann.index).ntotal:
+            raise EnsembleError(f"the approximate index of RAG database {str(db.root)!r} holds "
+                                f"{_ivf(ann.index).ntotal} vectors for {len(starts) - 1} groups of chunks: "
+                                "rebuild it with ensemble.jobs.index.rebuild_ann")
+        ann.starts = starts
+    if ann.profiles is None:
+        prof = _centred_profiles(db.seg[:, -12:].astype(np.float64))
+        first, size = ann.starts[:-1], np.diff(ann.starts)
+        mean = np.add.reduceat(prof, first, axis=0) / size[:, None]
+        gap = np.linalg.norm(prof - np.repeat(mean, size, axis=0), axis=1)
+        dyn = np.where(np.isnan(db.dynamics), np.inf, db.dynamics)  # (NaN fails every dynamics test)
+        ann.group_radius = np.maximum.reduceat(gap, first) + 1e-6
+        ann.group_dynamics = np.stack([np.minimum.reduceat(dyn, first),
+                                       np.maximum.reduceat(np.where(np.isinf(dyn), -np.inf, dyn), first)], axis=1)
+        ann.group_profile, ann.profiles = mean, prof.astype(np.float32)
+    return ann.starts
+
+
+def _possible_groups(db: rag.RagDatabase, q: rag.Query, groups: np.ndarray, transposes: np.ndarray) -> np.ndarray:
+    """The groups of which some chunk can pass the key floor and the dynamics filter (exact: a member's
+    key fit is at most the group mean's plus the group's radius, the query's rolled profile being unit)."""
+    ann, cfg = db.ann, db.config
+    qp = _centred_profiles(np.asarray(q.profile, np.float64))
+    if np.linalg.norm(qp) <= 1e-9:
+        return groups[:0]
+    best = (ann.group_profile[groups] @ _rolled(qp, transposes).T).max(axis=1) + ann.group_radius[groups]
+    ok = best >= cfg.key_floor - 1e-5
+    if math.isfinite(q.dynamics):
+        lo, hi = ann.group_dynamics[groups, 0], ann.group_dynamics[groups, 1]
+        ok &= (hi >= q.dynamics - cfg.dynamics_tolerance_db) & (lo <= q.dynamics + cfg.dynamics_tolerance_db)
+    return groups[ok]
 
 
 def retrieve_ann(db: rag.RagDatabase, q: rag.Query, k: int, *, alpha: float, beta: float,
@@ -530,23 +685,31 @@ def retrieve_ann(db: rag.RagDatabase, q: rag.Query, k: int, *, alpha: float, bet
         db: a database with ``db.ann`` set; q, k, alpha, beta, transposes, mask, conform: as
             :func:`ensemble.rag.retrieve` has checked them.
         cont_frames: frames each continuation plays for (the overlap rule).
-        fetch: chunks fetched per key-shift row (default ``db.ann.config.fetch``).
+        fetch: groups fetched per distinct key-shift row (default ``db.ann.config.fetch``); every chunk
+            of a fetched group is fetched.
         candidates: chunks scored first (default ``db.ann.config.candidates``).
-        stats: filled with ``fetched`` (distinct chunks the index returned), ``possible`` (those that
+        stats: filled with ``fetched`` (distinct chunks of the groups the index returned), ``examined``
+            (those of groups where some chunk can be in key and within the dynamics tolerance), ``possible`` (those that
             can pass the strict pass), ``scored`` (scored by the full composite), ``certified``
             (the Top-K provably equals scoring every fetched chunk), ``search_ms`` and ``bound_ms``.
     """
     cfg, ann = db.config, db.ann.config
     n_fetch = int(fetch or ann.fetch)
     t0 = time.perf_counter()
+    starts_g = _groups(db)
     rows, _ = query_rows(db, q, transposes, alpha=alpha, beta=beta, mask=mask)
+    # shifts t and t + 12 give the same row (every term is periodic in the octave): search each once
+    _, distinct = np.unique(np.mod(transposes, 12), return_index=True)
+    rows = np.ascontiguousarray(rows[np.sort(distinct)])
     nprobe = min(ann.probe_factor * db.ann.nprobe, _ivf(db.ann.index).nlist)
     params = faiss.SearchParametersIVF(nprobe=nprobe,
                                        quantizer_params=faiss.SearchParametersHNSW(efSearch=max(64, 2 * nprobe)))
     _, found = db.ann.index.search(rows, n_fetch, params=params)
-    idx = np.unique(found)
-    idx = idx[idx >= 0].astype(np.int64)
-    n_fetched, fetched = len(idx), idx
+    groups = np.unique(found)
+    groups = groups[groups >= 0]
+    n_fetched, fetched = int(np.sum(starts_g[groups + 1] - starts_g[groups])), group_members(starts_g, groups)
+    idx = group_members(starts_g, _possible_groups(db, q, groups, transposes))
+    n_examined = len(idx)
     t1 = time.perf_counter()
     kf, key_ok = key_filter(db, q, idx, transposes)  # cheap: only what can be in key is aligned and bounded
     keep = np.flatnonzero(key_ok.any(axis=1))
@@ -583,9 +746,11 @@ def retrieve_ann(db: rag.RagDatabase, q: rag.Query, k: int, *, alpha: float, bet
         # the strict pass ran short among the fetched: the fallback pass (mostly relevance, no filters)
         # ranks every fetched chunk and those a relevance-only search adds
         rel_rows, _ = query_rows(db, q, transposes, alpha=1.0, beta=0.0, mask=mask)
+        rel_rows = np.ascontiguousarray(rel_rows[np.sort(distinct)])
         rel_rows[:, q.vectors.shape[1]:] = 0.0  # the relevance block only
         _, more = db.ann.index.search(rel_rows, n_fetch, params=params)
-        idx = np.union1d(fetched, more[more >= 0]).astype(np.int64)
+        more = np.unique(more)
+        idx = np.union1d(fetched, group_members(starts_g, more[more >= 0])).astype(np.int64)
         stretch = rag._stretch(db, q, idx) if conform else np.ones(len(idx))
         starts = rag.aligned_starts(db, q, idx, stretch, cont_frames) if conform \
             else db.chunk_start[idx].astype(np.float64)
@@ -598,7 +763,8 @@ def retrieve_ann(db: rag.RagDatabase, q: rag.Query, k: int, *, alpha: float, bet
         picks = rag._rank(db, q, idx[ok], transposes, cfg, alpha, beta, k, cont_frames, mask, tuple(extra))
         n_score = int(ok.sum())
     if stats is not None:
-        stats.update(fetched=n_fetched, possible=int(len(order)), scored=int(n_score), certified=bool(certified),
+        stats.update(fetched=n_fetched, examined=n_examined, possible=int(len(order)), scored=int(n_score),
+                     certified=bool(certified),
                      search_ms=round((t1 - t0) * 1000, 3), bound_ms=round((t2 - t1) * 1000, 3))
     return rag._finish(db, picks, transposes, conform)
 

@@ -193,12 +193,13 @@ def test_ivf_index_is_built_measured_and_saved(ann_db):
     assert ann_db.ann is not None and section["layout"] == rag_index.LAYOUT
     ivf = faiss.extract_index_ivf(ann_db.ann.index)
     assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSWFlat)
-    assert ivf.nprobe == section["nprobe"] and ivf.ntotal == ann_db.n_chunks and ivf.d == section["dims"]
+    assert ivf.nprobe == section["nprobe"] and ivf.d == section["dims"]
+    assert ivf.ntotal == section["groups"] == len(rag_index.group_starts(ann_db.chunk_track, section["config"]["group"])) - 1
     assert section["recall_at_10"]["value"] >= 0.95 and section["reached_target"]
     assert section["files"] == [rag_index.ANN_FILE] and (ann_db.root / rag_index.ANN_FILE).is_file()
     # the recall written down is what the loaded index gives on the same kind of queries
     rng = np.random.default_rng(0)
-    vecs = rag_index.index_vectors(ann_db, ann_db.ann.config)
+    vecs = rag_index.group_vectors(ann_db, ann_db.ann.config)
     qs = rng.choice(np.flatnonzero(ann_db.chunk_start > 0), 100, replace=False)
     rows = np.concatenate([rag_index.query_rows(ann_db, rag_index.pseudo_query(ann_db, int(i)), np.array([t]),
                                                 alpha=0.8, beta=0.6)[0]
@@ -230,6 +231,58 @@ def test_harmonic_features_estimate_the_circular_terms(x, y):
     d = min(d, period - d)
     assert est == pytest.approx(2.0 ** (-d / hl), abs=0.1)
     assert rag_index._harmonics(np.array([np.nan]), period, 4)[0].tolist() == [0.0] * 8 + [1.0]
+
+
+def test_key_blocks_are_the_key_terms_exactly(ann_db, decoder):
+    """The key blocks' inner product (plus the row's constant -c) is w * key fit - c * (1 - key fit)^2
+    exactly (the Pearson correlation ``ensemble.rag._key_fit`` computes), for every chunk and shift."""
+    cfg, ann = ann_db.config, ann_db.ann.config
+    q = rag.analyze_query(melody(np.random.default_rng(5), 12.0, 61, 0.4), ann_db, decoder)
+    transposes = np.arange(-6, 7)
+    vecs = rag_index.index_vectors(ann_db, ann).astype(np.float64)
+    rows, _ = rag_index.query_rows(ann_db, q, transposes, alpha=cfg.alpha, beta=cfg.beta)
+    key = slice(ann_db.seg.shape[1], ann_db.seg.shape[1] + 12 + 78)  # after the relevance block
+    got = vecs[:, key] @ rows[:, key].T.astype(np.float64) - ann.key_weight
+    kf = rag._key_fit(ann_db, q, np.arange(ann_db.n_chunks), transposes)
+    want = cfg.beta / 5.0 * kf - ann.key_weight * (1.0 - kf) ** 2
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_group_estimates_the_mean_of_its_chunks(ann_db, decoder):
+    """Groups tile the chunks line by line, and a group vector's estimate is its chunks' mean estimate."""
+    ann = ann_db.ann.config
+    starts = rag_index.group_starts(ann_db.chunk_track, ann.group)
+    groups = np.arange(len(starts) - 1)
+    assert np.array_equal(rag_index.group_members(starts, groups), np.arange(ann_db.n_chunks))
+    assert np.all(ann_db.chunk_track[starts[:-1]] == ann_db.chunk_track[starts[1:] - 1])  # one line each
+    assert np.diff(starts).max() == ann.group
+    q = rag.analyze_query(melody(np.random.default_rng(6), 12.0, 59, 0.4), ann_db, decoder)
+    rows, _ = rag_index.query_rows(ann_db, q, np.arange(-6, 7), alpha=0.8, beta=0.6)
+    chunk_est = rag_index.index_vectors(ann_db, ann).astype(np.float64) @ rows.T.astype(np.float64)
+    group_est = rag_index.group_vectors(ann_db, ann, block=97).astype(np.float64) @ rows.T.astype(np.float64)
+    mean = np.add.reduceat(chunk_est, starts[:-1], axis=0) / np.diff(starts)[:, None]
+    np.testing.assert_allclose(group_est, mean, atol=1e-5)
+
+
+def test_shifts_an_octave_apart_search_the_same_row(ann_db, decoder):
+    q = rag.analyze_query(melody(np.random.default_rng(8), 12.0, 63, 0.4), ann_db, decoder)
+    rows, const = rag_index.query_rows(ann_db, q, np.array([-6, 6]), alpha=0.8, beta=0.6)
+    np.testing.assert_allclose(rows[0], rows[1], atol=1e-5)
+    assert const[0] == pytest.approx(const[1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_groups_ruled_out_hold_no_chunk_that_can_pass(ann_db, decoder, seed):
+    """The group-level key floor and dynamics test drops only groups where no chunk passes the exact ones."""
+    q = rag.analyze_query(melody(np.random.default_rng(seed), 12.0, 58 + seed, 0.4), ann_db, decoder)
+    transposes = np.arange(-6, 7)
+    starts = rag_index._groups(ann_db)
+    groups = np.arange(len(starts) - 1)
+    kept = rag_index._possible_groups(ann_db, q, groups, transposes)
+    _, ok = rag_index.key_filter(ann_db, q, np.arange(ann_db.n_chunks), transposes)
+    dropped = rag_index.group_members(starts, np.setdiff1d(groups, kept))
+    assert not ok[dropped].any()
+    assert len(kept) < len(groups)  # and it does drop some
 
 
 def _exhaustive_strict(db, q, alpha=0.8, beta=0.6):
