@@ -75,7 +75,7 @@ def _index_build(args: argparse.Namespace) -> int:
                                                           "extract_seconds", "tracks_per_second")}
     if "ann" in manifest:
         out["ann"] = {k: manifest["ann"][k] for k in ("kind", "nprobe", "recall_at_10")}
-        out["ann"]["recall_at_10"] = manifest["ann"]["recall_at_10"]["min_over_lookbacks"]
+        out["ann"]["recall_at_10"] = manifest["ann"]["recall_at_10"].get("value")
     print(json.dumps(out))
     return 0
 
