@@ -34,6 +34,8 @@ Environment:
     ENSEMBLE_STUDY_ONLY                      1: free mode's /generate is off while a study runs
     ENSEMBLE_TRIM_SECONDS                    how often the allocator's free memory goes back to the
                                              system (default 20; 0: never)
+    ENSEMBLE_ALLOCATOR                       auto (default: jemalloc when libjemalloc2 is installed,
+                                             else glibc), jemalloc (required) or glibc
     MALLOC_ARENA_MAX, GRADIO_TEMP_DIR        set by prepare_process (2: ALLOCATOR; this run's own
                                              folder) unless set; MALLOC_MMAP_THRESHOLD_=131072 (not set
                                              by the app) trades speed for flat memory: see ALLOCATOR
@@ -56,6 +58,14 @@ ALLOCATOR = {
     # arenas: one per thread by default, and Gradio's threads each keep one
     "MALLOC_ARENA_MAX": "2",
 }
+# jemalloc, where the system has it (Debian/Ubuntu package libjemalloc2; on Hugging Face Spaces
+# packages.txt installs it): preloaded by prepare_process unless ENSEMBLE_ALLOCATOR=glibc. Its arenas
+# return freed pages to the system on their own (a background thread purges pages unused for ~10 s),
+# where glibc's heap keeps a request's freed holes resident (measured: README, *Memory*).
+ALLOCATORS = ("auto", "jemalloc", "glibc")
+JEMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+                  "/usr/lib64/libjemalloc.so.2", "/usr/lib/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2")
+JEMALLOC_CONF = "background_thread:true"  # default decay (10 s); 1 s decay or 2 arenas: extend 3.0 -> 4.6 s
 # Not set, measured (benchmarks/results/soak_allocator/, soak.json): MALLOC_MMAP_THRESHOLD_=131072 keeps
 # the RSS flat (glibc otherwise raises its mmap threshold after each large free, up to 32 MiB, so a
 # request's arrays move into the heap, whose freed holes stay resident: +18-36 % in a 4-client soak,
@@ -64,15 +74,17 @@ ALLOCATOR = {
 # that prefers flat memory to speed sets it in the environment; the app leaves it as set.
 
 
-def prepare_process(env=os.environ, *, exec_=os.execv) -> None:
+def prepare_process(env=os.environ, *, exec_=os.execv, paths=JEMALLOC_PATHS) -> None:
     """Before anything heavy is imported (``python app.py`` only): this run's own temporary folder,
     earlier runs' leftovers removed, and a bounded allocator.
 
     * Sweeps the run folders of servers that are gone (:func:`ensemble.listening.runs.sweep_earlier_runs`)
       and makes this run's, ``ENSEMBLE_RUN_DIR``; Gradio writes there too (``GRADIO_TEMP_DIR``, unless
       the user set it), so one folder holds every file of the run, deleted at shutdown.
-    * The allocator's bounds (:data:`ALLOCATOR`: ``MALLOC_ARENA_MAX=2``, unless set): glibc reads them only when the process starts, so the process re-executes
-      itself once (same pid, same arguments) with them in the environment.
+    * The allocator: jemalloc preloaded where installed (:func:`jemalloc_preload`,
+      ``ENSEMBLE_ALLOCATOR``), and glibc's bounds (:data:`ALLOCATOR`: ``MALLOC_ARENA_MAX=2``, unless
+      set). Both are read only when the process starts, so the process re-executes itself once (same
+      pid, same arguments) with them in the environment.
     """
     if env.get("ENSEMBLE_RUN_DIR"):
         return  # prepared already (this is the re-executed process)
@@ -87,9 +99,38 @@ def prepare_process(env=os.environ, *, exec_=os.execv) -> None:
     unset = [name for name in ALLOCATOR if not env.get(name, "").strip()]
     for name in unset:
         env[name] = ALLOCATOR[name]
-    if unset:
+    preload = jemalloc_preload(env, paths=paths)
+    if preload:
+        env["LD_PRELOAD"] = preload
+        env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
+    if unset or preload:
         sys.stdout.flush()
         exec_(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def jemalloc_preload(env=os.environ, *, paths=JEMALLOC_PATHS) -> str | None:
+    """The ``LD_PRELOAD`` that puts jemalloc under this process, or None (glibc stays: asked for
+    with ``ENSEMBLE_ALLOCATOR=glibc``, not installed, or preloaded already).
+
+    Raises:
+        SystemExit: ``ENSEMBLE_ALLOCATOR`` is not one of :data:`ALLOCATORS`, or ``jemalloc`` is asked
+            for and not installed (the message names the variable, the value and what is allowed).
+    """
+    choice = env.get("ENSEMBLE_ALLOCATOR", "auto").strip() or "auto"
+    if choice not in ALLOCATORS:
+        raise SystemExit(f"error: ENSEMBLE_ALLOCATOR={choice!r}; allowed: one of {', '.join(ALLOCATORS)}")
+    if choice == "glibc":
+        return None
+    found = next((p for p in paths if os.path.isfile(p)), None)
+    if found is None:
+        if choice == "jemalloc":
+            raise SystemExit("error: ENSEMBLE_ALLOCATOR='jemalloc' but no libjemalloc.so.2 is installed "
+                             f"(looked in {', '.join(paths)}); install libjemalloc2 or set it to 'auto' or 'glibc'")
+        return None
+    current = env.get("LD_PRELOAD", "")
+    if "libjemalloc" in current:
+        return None
+    return f"{found} {current}".strip()
 
 
 if __name__ == "__main__":
@@ -204,9 +245,10 @@ def main() -> int:
     store = RoundStore(run, max_bytes=int(server.disk_cap_mb * 1024 * 1024))
     atexit.register(store.close)
     log.info("files of this run: %s (GRADIO_TEMP_DIR %s, disk cap %g MB; %s earlier run folders removed); "
-             "MALLOC_ARENA_MAX=%s, MALLOC_MMAP_THRESHOLD_=%s", store.root, os.environ.get("GRADIO_TEMP_DIR"), server.disk_cap_mb,
-             os.environ.get("ENSEMBLE_SWEPT", "0"), os.environ.get("MALLOC_ARENA_MAX", "unset"),
-             os.environ.get("MALLOC_MMAP_THRESHOLD_", "unset"))
+             "allocator %s; MALLOC_ARENA_MAX=%s, MALLOC_MMAP_THRESHOLD_=%s", store.root,
+             os.environ.get("GRADIO_TEMP_DIR"), server.disk_cap_mb, os.environ.get("ENSEMBLE_SWEPT", "0"),
+             "jemalloc" if "libjemalloc" in os.environ.get("LD_PRELOAD", "") else "glibc",
+             os.environ.get("MALLOC_ARENA_MAX", "unset"), os.environ.get("MALLOC_MMAP_THRESHOLD_", "unset"))
     signal.signal(signal.SIGTERM, _stop)
     try:
         _serve(engine, store, server)

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = server.wait()
     log_file.close()
     left = [str(p) for p in (work / "tmp").rglob("*") if p.is_file()]
+    said = re.search(r"; allocator (\w+);", (work / "app.log").read_text(errors="replace"))
     start_rss = first_done[0] if first_done else None
     growth = (100.0 * (end_rss - start_rss) / start_rss) if start_rss and end_rss else None
     result = {
@@ -220,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "allocator": {name: (os.environ[name] if name in os.environ else "set by app.py")
                       for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")},
         "trim_seconds": os.environ.get("ENSEMBLE_TRIM_SECONDS", "app default"),
+        "server_allocator": said.group(1) if said else None,  # what app.py logged it runs on
         "samples": samples,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -137,11 +137,37 @@ def test_the_app_bounds_the_allocator_before_anything_is_imported(tmp_path, monk
     monkeypatch.setattr("tempfile.tempdir", None)
     calls = []
     env = {"MALLOC_MMAP_THRESHOLD_": "131072"}
-    app.prepare_process(env, exec_=lambda *a: calls.append(a))
+    app.prepare_process(env, exec_=lambda *a: calls.append(a), paths=())  # no jemalloc installed
     assert env["MALLOC_ARENA_MAX"] == app.ALLOCATOR["MALLOC_ARENA_MAX"] == "2"
     assert env["MALLOC_MMAP_THRESHOLD_"] == "131072"  # the user's own setting stays
+    assert "LD_PRELOAD" not in env
     assert len(calls) == 1 and Path(env["ENSEMBLE_RUN_DIR"]).is_dir()
     calls.clear()
     env = {"MALLOC_ARENA_MAX": "4"}
-    app.prepare_process(env, exec_=lambda *a: calls.append(a))
+    app.prepare_process(env, exec_=lambda *a: calls.append(a), paths=())
     assert calls == [] and env["MALLOC_ARENA_MAX"] == "4"
+
+
+def test_the_app_preloads_jemalloc_where_it_is_installed(tmp_path, monkeypatch):
+    """With a libjemalloc.so.2 on the search path (auto) the process re-executes with it preloaded
+    (before what the user preloads) and the app's jemalloc settings unless the user set their own;
+    ENSEMBLE_ALLOCATOR=glibc keeps glibc; 'jemalloc' without the library, or an unknown value, stops
+    with a message naming the variable, the value and what is allowed."""
+    import app
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    lib = tmp_path / "libjemalloc.so.2"
+    lib.write_bytes(b"")
+    calls = []
+    env = {"MALLOC_ARENA_MAX": "2", "LD_PRELOAD": "/opt/other.so"}
+    app.prepare_process(env, exec_=lambda *a: calls.append(a), paths=(str(tmp_path / "missing.so"), str(lib)))
+    assert env["LD_PRELOAD"] == f"{lib} /opt/other.so" and env["MALLOC_CONF"] == app.JEMALLOC_CONF
+    assert len(calls) == 1
+    env = {"MALLOC_CONF": "narenas:1", "LD_PRELOAD": str(lib)}  # preloaded already: kept as it is
+    assert app.jemalloc_preload(env, paths=(str(lib),)) is None
+    assert app.jemalloc_preload({"ENSEMBLE_ALLOCATOR": "glibc"}, paths=(str(lib),)) is None
+    with pytest.raises(SystemExit, match=r"ENSEMBLE_ALLOCATOR='jemalloc' but no libjemalloc.so.2 is installed"):
+        app.jemalloc_preload({"ENSEMBLE_ALLOCATOR": "jemalloc"}, paths=(str(tmp_path / "missing.so"),))
+    with pytest.raises(SystemExit, match=r"ENSEMBLE_ALLOCATOR='tcmalloc'; allowed: one of auto, jemalloc, glibc"):
+        app.jemalloc_preload({"ENSEMBLE_ALLOCATOR": "tcmalloc"}, paths=(str(lib),))
