@@ -242,7 +242,9 @@ def main() -> int:
     # this run's folder (prepare_process): the rounds and, unless the user chose GRADIO_TEMP_DIR,
     # everything Gradio writes; deleted at shutdown
     run = os.environ.get("ENSEMBLE_RUN_DIR") or None
-    store = RoundStore(run, max_bytes=int(server.disk_cap_mb * 1024 * 1024))
+    wake = threading.Event()  # a stored round wakes the allocator trim (_trim_heap_every)
+    store = RoundStore(run, max_bytes=int(server.disk_cap_mb * 1024 * 1024),
+                       on_add=wake.set if server.trim_seconds > 0 else None)
     atexit.register(store.close)
     log.info("files of this run: %s (GRADIO_TEMP_DIR %s, disk cap %g MB; %s earlier run folders removed); "
              "allocator %s; MALLOC_ARENA_MAX=%s, MALLOC_MMAP_THRESHOLD_=%s", store.root,
@@ -251,30 +253,32 @@ def main() -> int:
              os.environ.get("MALLOC_ARENA_MAX", "unset"), os.environ.get("MALLOC_MMAP_THRESHOLD_", "unset"))
     signal.signal(signal.SIGTERM, _stop)
     try:
-        _serve(engine, store, server)
+        _serve(engine, store, server, wake)
     except KeyboardInterrupt:  # SIGTERM or Ctrl-C before Gradio's own loop caught it: the same clean exit
         log.info("stopped before the server was up")
     return 0
 
 
-def _trim_heap_every(seconds: float) -> None:
-    """Every ``seconds``: the allocator's free memory back to the system (``trim_heap``), so the
-    server's resident memory follows what it holds, not the most it ever held at once."""
+def _trim_heap_every(seconds: float, wake: threading.Event) -> None:
+    """After every stored round (``wake``, set by the round store) and at least every ``seconds``:
+    the allocator's free memory back to the system (``trim_heap``), so the server's resident memory
+    follows what it holds, not what the last requests freed."""
     while True:
-        time.sleep(seconds)
+        wake.wait(seconds)
+        wake.clear()
         if not trim_heap():
             log.info("the C library cannot trim its heap here; resident memory is not trimmed")
             return
 
 
-def _serve(engine: Engine, store: RoundStore, server) -> None:
+def _serve(engine: Engine, store: RoundStore, server, wake: threading.Event) -> None:
     """Build the page and serve it until Ctrl-C or SIGTERM (Gradio's loop closes the server)."""
     lock = threading.Lock()
     demo = build_demo(engine, store=store, engine_lock=lock, server=server)
     if os.environ.get("ENSEMBLE_WARMUP", "1").strip() not in ("0", "false", "False", ""):
         threading.Thread(target=warm_up, args=(engine, store, lock), name="warm-up", daemon=True).start()
     if server.trim_seconds > 0:
-        threading.Thread(target=_trim_heap_every, args=(server.trim_seconds,), name="heap-trim",
+        threading.Thread(target=_trim_heap_every, args=(server.trim_seconds, wake), name="heap-trim",
                          daemon=True).start()
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

@@ -222,6 +222,21 @@ def test_store_drops_the_oldest_rounds_and_their_folders(tmp_path):
     assert not (tmp_path / "root").exists()
 
 
+
+def test_the_store_wakes_its_listener_after_each_round(tmp_path):
+    """The app's allocator trim runs after every stored round: RoundStore calls ``on_add`` once per
+    added round, after the round is in the store."""
+    seen = []
+    store = RoundStore(tmp_path / "root", on_add=lambda: seen.append(len(store)))
+    for _ in range(3):
+        rid, folder = store.new_folder()
+        folder.mkdir()
+        rnd = fake_round(folder)
+        rnd.round_id = rid
+        store.add(rnd)
+    assert seen == [1, 2, 3]
+    store.close()
+
 # ------------------------------------------------------------------------------------------ words
 
 

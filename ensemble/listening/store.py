@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from ensemble.errors import EnsembleError
@@ -52,15 +53,19 @@ class RoundStore:
         max_rounds: rounds kept (a listening session needs one at a time; the API may hold several).
         max_age_s: rounds (and other files under ``root``) older than this are dropped.
         max_bytes: the most ``root`` may hold; oldest first go beyond it (``None``: no cap).
+        on_add: called (no arguments, outside the store's lock) after each round is added; the app
+            wakes its allocator trim with it, so what the round freed leaves resident memory at once.
     """
 
     def __init__(self, root: str | Path | None = None, *, max_rounds: int = 200,
-                 max_age_s: float = 6 * 3600.0, max_bytes: int | None = None) -> None:
+                 max_age_s: float = 6 * 3600.0, max_bytes: int | None = None,
+                 on_add: Callable[[], None] | None = None) -> None:
         self.root = Path(root) if root is not None else new_run_folder()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_rounds = max_rounds
         self.max_age_s = max_age_s
         self.max_bytes = max_bytes
+        self.on_add = on_add
         self._rounds: OrderedDict[str, Round] = OrderedDict()
         self._lock = threading.Lock()
         self._startup: set[str] | None = None  # what Gradio wrote before the first round: the page's
@@ -83,6 +88,8 @@ class RoundStore:
         pending = [s.take_sources for s in getattr(rnd, "shown", ()) if s.take_sources is not None]
         if pending:
             pending[-1].add_done_callback(lambda _: self.sweep())
+        if self.on_add is not None:
+            self.on_add()
 
     def sweep(self) -> None:
         """Apply the age and disk limits now (``add`` does; so does each round's last take file)."""
