@@ -622,17 +622,23 @@ def _coherent_bound(db, q, idx, transposes, kf, ok, *, alpha, beta, mask, stretc
     ci, tj, coh = ci[floor], tj[floor], coh[floor]
     if len(ci) == 0:
         return out
+    # relevance per distinct chunk for all shifts at once, by the same products as the exact scores
+    # (ensemble.rag._score_all: ctx @ Q.T + seg @ Q.T, float32), then read at each pair's shift
     Q = rag._query_matrix(q, cfg, transposes)
-    d = db.seg.shape[1]
-    chunks = idx[ci]
-    seg = db.seg[chunks]
+    d, n_t = db.seg.shape[1], len(transposes)
+    new_chunk = np.r_[True, ci[1:] != ci[:-1]]
+    rows = idx[ci[new_chunk]]  # the distinct chunks, ascending
+    at = np.cumsum(new_chunk) - 1  # each pair's row in ``rows``
+    lookbacks = np.flatnonzero(mask)
+    seg_part = db.seg[rows] @ Q[lookbacks, :, d:].reshape(-1, d).T  # [n_rows, n_lookbacks * n_t]
     rel = np.full(len(ci), -np.inf, np.float32)
-    for li in np.flatnonzero(mask):
-        rel = np.maximum(rel, np.einsum("ij,ij->i", db.ctx[li, chunks], Q[li, tj, :d])
-                         + np.einsum("ij,ij->i", seg, Q[li, tj, d:]))
-    # (+1e-6: the exact scores are the same float arithmetic; the slack only guards the last bit)
-    val = alpha * rel + beta * coh + 1e-6
-    first = np.flatnonzero(np.r_[True, ci[1:] != ci[:-1]])
+    for j, li in enumerate(lookbacks):
+        both = db.ctx[li, rows] @ Q[li, :, :d].T + seg_part[:, j * n_t:(j + 1) * n_t]  # [n_rows, n_t]
+        rel = np.maximum(rel, both[at, tj])
+    # (+slack: the exact scores are the same float32 products, summed by BLAS in blocks that may
+    # differ with the number of rows; 1e-5 relative covers their last bits)
+    val = alpha * rel + beta * coh + 1e-6 + 1e-5 * alpha * np.abs(rel)
+    first = np.flatnonzero(new_chunk)
     out[ci[first]] = np.maximum.reduceat(val, first)
     return out
 

@@ -119,7 +119,7 @@ def test_killed_build_resumes_and_ends_with_the_same_database(tmp_path, corpus, 
     script.write_text(_KILLABLE)
     proc = subprocess.Popen([sys.executable, str(script), str(corpus), str(tmp_path / "db"), str(work)],
                             cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and not list(work.glob("*/Track*.npz")):
@@ -194,7 +194,8 @@ def test_ivf_index_is_built_measured_and_saved(ann_db):
     ivf = faiss.extract_index_ivf(ann_db.ann.index)
     assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSWFlat)
     assert ivf.nprobe == section["nprobe"] and ivf.d == section["dims"]
-    assert ivf.ntotal == section["groups"] == len(rag_index.group_starts(ann_db.chunk_track, section["config"]["group"])) - 1
+    groups = len(rag_index.group_starts(ann_db.chunk_track, section["config"]["group"])) - 1
+    assert ivf.ntotal == section["groups"] == groups
     assert section["recall_at_10"]["value"] >= 0.95 and section["reached_target"]
     assert section["files"] == [rag_index.ANN_FILE] and (ann_db.root / rag_index.ANN_FILE).is_file()
     # the recall written down is what the loaded index gives on the same kind of queries
