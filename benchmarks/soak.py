@@ -10,8 +10,10 @@ on a free port with its ratings log and temporary files in a fresh folder, then 
 blind) and ``/rate`` (a random ranking) until the time is up. Every ``--interval`` seconds it prints the
 server's RSS, the requests done and failed, and the disk used by the app's run folder and Gradio's
 temporary folder (the same folder unless ``GRADIO_TEMP_DIR`` is set). At the end: latency percentiles
-per endpoint, RSS growth from the first completed request to the end, the largest disk use seen, what
-SIGTERM left behind, and one JSON line (also written to ``--out``, default
+per endpoint, RSS growth from the first completed request to the end (busy: a request is in flight at
+both reads), the median RSS of each fifth of the run, the idle server's RSS (``--settle`` s after its
+warm-up, before any client, and after the clients stopped), the largest disk use seen, what SIGTERM
+left behind, and one JSON line (also written to ``--out``, default
 ``benchmarks/results/soak.json``). The per-client request cap is off (``ENSEMBLE_RATE_LIMIT=0``): the
 clients share one address.
 """
@@ -25,6 +27,7 @@ import random
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="ENSEMBLE_DISK_CAP_MB for the server (default: the app's)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak.json")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--settle", type=float, default=20.0,
+                        help="seconds the idle server is left before its idle RSS is read, after its warm-up "
+                             "and after the clients stop (jemalloc returns freed pages ~10 s after they were freed)")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.minutes <= 0:
         parser.error(f"--clients {args.clients} and --minutes {args.minutes:g}; allowed: >= 1 and > 0")
@@ -129,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             server.kill()
             return 2
     print(f"serving after {time.monotonic() - t0:.1f} s (pid {server.pid}, files under {work})", flush=True)
+
+    # the idle server after its warm-up request: what it holds before any client came
+    t_warm = time.monotonic()
+    while "warm-up done" not in (work / "app.log").read_text(errors="replace") and time.monotonic() - t_warm < 120:
+        time.sleep(0.5)
+    time.sleep(args.settle)
+    idle_start = rss_mb(server.pid)
 
     # clips shorter than the target (the shipped 8 s example for the default 12 s)
     import soundfile as sf
@@ -194,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         th.join(timeout=120)
 
     end_rss = rss_mb(server.pid)
+    time.sleep(args.settle)
+    idle_end = rss_mb(server.pid)
     runs = list((work / "tmp").glob("ensemble-app-*"))
     server.send_signal(signal.SIGTERM)
     try:
@@ -214,6 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         "rss_end_mb": None if end_rss is None else round(end_rss, 1),
         "rss_growth_pct": None if growth is None else round(growth, 1),
         "rss_max_mb": round(max((s["rss_mb"] or 0) for s in samples), 1) if samples else None,
+        # the same server idle (``--settle`` s after its warm-up, and after the clients stopped): what
+        # it holds between requests, without the request in flight the busy samples catch
+        "rss_idle_start_mb": None if idle_start is None else round(idle_start, 1),
+        "rss_idle_end_mb": None if idle_end is None else round(idle_end, 1),
+        "rss_idle_growth_pct": round(100.0 * (idle_end - idle_start) / idle_start, 1)
+        if idle_start and idle_end else None,
+        # the busy samples' median in each fifth of the run: growth that goes on shows as a rising row
+        "rss_median_by_fifth_mb": _fifths(samples),
         "app_temp_max_mb": max((s["app_temp_mb"] for s in samples), default=0.0),
         "gradio_temp_max_mb": max((s["gradio_temp_mb"] for s in samples), default=0.0),
         "disk_cap_mb": args.disk_cap_mb, "run_folders": len(runs),
@@ -229,6 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}), flush=True)
     return 0 if not failures and rc == 0 and not left else 1
+
+
+def _fifths(samples: list[dict]) -> list[float]:
+    """Median RSS (MB) of the samples in each fifth of the run's time."""
+    xs = [(s["t_s"], s["rss_mb"]) for s in samples if s.get("rss_mb")]
+    if not xs:
+        return []
+    end = max(t for t, _ in xs) or 1.0
+    out = []
+    for i in range(5):
+        part = [r for t, r in xs if i * end / 5 <= t < (i + 1) * end / 5 or (i == 4 and t == end)]
+        out.append(round(statistics.median(part), 1) if part else None)
+    return out
 
 
 if __name__ == "__main__":
