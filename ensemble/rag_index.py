@@ -681,6 +681,26 @@ def _possible_groups(db: rag.RagDatabase, q: rag.Query, groups: np.ndarray, tran
     return groups[ok]
 
 
+
+def _bounded(db: rag.RagDatabase, q: rag.Query, idx: np.ndarray, transposes: np.ndarray, *, alpha: float,
+             beta: float, mask: np.ndarray, conform: bool, cont_frames: int) -> tuple[np.ndarray, ...]:
+    """The chunks of ``idx`` that can pass the key filters and are playable, with their stretch, aligned
+    start, register and strict-pass upper bound (:func:`_coherent_bound`): (idx, stretch, starts,
+    register, bound), in the order of ``idx``."""
+    kf, key_ok = key_filter(db, q, idx, transposes)  # cheap: only what can be in key is aligned and bounded
+    keep = np.flatnonzero(key_ok.any(axis=1))
+    idx, kf, key_ok = idx[keep], kf[keep], key_ok[keep]
+    stretch = rag._stretch(db, q, idx) if conform else np.ones(len(idx))
+    starts = rag.aligned_starts(db, q, idx, stretch, cont_frames) if conform \
+        else db.chunk_start[idx].astype(np.float64)
+    ok = rag._playable(db, idx, cont_frames, stretch, starts)
+    idx, stretch, starts, kf, key_ok = idx[ok], stretch[ok], starts[ok], kf[ok], key_ok[ok]
+    register = rag.window_pitch(db, idx, cont_frames, stretch, starts)
+    bound = _coherent_bound(db, q, idx, transposes, kf, key_ok, alpha=alpha, beta=beta, mask=mask,
+                            stretch=stretch, starts=starts, register=register)
+    return idx, stretch, starts, register, bound
+
+
 def retrieve_ann(db: rag.RagDatabase, q: rag.Query, k: int, *, alpha: float, beta: float,
                  transposes: np.ndarray, cont_frames: int, mask: np.ndarray, conform: bool,
                  fetch: int | None = None, candidates: int | None = None,
@@ -713,21 +733,12 @@ def retrieve_ann(db: rag.RagDatabase, q: rag.Query, k: int, *, alpha: float, bet
     _, found = db.ann.index.search(rows, n_fetch, params=params)
     groups = np.unique(found)
     groups = groups[groups >= 0]
-    n_fetched, fetched = int(np.sum(starts_g[groups + 1] - starts_g[groups])), group_members(starts_g, groups)
+    n_fetched = int(np.sum(starts_g[groups + 1] - starts_g[groups]))
     idx = group_members(starts_g, _possible_groups(db, q, groups, transposes))
     n_examined = len(idx)
     t1 = time.perf_counter()
-    kf, key_ok = key_filter(db, q, idx, transposes)  # cheap: only what can be in key is aligned and bounded
-    keep = np.flatnonzero(key_ok.any(axis=1))
-    idx, kf, key_ok = idx[keep], kf[keep], key_ok[keep]
-    stretch = rag._stretch(db, q, idx) if conform else np.ones(len(idx))
-    starts = rag.aligned_starts(db, q, idx, stretch, cont_frames) if conform \
-        else db.chunk_start[idx].astype(np.float64)
-    ok = rag._playable(db, idx, cont_frames, stretch, starts)
-    idx, stretch, starts, kf, key_ok = idx[ok], stretch[ok], starts[ok], kf[ok], key_ok[ok]
-    register = rag.window_pitch(db, idx, cont_frames, stretch, starts)
-    bound = _coherent_bound(db, q, idx, transposes, kf, key_ok, alpha=alpha, beta=beta, mask=mask,
-                            stretch=stretch, starts=starts, register=register)
+    idx, stretch, starts, register, bound = _bounded(db, q, idx, transposes, alpha=alpha, beta=beta, mask=mask,
+                                                     conform=conform, cont_frames=cont_frames)
     order = np.argsort(-bound, kind="stable")
     order = order[np.isfinite(bound[order])]
     t2 = time.perf_counter()
@@ -756,7 +767,7 @@ def retrieve_ann(db: rag.RagDatabase, q: rag.Query, k: int, *, alpha: float, bet
         rel_rows[:, q.vectors.shape[1]:] = 0.0  # the relevance block only
         _, more = db.ann.index.search(rel_rows, n_fetch, params=params)
         more = np.unique(more)
-        idx = np.union1d(fetched, group_members(starts_g, more[more >= 0])).astype(np.int64)
+        idx = np.union1d(group_members(starts_g, groups), group_members(starts_g, more[more >= 0])).astype(np.int64)
         stretch = rag._stretch(db, q, idx) if conform else np.ones(len(idx))
         starts = rag.aligned_starts(db, q, idx, stretch, cont_frames) if conform \
             else db.chunk_start[idx].astype(np.float64)
