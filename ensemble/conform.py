@@ -30,11 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ensemble.colour import ColourConfig, long_term_spectrum
 from ensemble.errors import EnsembleError
 from ensemble.models.decoder import LOUDNESS_FLOOR_DB
 from ensemble.rag import Candidate, Query, RagDatabase, phrase_level
 
-__all__ = ["Continuation", "ContinuityConfig", "conform", "continuity_cost", "level_gain_db", "note_profile"]
+__all__ = ["Continuation", "ContinuityConfig", "conform", "continuity_cost", "level_gain_db", "note_profile",
+           "opening_sound_db"]
 
 SILENT_DB = -120.0
 
@@ -54,14 +56,22 @@ class ContinuityConfig:
             violin's vibrato, +-0.5 semitone, does not).
         register_octave_cost: the cost of one octave of register difference, in the units of one
             doubling (or halving) of the notes per second.
+        sound_cost_per_db: the cost of one dB of difference (RMS over 1/6-octave points from
+            ``sound_band_hz``) between the long-term spectra of two renderings in the request's timbre:
+            the candidate's first ``window_seconds`` and the input's own last ones
+            (:func:`opening_sound_db`). The pool's openings are rendered for it; 0: they are not,
+            and the note profile alone decides.
+        sound_band_hz: the band compared (Hz, low and high).
     """
 
-    pool: int = 3
-    max_pool: int = 60
+    pool: int = 5
+    max_pool: int = 30
     window_seconds: float = 3.0
     min_note_frames: int = 4
     new_note_semitones: float = 0.7
     register_octave_cost: float = 1.0
+    sound_cost_per_db: float = 0.5
+    sound_band_hz: tuple[float, float] = (60.0, 7000.0)
 
     def __post_init__(self) -> None:
         if not 1 <= self.pool <= 10:
@@ -76,6 +86,12 @@ class ContinuityConfig:
             raise EnsembleError(f"continuity new_note_semitones = {self.new_note_semitones}; allowed: 0.1..6")
         if not 0.0 <= self.register_octave_cost <= 10.0:
             raise EnsembleError(f"continuity register_octave_cost = {self.register_octave_cost}; allowed: 0..10")
+        if not 0.0 <= self.sound_cost_per_db <= 10.0:
+            raise EnsembleError(f"continuity sound_cost_per_db = {self.sound_cost_per_db}; allowed: 0..10")
+        lo, hi = self.sound_band_hz
+        if not 20.0 <= lo < hi <= 8000.0 or hi / lo < 2.0:
+            raise EnsembleError(f"continuity sound_band_hz = {self.sound_band_hz}; allowed: (low, high) within "
+                                "20..8000 Hz, at least an octave apart")
 
 
 def note_profile(f0_hz: np.ndarray, voiced: np.ndarray, *, fps: float,
@@ -108,14 +124,38 @@ def note_profile(f0_hz: np.ndarray, voiced: np.ndarray, *, fps: float,
 
 
 def continuity_cost(cont: tuple[float, float], inp: tuple[float, float],
-                    config: ContinuityConfig = ContinuityConfig()) -> float:
+                    config: ContinuityConfig = ContinuityConfig(), sound_db: float | None = None) -> float:
     """How much a continuation's (notes/s, register) departs from the input's: |log2 of the ratio of
     notes a second (0.5 notes/s added to both)| + octaves of register difference x
-    ``register_octave_cost``; a continuation or input without a voiced note costs its rate term only."""
+    ``register_octave_cost``; a continuation or input without a voiced note costs its rate term only.
+    ``sound_db`` (:func:`opening_sound_db`, when the openings were rendered) adds
+    ``sound_cost_per_db`` per dB; a NaN or None adds nothing."""
     rate = abs(math.log2((cont[0] + 0.5) / (inp[0] + 0.5)))
     if math.isfinite(cont[1]) and math.isfinite(inp[1]):
         rate += config.register_octave_cost * abs(cont[1] - inp[1]) / 12.0
+    if sound_db is not None and math.isfinite(sound_db):
+        rate += config.sound_cost_per_db * sound_db
     return rate
+
+
+def opening_sound_db(opening: np.ndarray, reference: np.ndarray, *, sample_rate: int,
+                     config: ContinuityConfig = ContinuityConfig()) -> float:
+    """How far ``opening``'s colour is from ``reference``'s: the RMS, over 1/6-octave points across
+    ``config.sound_band_hz``, of the difference of their long-term spectra (dB;
+    :func:`ensemble.colour.long_term_spectrum` over active frames, 1/3-octave smoothing) after the
+    mean difference is removed (the level does not count). NaN when either side is silent.
+    """
+    lo, hi = config.sound_band_hz
+    points = lo * 2.0 ** (np.arange(int(math.floor(6 * math.log2(hi / lo))) + 1) / 6.0)
+    spectra = []
+    for x in (opening, reference):
+        x = np.asarray(x, np.float64)
+        if x.size == 0 or float(np.max(np.abs(x))) < 1e-6:
+            return float("nan")
+        freqs, db, _ = long_term_spectrum(x, sample_rate=sample_rate, config=ColourConfig())
+        spectra.append(np.interp(points, freqs, db))
+    diff = spectra[0] - spectra[1]
+    return float(np.sqrt(np.mean(np.square(diff - diff.mean()))))
 
 
 @dataclass(frozen=True)
@@ -135,6 +175,8 @@ class Continuation:
         continuity_cost: :func:`continuity_cost` of its first seconds against the input's last.
         notes_per_second, register_midi: :func:`note_profile` of its first seconds.
         input_notes_per_second, input_register_midi: the same of the input's last seconds.
+        opening_sound_db: :func:`opening_sound_db` of its rendered first seconds against the input's
+            own last ones (None: the openings were not rendered).
     """
 
     f0_hz: np.ndarray
@@ -150,6 +192,7 @@ class Continuation:
     register_midi: float | None = None
     input_notes_per_second: float | None = None
     input_register_midi: float | None = None
+    opening_sound_db: float | None = None
 
 
 def conform(db: RagDatabase, cand: Candidate, q: Query, *, frames: int,

@@ -39,12 +39,20 @@ import numpy as np
 import torch
 
 from ensemble.colour import apply_filter, colour_match
-from ensemble.conform import Continuation, ContinuityConfig, conform, continuity_cost, level_gain_db, note_profile
+from ensemble.conform import (
+    Continuation,
+    ContinuityConfig,
+    conform,
+    continuity_cost,
+    level_gain_db,
+    note_profile,
+    opening_sound_db,
+)
 from ensemble.dsp import crossfade
 from ensemble.engine import Engine
 from ensemble.errors import EnsembleError
 from ensemble.metrics import MetricsConfig, analyze_clip, seam_metrics
-from ensemble.models.decoder import LOUDNESS_FLOOR_DB, parallel_controls
+from ensemble.models.decoder import LOUDNESS_FLOOR_DB, parallel_controls, parallel_render
 from ensemble.perform import Performance, Performer, parse_followers
 from ensemble.rag import RANKINGS, Candidate, Query, RagDatabase, analyze_query, retrieve, segment_audio
 from ensemble.timbre import TimbreChoice, check_timbre, choose_timbre
@@ -212,11 +220,15 @@ def _lookback_mask(db: RagDatabase, lookbacks: tuple[float, ...] | None) -> np.n
 
 @torch.inference_mode()
 def render_controls(engine: Engine, controls: list[tuple[np.ndarray, np.ndarray]], n_samples: int, seed: int,
-            choice: TimbreChoice, preroll: list[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
+            choice: TimbreChoice, preroll: list[tuple[np.ndarray, np.ndarray]] | None = None,
+            start_frame: int = 0) -> np.ndarray:
     """[K, n_samples] every (f0 [T] Hz, loudness [T] dB) rendered in one batch in ``choice``'s timbre.
 
     ``preroll``: per row, (f0 [P], loudness [P]) rendered first and cut off: the decoder reaches the
     row's first frame in the state the user's own playing left it, not from a cold start.
+    ``start_frame``: the decoder runs over every frame, but only the frames from this one on are
+    synthesised (-> [K, n_samples - start_frame x hop]): for a caller that needs the sound of the
+    rows' later part only (the synth, not the GRU, is most of a short batch's time).
     """
     hop = engine.config.features.hop_length
     P = 0 if preroll is None else len(preroll[0][0])
@@ -230,9 +242,14 @@ def render_controls(engine: Engine, controls: list[tuple[np.ndarray, np.ndarray]
     dec = engine.leader_renderer if choice.index is None else engine.timbre_renderer
     workers = min(2, os.cpu_count() or 1)
     ctl = parallel_controls(dec, f0, ld, workers=workers, timbre=choice.index)
-    out = dec.render(ctl, n_samples=n_samples + P * hop, generator=torch.Generator().manual_seed(seed))
+    if start_frame:  # rows split over the cores for the synth as well
+        ctl = {k: v[:, P + start_frame:] for k, v in ctl.items()}  # every control is [B, T, ...]
+        out = parallel_render(dec, ctl, n_samples=n_samples - start_frame * hop, seed=seed, workers=workers)
+    else:
+        out = dec.render(ctl, n_samples=n_samples + P * hop,
+                         generator=torch.Generator().manual_seed(seed))[:, P * hop:]
     # ... and what it plays is brought back to the user's level
-    out = out[:, P * hop:] * (10.0 ** (-choice.level_offset_db / 20.0))
+    out = out * (10.0 ** (-choice.level_offset_db / 20.0))
     return out.numpy().astype(np.float32)
 
 
@@ -279,27 +296,52 @@ def measure_seam(leader: np.ndarray, seam_s: float, crossfade_s: float, *, sampl
     return pj, round(float(sm.loudness_jump_db), 3)
 
 
+def _opening_sounds(engine: Engine, continuations: list[Continuation], ctl, end_frame: int, skip: int,
+                    choice: TimbreChoice, seed: int, config: ContinuityConfig) -> list[float]:
+    """Per continuation, :func:`ensemble.conform.opening_sound_db` of its first ``window_seconds``
+    (after the ``skip`` crossfade frames, played as the final rendering plays them: the user's own
+    controls there, the same pre-roll) against the input's own last ``window_seconds``, both rendered
+    in ``choice``'s timbre in one batch. Rendering against rendering: the colour match, one fixed
+    filter for every row, would move both sides alike, so it is left out."""
+    hop, sr = engine.config.features.hop_length, engine.sample_rate
+    w = int(round(config.window_seconds * sr / hop))
+    n = skip + w
+    P = int(round(engine.config.timbre.preroll_seconds * sr / hop))
+    own_f0, own_ld = _frames_before(*ctl, end_frame + skip, skip)
+    rows = [(np.concatenate([own_f0, k.f0_hz[skip:n]]), np.concatenate([own_ld, k.loudness_db[skip:n]]))
+            for k in continuations]
+    rows.append(_frames_before(*ctl, end_frame, n))  # the input's own last seconds
+    preroll = [_frames_before(*ctl, end_frame, P)] * len(continuations) + [_frames_before(*ctl, end_frame - n, P)]
+    # only the compared window is synthesised (the reference's last w frames = its frames n - w..n)
+    out = render_controls(engine, rows, n * hop, seed, choice, preroll if P else None, start_frame=n - w)
+    return [opening_sound_db(y, out[-1], sample_rate=sr, config=config) for y in out[:-1]]
+
+
 def _by_continuity(cands: list[Candidate], continuations: list[Continuation], feats, end_frame: int,
-                   skip: int, k: int, fps: float, config: ContinuityConfig
+                   skip: int, k: int, fps: float, config: ContinuityConfig, sounds: list[float] | None = None
                    ) -> tuple[list[Candidate], list[Continuation]]:
     """The ``k`` of the pool whose first ``window_seconds`` (after the ``skip`` crossfade frames,
     which play the user's own controls) continue the input's last best, lowest cost first; equal
-    costs keep the composite's order. Each keeps its pool rank and cost in its continuation, and
-    its ``rank`` becomes its place in the new order."""
+    costs keep the composite's order. ``sounds``: per candidate, its rendered opening's distance in
+    colour from the input's (:func:`_opening_sounds`). Each keeps its pool rank and cost in its
+    continuation, and its ``rank`` becomes its place in the new order."""
     w = int(round(config.window_seconds * fps))
     a = max(0, end_frame - w)
     inp = note_profile(feats.f0_hz[a:end_frame], feats.voiced[a:end_frame], fps=fps, config=config)
     scored = []
     for i, k_ in enumerate(continuations):
         prof = note_profile(k_.f0_hz[skip:skip + w], k_.voiced[skip:skip + w], fps=fps, config=config)
-        scored.append((continuity_cost(prof, inp, config), i, prof))
+        sound = None if sounds is None else sounds[i]
+        scored.append((continuity_cost(prof, inp, config, sound_db=sound), i, prof, sound))
     keep = sorted(scored, key=lambda x: (x[0], x[1]))[:k]
     out_c, out_k = [], []
-    for new_rank, (cost, i, prof) in enumerate(keep, start=1):
+    for new_rank, (cost, i, prof, sound) in enumerate(keep, start=1):
         out_c.append(replace(cands[i], rank=new_rank))
         out_k.append(replace(continuations[i], pool_rank=cands[i].rank, continuity_cost=round(cost, 4),
                              notes_per_second=round(prof[0], 3), register_midi=round(prof[1], 2),
-                             input_notes_per_second=round(inp[0], 3), input_register_midi=round(inp[1], 2)))
+                             input_notes_per_second=round(inp[0], 3), input_register_midi=round(inp[1], 2),
+                             opening_sound_db=None if sound is None or not math.isfinite(sound)
+                             else round(sound, 3)))
     return out_c, out_k
 
 
@@ -380,10 +422,19 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
     if not cands:
         raise EnsembleError("the RAG database has no segment long enough to continue this clip to "
                             f"{req.seconds:g} s; ask for a shorter target")
+    timings["retrieval"] = time.perf_counter() - t
+    t = time.perf_counter()
     continuations = [conform(db, c, q, frames=frames, conform_level=do_conform) for c in cands]
     if by_continuity:
-        cands, continuations = _by_continuity(cands, continuations, a.features, s0 // hop,
-                                              -(-xfade // hop), req.k, db.fps, cc)
+        skip = -(-xfade // hop)
+        sounds = None
+        if cc.sound_cost_per_db > 0 and choice is not None and a.pitched and len(cands) > req.k \
+                and skip < frames:
+            sounds = _opening_sounds(engine, continuations, (a.features.f0_hz, a.features.voiced,
+                                                             a.features.loudness_db),
+                                     s0 // hop, skip, choice, req.seed, cc)
+        cands, continuations = _by_continuity(cands, continuations, a.features, s0 // hop, skip, req.k, db.fps,
+                                              cc, sounds)
     if len(cands) < req.k:
         notes.append(f"only {len(cands)} playable non-overlapping segments exist for K = {req.k}")
     n_fb = sum(c.fallback for c in cands)
@@ -395,7 +446,7 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
         notes.append(f"the strict pass (dynamics within {db.config.dynamics_tolerance_db:g} dB, coherence >= "
                      f"{db.config.coherence_floor:g}) found {found} of {len(cands)}: {rest} "
                      f"come from the fallback pass ({order}, no floor)")
-    timings["retrieval"] = time.perf_counter() - t
+    timings["continuity"] = time.perf_counter() - t  # conforming the pool, hearing its openings, the K kept
 
     t = time.perf_counter()
     report(0.14, "rendering the continuations")
@@ -468,7 +519,8 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
                                     "pool_rank": k.pool_rank, "cost": k.continuity_cost,
                                     "notes_per_second": k.notes_per_second, "register_midi": k.register_midi,
                                     "input_notes_per_second": k.input_notes_per_second,
-                                    "input_register_midi": k.input_register_midi}}
+                                    "input_register_midi": k.input_register_midi,
+                                    "opening_sound_db": k.opening_sound_db}}
     report(1.0, "done")
     versions = {"model": engine.model_version, "database": db.version, "weights": engine.weights}
     orig, orig_rate = (None, None) if original is None else (np.asarray(original[0], np.float32),

@@ -4,13 +4,14 @@ a pool, the K candidates that go on playing as the input does."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ensemble.audio import load_audio
-from ensemble.conform import ContinuityConfig, continuity_cost, note_profile
+from ensemble.conform import ContinuityConfig, continuity_cost, note_profile, opening_sound_db
 from ensemble.errors import EnsembleError
 
 FPS = 100.0
@@ -51,10 +52,37 @@ def test_the_cost_counts_doublings_of_the_note_rate_and_octaves_of_register():
 
 @pytest.mark.parametrize("field, value", [("pool", 0), ("max_pool", 101), ("window_seconds", 0.1),
                                           ("min_note_frames", 0), ("new_note_semitones", 7.0),
-                                          ("register_octave_cost", -1.0)])
+                                          ("register_octave_cost", -1.0), ("sound_cost_per_db", 11.0),
+                                          ("sound_band_hz", (1000.0, 1500.0))])
 def test_bad_settings_name_the_field(field, value):
-    with pytest.raises(EnsembleError, match=f"continuity {field} = {value}; allowed"):
+    with pytest.raises(EnsembleError, match=re.escape(f"continuity {field} = {value}; allowed")):
         ContinuityConfig(**{field: value})
+
+
+def _boost(x: np.ndarray, above_hz: float, gain_db: float, sr: int = 16000) -> np.ndarray:
+    """``x`` with every component at or above ``above_hz`` raised by ``gain_db`` (an exact shelf)."""
+    spec = np.fft.rfft(x)
+    spec[np.fft.rfftfreq(len(x), 1.0 / sr) >= above_hz] *= 10.0 ** (gain_db / 20.0)
+    return np.fft.irfft(spec, len(x))
+
+
+def test_the_opening_sound_distance_is_the_colour_difference_in_db_not_the_level():
+    """Two draws of white noise: ~0 dB apart, whatever their level; a +12 dB shelf above 2 kHz on one
+    differs on 11 of the 42 1/6-octave points of 60-7000 Hz: RMS 12 x sqrt(p(1-p)) = 5.3 dB after the
+    mean is removed, and a +6 dB shelf half that; a silent side has no colour (NaN)."""
+    sr, rng = 16000, np.random.default_rng(0)
+    a, b = 0.1 * rng.standard_normal(3 * sr), 0.1 * rng.standard_normal(3 * sr)
+    same = opening_sound_db(a, b, sample_rate=sr)
+    assert same < 0.6
+    assert opening_sound_db(0.25 * a, b, sample_rate=sr) == pytest.approx(same, abs=0.01)  # -12 dB level
+    shelf12 = opening_sound_db(_boost(a, 2000.0, 12.0), b, sample_rate=sr)
+    shelf6 = opening_sound_db(_boost(a, 2000.0, 6.0), b, sample_rate=sr)
+    assert shelf12 == pytest.approx(5.3, abs=0.6) and shelf6 == pytest.approx(2.65, abs=0.5)
+    assert np.isnan(opening_sound_db(np.zeros(3 * sr), b, sample_rate=sr))
+    # the cost adds sound_cost_per_db per dB; NaN or None adds nothing
+    cfg = ContinuityConfig(sound_cost_per_db=0.5)
+    assert continuity_cost((4.0, 70.0), (4.0, 70.0), cfg, sound_db=4.0) == pytest.approx(2.0)
+    assert continuity_cost((4.0, 70.0), (4.0, 70.0), cfg, sound_db=float("nan")) == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -67,32 +95,45 @@ def engine():
 
 
 def test_extend_keeps_the_k_of_the_pool_that_continue_the_playing(engine):
-    """K = 3 of a pool of 9 proposed by the composite: the kept ones have the lowest continuity cost
-    of the pool, in ascending order, each records its pool rank and profile (the input's too), the
-    ranks shown are 1..3; continuity=False returns the composite's own Top-3."""
+    """K = 2 of a pool of 10 proposed by the composite: the kept ones have the lowest continuity cost
+    of the pool (notes, register and the sound of their rendered openings), in ascending order, each
+    records its pool rank, profile (the input's too) and opening's sound distance, the ranks shown
+    are 1..2; continuity=False returns the composite's own Top-3."""
     from ensemble.extend import ExtendRequest, extend
 
     clip = load_audio(sorted((ROOT / "assets" / "examples").glob("*.wav"))[0]).audio[: 8 * 16000]
-    base = extend(engine, clip, ExtendRequest(seconds=12.0, k=9, followers=("Drums",), continuity=False))
-    kept = extend(engine, clip, ExtendRequest(seconds=12.0, k=3, followers=("Drums",)))
-    assert [c.rank for c in base.candidates] == list(range(1, 10))
+    base = extend(engine, clip, ExtendRequest(seconds=12.0, k=10, followers=("Drums",), continuity=False))
+    kept = extend(engine, clip, ExtendRequest(seconds=12.0, k=2, followers=("Drums",)))
+    assert [c.rank for c in base.candidates] == list(range(1, 11))
     assert all(k.pool_rank is None for k in base.continuations)
     pool = {c.chunk: c.rank for c in base.candidates}
     costs = [k.continuity_cost for k in kept.continuations]
-    assert [c.rank for c in kept.candidates] == [1, 2, 3] and costs == sorted(costs)
+    assert [c.rank for c in kept.candidates] == [1, 2] and costs == sorted(costs)
     for c, k in zip(kept.candidates, kept.continuations, strict=True):
         assert pool[c.chunk] == k.pool_rank  # the same candidate the composite ranked there
+        assert k.opening_sound_db is not None and 0.0 <= k.opening_sound_db < 30.0  # the openings were heard
         want = continuity_cost((k.notes_per_second, k.register_midi),
-                               (k.input_notes_per_second, k.input_register_midi))
+                               (k.input_notes_per_second, k.input_register_midi), sound_db=k.opening_sound_db)
         assert k.continuity_cost == pytest.approx(want, abs=1e-3)
-    # every pool member left out costs at least as much as the dearest kept one
+    # every pool member left out costs at least as much as the dearest kept one: its opening heard
+    # the same way (rendered in the round's timbre against the input's own last seconds)
+    from ensemble.extend import _opening_sounds
+
     X = -(-kept.crossfade // engine.config.features.hop_length)
     w = int(3.0 * FPS)
     inp = (kept.continuations[0].input_notes_per_second, kept.continuations[0].input_register_midi)
-    for c, k in zip(base.candidates, base.continuations, strict=True):
-        if c.chunk not in {x.chunk for x in kept.candidates}:
-            cost = continuity_cost(note_profile(k.f0_hz[X:X + w], k.voiced[X:X + w], fps=FPS), inp)
-            assert cost >= max(costs) - 1e-3
+    a = engine.performer.plan_input(clip, seed=0).analysis.features
+    end = (len(clip) - kept.crossfade) // engine.config.features.hop_length
+    sounds = _opening_sounds(engine, base.continuations, (a.f0_hz, a.voiced, a.loudness_db), end, X,
+                             kept.timbre, 0, engine.config.continuity)
+    kept_chunks = {x.chunk for x in kept.candidates}
+    for c, k, sound in zip(base.candidates, base.continuations, sounds, strict=True):
+        if c.chunk in kept_chunks:
+            assert sound == pytest.approx(next(y.opening_sound_db for x, y in zip(
+                kept.candidates, kept.continuations, strict=True) if x.chunk == c.chunk), abs=0.01)
+        else:
+            cost = continuity_cost(note_profile(k.f0_hz[X:X + w], k.voiced[X:X + w], fps=FPS), inp, sound_db=sound)
+            assert cost >= max(costs) - 0.05
     assert kept.performances[0].info["conform"]["continuity"]["pool_rank"] == kept.continuations[0].pool_rank
     plain = extend(engine, clip, ExtendRequest(seconds=12.0, k=3, followers=("Drums",), continuity=False))
     assert [c.chunk for c in plain.candidates] == [c.chunk for c in base.candidates[:3]]
