@@ -322,9 +322,11 @@ def _by_continuity(cands: list[Candidate], continuations: list[Continuation], fe
                    ) -> tuple[list[Candidate], list[Continuation]]:
     """The ``k`` of the pool whose first ``window_seconds`` (after the ``skip`` crossfade frames,
     which play the user's own controls) continue the input's last best, lowest cost first; equal
-    costs keep the composite's order. ``sounds``: per candidate, its rendered opening's distance in
-    colour from the input's (:func:`_opening_sounds`). Each keeps its pool rank and cost in its
-    continuation, and its ``rank`` becomes its place in the new order."""
+    costs keep the composite's order. Candidates of retrieval's fallback pass come after every
+    strict one (kept only when fewer than ``k`` strict ones are in the pool). ``sounds``: per
+    candidate, its rendered opening's distance in colour from the input's (:func:`_opening_sounds`).
+    Each keeps its pool rank and cost in its continuation, and its ``rank`` becomes its place in the
+    new order."""
     w = int(round(config.window_seconds * fps))
     a = max(0, end_frame - w)
     inp = note_profile(feats.f0_hz[a:end_frame], feats.voiced[a:end_frame], fps=fps, config=config)
@@ -333,7 +335,9 @@ def _by_continuity(cands: list[Candidate], continuations: list[Continuation], fe
         prof = note_profile(k_.f0_hz[skip:skip + w], k_.voiced[skip:skip + w], fps=fps, config=config)
         sound = None if sounds is None else sounds[i]
         scored.append((continuity_cost(prof, inp, config, sound_db=sound), i, prof, sound))
-    keep = sorted(scored, key=lambda x: (x[0], x[1]))[:k]
+    # a candidate of retrieval's fallback pass (no dynamics or coherence floor) is kept only when
+    # fewer than k of the strict pass are in the pool: continuity orders within retrieval's floor
+    keep = sorted(scored, key=lambda x: (cands[x[1]].fallback, x[0], x[1]))[:k]
     out_c, out_k = [], []
     for new_rank, (cost, i, prof, sound) in enumerate(keep, start=1):
         out_c.append(replace(cands[i], rank=new_rank))

@@ -131,9 +131,23 @@ def test_extend_keeps_the_k_of_the_pool_that_continue_the_playing(engine):
         if c.chunk in kept_chunks:
             assert sound == pytest.approx(next(y.opening_sound_db for x, y in zip(
                 kept.candidates, kept.continuations, strict=True) if x.chunk == c.chunk), abs=0.01)
-        else:
+        elif not c.fallback:  # retrieval's fallback pass comes after every strict candidate
             cost = continuity_cost(note_profile(k.f0_hz[X:X + w], k.voiced[X:X + w], fps=FPS), inp, sound_db=sound)
             assert cost >= max(costs) - 0.05
+    # the pool's cheapest candidate, were it from the fallback pass, gives way to the strict ones
+    from dataclasses import replace
+
+    from ensemble.extend import _by_continuity
+
+    best = min(range(len(base.candidates)), key=lambda i: continuity_cost(note_profile(
+        base.continuations[i].f0_hz[X:X + w], base.continuations[i].voiced[X:X + w], fps=FPS), inp,
+        sound_db=sounds[i]))
+    marked = [replace(c, fallback=i == best) for i, c in enumerate(base.candidates)]
+    args = (a, end, X, 2, FPS, engine.config.continuity)
+    chunks = [c.chunk for c in _by_continuity(marked, base.continuations, *args, sounds)[0]]
+    assert base.candidates[best].chunk not in chunks and len(chunks) == 2
+    unmarked = [replace(c, fallback=False) for c in base.candidates]
+    assert _by_continuity(unmarked, base.continuations, *args, sounds)[0][0].chunk == base.candidates[best].chunk
     assert kept.performances[0].info["conform"]["continuity"]["pool_rank"] == kept.continuations[0].pool_rank
     plain = extend(engine, clip, ExtendRequest(seconds=12.0, k=3, followers=("Drums",), continuity=False))
     assert [c.chunk for c in plain.candidates] == [c.chunk for c in base.candidates[:3]]
