@@ -255,7 +255,9 @@ def render_controls(engine: Engine, controls: list[tuple[np.ndarray, np.ndarray]
 
 def _frames_before(f0_hz: np.ndarray, voiced: np.ndarray, loud_db: np.ndarray, end_frame: int,
                    n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` frames of controls before ``end_frame`` (f0 0 where unvoiced), silence-padded at the start."""
+    """The ``n`` frames of controls before ``end_frame`` (f0 0 where unvoiced), silence-padded at the start
+    (all silence when ``end_frame`` <= 0: before the clip began)."""
+    end_frame = max(0, end_frame)
     lo = max(0, end_frame - n)
     f0 = np.where(voiced[lo:end_frame], f0_hz[lo:end_frame], 0.0)
     ld = loud_db[lo:end_frame]
