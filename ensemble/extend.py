@@ -306,8 +306,9 @@ def _opening_sounds(engine: Engine, continuations: list[Continuation], ctl, end_
     in ``choice``'s timbre in one batch. Rendering against rendering: the colour match, one fixed
     filter for every row, would move both sides alike, so it is left out."""
     hop, sr = engine.config.features.hop_length, engine.sample_rate
-    w = int(round(config.window_seconds * sr / hop))
-    n = skip + w
+    # the window, or what a short continuation has of it after the crossfade
+    n = min(skip + int(round(config.window_seconds * sr / hop)), min(len(k.f0_hz) for k in continuations))
+    w = n - skip
     P = int(round(engine.config.timbre.preroll_seconds * sr / hop))
     own_f0, own_ld = _frames_before(*ctl, end_frame + skip, skip)
     rows = [(np.concatenate([own_f0, k.f0_hz[skip:n]]), np.concatenate([own_ld, k.loudness_db[skip:n]]))
