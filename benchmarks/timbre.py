@@ -112,6 +112,22 @@ def render_in(query: dict, prog, total_s: float, soundfont: Path) -> np.ndarray:
     return (y * min(1.0, 0.891 / peak)).astype(np.float32)
 
 
+def query_anchors(query: dict, programs, soundfont: Path):
+    """The query rendered by every program and the timbre position's anchors.
+
+    -> (renderings {program: audio}, upload's last-3-s MFCC means {program: [19]},
+    {program: (d_self, [d to the other programs' true continuations])})."""
+    n_in, w = int(round(query["input_seconds"] * SR)), int(WINDOW_S * SR)
+    full = {p.program: render_in(query, p, query["total_seconds"], soundfont) for p in programs}
+    tail = {k: mfcc_mean(v[n_in - w:n_in]) for k, v in full.items()}
+    head = {k: mfcc_mean(v[n_in:n_in + w]) for k, v in full.items()}
+    anchors = {}
+    for p in programs:
+        others = [distance(tail[p.program], head[o.program]) for o in programs if o.program != p.program]
+        anchors[p.program] = (distance(tail[p.program], head[p.program]), [x for x in others if x is not None])
+    return full, tail, anchors
+
+
 def _median(xs: list[float | None]) -> float | None:
     xs = [x for x in xs if x is not None and math.isfinite(x)]
     return round(float(statistics.median(xs)), 4) if xs else None
@@ -198,13 +214,9 @@ def main() -> None:
     for qi, q in enumerate(queries):
         n_in = int(round(q["input_seconds"] * SR))
         w = int(WINDOW_S * SR)
-        full = {p.program: render_in(q, p, q["total_seconds"], sf2) for p in programs}
-        tail_in = {k: mfcc_mean(v[n_in - w:n_in]) for k, v in full.items()}
-        head_true = {k: mfcc_mean(v[n_in:n_in + w]) for k, v in full.items()}
+        full, tail_in, anchor_d = query_anchors(q, programs, sf2)
         for p in programs:
-            d_self = distance(tail_in[p.program], head_true[p.program])
-            others = [distance(tail_in[p.program], head_true[o.program]) for o in programs if o.program != p.program]
-            others = [x for x in others if x is not None]
+            d_self, others = anchor_d[p.program]
             d_other = float(np.median(others)) if others else None
             anchors.append({"query": q["id"], "program": p.program, "timbre": p.name,
                             "trained": p.name in trained_names, "d_self": d_self, "d_other": d_other,

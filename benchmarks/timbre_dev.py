@@ -94,7 +94,7 @@ def main() -> None:
     except (json.JSONDecodeError, AssertionError):
         parser.error(f"--variants {args.variants!r}: allowed: a JSON object of name -> {{field: value}}")
 
-    from benchmarks.timbre import SR, WINDOW_S, distance, mfcc_mean, position, render_in
+    from benchmarks.timbre import SR, WINDOW_S, distance, mfcc_mean, position, query_anchors
     from ensemble.engine import Engine, EngineConfig
     from ensemble.extend import ExtendRequest, extend
     from ensemble.jobs.corpus.build import default_soundfont
@@ -117,13 +117,10 @@ def main() -> None:
     rows = []
     for q in queries:
         n_in, w = int(round(q["input_seconds"] * SR)), int(WINDOW_S * SR)
-        full = {p.program: render_in(q, p, q["total_seconds"], sf2) for p in programs}
-        tail = {k: mfcc_mean(v[n_in - w:n_in]) for k, v in full.items()}
-        head = {k: mfcc_mean(v[n_in:n_in + w]) for k, v in full.items()}
+        full, tail, anchor_d = query_anchors(q, programs, sf2)
         for p in programs:
-            d_self = distance(tail[p.program], head[p.program])
-            others = [distance(tail[p.program], head[o.program]) for o in programs if o.program != p.program]
-            d_other = float(np.median([x for x in others if x is not None]))
+            d_self, others = anchor_d[p.program]
+            d_other = float(np.median(others))
             for name, cfg in configs.items():
                 engine.config = cfg
                 t = time.perf_counter()
