@@ -35,8 +35,9 @@ from ensemble.errors import EnsembleError
 from ensemble.models.decoder import LOUDNESS_FLOOR_DB
 from ensemble.rag import Candidate, Query, RagDatabase, phrase_level
 
-__all__ = ["Continuation", "ContinuityConfig", "conform", "continuity_cost", "level_gain_db", "note_profile",
-           "opening_sound_db"]
+__all__ = ["Continuation", "ContinuityConfig", "KeyReference", "active_chroma", "chroma_template", "conform",
+           "continuity_cost", "expected_chroma", "key_correlation", "key_reference", "level_gain_db", "note_profile",
+           "opening_sound_db", "pitch_class_profile"]
 
 SILENT_DB = -120.0
 
@@ -62,6 +63,11 @@ class ContinuityConfig:
             (:func:`opening_sound_db`). The pool's openings are rendered for it; 0: they are not,
             and the note profile alone decides.
         sound_band_hz: the band compared (Hz, low and high).
+        key_cost: the cost of 1 - r, r the correlation of the input's key as a chromagram hears it
+            with the whole continuation's (:class:`KeyReference`: the input's mean chroma against
+            the chroma the continuation's notes give in the user's instrument): a continuation
+            whose notes leave the input's key (another mode, a tune's modulation, a wrong key shift)
+            costs up to twice this. 0: not counted.
     """
 
     pool: int = 5
@@ -72,6 +78,7 @@ class ContinuityConfig:
     register_octave_cost: float = 1.0
     sound_cost_per_db: float = 0.5
     sound_band_hz: tuple[float, float] = (60.0, 7000.0)
+    key_cost: float = 10.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.pool <= 10:
@@ -88,6 +95,8 @@ class ContinuityConfig:
             raise EnsembleError(f"continuity register_octave_cost = {self.register_octave_cost}; allowed: 0..10")
         if not 0.0 <= self.sound_cost_per_db <= 10.0:
             raise EnsembleError(f"continuity sound_cost_per_db = {self.sound_cost_per_db}; allowed: 0..10")
+        if not 0.0 <= self.key_cost <= 50.0:
+            raise EnsembleError(f"continuity key_cost = {self.key_cost}; allowed: 0..50")
         lo, hi = self.sound_band_hz
         if not 20.0 <= lo < hi <= 8000.0 or hi / lo < 2.0:
             raise EnsembleError(f"continuity sound_band_hz = {self.sound_band_hz}; allowed: (low, high) within "
@@ -123,18 +132,118 @@ def note_profile(f0_hz: np.ndarray, voiced: np.ndarray, *, fps: float,
     return n / (len(f0) / fps), float(np.nanmean(midi))
 
 
+def pitch_class_profile(f0_hz: np.ndarray, voiced: np.ndarray, loudness_db: np.ndarray, *,
+                        range_db: float = 40.0) -> np.ndarray:
+    """[12] how long each pitch class (C = 0) sounds in a stretch of controls: the voiced frames whose
+    loudness is within ``range_db`` of the stretch's loudest, counted by the nearest equal-tempered
+    pitch class of their f0 -- what a frame-normalised chromagram averaged over the active frames reads
+    of the fundamentals. All zeros when nothing is voiced.
+    """
+    f0 = np.asarray(f0_hz, np.float64)
+    ld = np.asarray(loudness_db, np.float64)
+    ok = np.asarray(voiced, bool) & (f0 > 0) & np.isfinite(ld)
+    out = np.zeros(12)
+    if not ok.any():
+        return out
+    ok &= ld >= ld[ok].max() - range_db
+    pc = np.round(12.0 * np.log2(f0[ok] / 440.0) + 69.0).astype(np.int64) % 12
+    np.add.at(out, pc, 1.0)
+    return out
+
+
+def key_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation (-1..1) of two :func:`pitch_class_profile` s; NaN when either is flat."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.std() < 1e-12 or b.std() < 1e-12:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def chroma_template(chroma: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, loudness_db: np.ndarray, *,
+                    range_db: float = 40.0) -> np.ndarray | None:
+    """[12] the chroma one note of this instrument gives, its pitch class at C: the mean over the
+    voiced frames within ``range_db`` of the loudest of each frame's chroma ([12, T], on the controls'
+    grid) rolled down by the pitch class of its f0 (its harmonics put weight on the fifth, the
+    third...). None when nothing is voiced."""
+    f0 = np.asarray(f0_hz, np.float64)
+    ld = np.asarray(loudness_db, np.float64)
+    ok = np.asarray(voiced, bool) & (f0 > 0) & np.isfinite(ld)
+    if not ok.any():
+        return None
+    ok &= ld >= ld[ok].max() - range_db
+    idx = np.flatnonzero(ok)
+    pc = np.round(12.0 * np.log2(f0[idx] / 440.0) + 69.0).astype(np.int64) % 12
+    rows = (np.arange(12)[None, :] + pc[:, None]) % 12  # frame j's chroma read from its own pitch class
+    return np.asarray(chroma, np.float64)[rows, idx[:, None]].mean(axis=0)
+
+
+def active_chroma(chroma: np.ndarray, loudness_db: np.ndarray, *, range_db: float = 40.0) -> np.ndarray:
+    """[12] the mean of a chromagram ([12, T]) over the frames within ``range_db`` of the loudest."""
+    ld = np.asarray(loudness_db, np.float64)
+    ok = np.isfinite(ld)
+    if not ok.any():
+        return np.zeros(12)
+    ok &= ld >= ld[ok].max() - range_db
+    return np.asarray(chroma, np.float64)[:, ok].mean(axis=1)
+
+
+def expected_chroma(profile: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """[12] the mean chroma of notes held as long as ``profile`` (:func:`pitch_class_profile`) says,
+    each sounding ``template`` (:func:`chroma_template`) moved to its pitch class."""
+    profile = np.asarray(profile, np.float64)
+    rolled = np.stack([np.roll(template, pc) for pc in range(12)])  # [pc, 12]
+    return profile @ rolled / max(profile.sum(), 1e-12)
+
+
+@dataclass(frozen=True)
+class KeyReference:
+    """The input's key as a chromagram hears it, to correlate continuations with.
+
+    Attributes:
+        reference: [12] the input's mean chroma over its active frames (:func:`active_chroma`), or,
+            without a chromagram, the pitch classes of its notes (:func:`pitch_class_profile`).
+        template: [12] the input instrument's chroma of one note (:func:`chroma_template`; None:
+            continuations are read by the pitch classes of their notes alone).
+    """
+
+    reference: np.ndarray
+    template: np.ndarray | None = None
+
+    def correlation(self, f0_hz: np.ndarray, voiced: np.ndarray, loudness_db: np.ndarray) -> float:
+        """:func:`key_correlation` of what these controls would give (their notes, each sounding
+        ``template``) with the input's ``reference``; NaN when either has no pitch."""
+        prof = pitch_class_profile(f0_hz, voiced, loudness_db)
+        return key_correlation(prof if self.template is None else expected_chroma(prof, self.template),
+                               self.reference)
+
+
+def key_reference(f0_hz: np.ndarray, voiced: np.ndarray, loudness_db: np.ndarray,
+                  chroma: np.ndarray | None = None) -> KeyReference:
+    """The :class:`KeyReference` of an input's controls and (when given) its chromagram [12, T] on
+    the same grid: its mean chroma and its instrument's chroma of one note; without a chromagram, or
+    with nothing voiced, the pitch classes of its notes."""
+    template = None if chroma is None else chroma_template(chroma, f0_hz, voiced, loudness_db)
+    if template is None:
+        return KeyReference(pitch_class_profile(f0_hz, voiced, loudness_db))
+    return KeyReference(active_chroma(chroma, loudness_db), template)
+
+
 def continuity_cost(cont: tuple[float, float], inp: tuple[float, float],
-                    config: ContinuityConfig = ContinuityConfig(), sound_db: float | None = None) -> float:
+                    config: ContinuityConfig = ContinuityConfig(), sound_db: float | None = None,
+                    key_r: float | None = None) -> float:
     """How much a continuation's (notes/s, register) departs from the input's: |log2 of the ratio of
     notes a second (0.5 notes/s added to both)| + octaves of register difference x
     ``register_octave_cost``; a continuation or input without a voiced note costs its rate term only.
     ``sound_db`` (:func:`opening_sound_db`, when the openings were rendered) adds
-    ``sound_cost_per_db`` per dB; a NaN or None adds nothing."""
+    ``sound_cost_per_db`` per dB; ``key_r`` (:func:`key_correlation` of the whole continuation's
+    pitch classes with the whole input's) adds ``key_cost`` x (1 - r); a NaN or None adds nothing."""
     rate = abs(math.log2((cont[0] + 0.5) / (inp[0] + 0.5)))
     if math.isfinite(cont[1]) and math.isfinite(inp[1]):
         rate += config.register_octave_cost * abs(cont[1] - inp[1]) / 12.0
     if sound_db is not None and math.isfinite(sound_db):
         rate += config.sound_cost_per_db * sound_db
+    if key_r is not None and math.isfinite(key_r):
+        rate += config.key_cost * (1.0 - key_r)
     return rate
 
 
@@ -177,6 +286,8 @@ class Continuation:
         input_notes_per_second, input_register_midi: the same of the input's last seconds.
         opening_sound_db: :func:`opening_sound_db` of its rendered first seconds against the input's
             own last ones (None: the openings were not rendered).
+        key_correlation: :meth:`KeyReference.correlation` of its notes after the crossfade with the
+            input's key (None: not re-ranked, or either side has no pitch).
     """
 
     f0_hz: np.ndarray
@@ -193,6 +304,7 @@ class Continuation:
     input_notes_per_second: float | None = None
     input_register_midi: float | None = None
     opening_sound_db: float | None = None
+    key_correlation: float | None = None
 
 
 def conform(db: RagDatabase, cand: Candidate, q: Query, *, frames: int,

@@ -44,6 +44,7 @@ from ensemble.conform import (
     ContinuityConfig,
     conform,
     continuity_cost,
+    key_reference,
     level_gain_db,
     note_profile,
     opening_sound_db,
@@ -333,22 +334,28 @@ def _by_continuity(cands: list[Candidate], continuations: list[Continuation], fe
     w = int(round(config.window_seconds * fps))
     a = max(0, end_frame - w)
     inp = note_profile(feats.f0_hz[a:end_frame], feats.voiced[a:end_frame], fps=fps, config=config)
+    # the key as a chromagram hears it: the input's own mean chroma (up to the crossfade) against the
+    # chroma the whole continuation's notes give in the user's instrument
+    chroma = None if feats.chroma is None else feats.chroma[:, :end_frame]
+    key = key_reference(feats.f0_hz[:end_frame], feats.voiced[:end_frame], feats.loudness_db[:end_frame], chroma)
     scored = []
     for i, k_ in enumerate(continuations):
         prof = note_profile(k_.f0_hz[skip:skip + w], k_.voiced[skip:skip + w], fps=fps, config=config)
         sound = None if sounds is None else sounds[i]
-        scored.append((continuity_cost(prof, inp, config, sound_db=sound), i, prof, sound))
+        key_r = key.correlation(k_.f0_hz[skip:], k_.voiced[skip:], k_.loudness_db[skip:])
+        scored.append((continuity_cost(prof, inp, config, sound_db=sound, key_r=key_r), i, prof, sound, key_r))
     # a candidate of retrieval's fallback pass (no dynamics or coherence floor) is kept only when
     # fewer than k of the strict pass are in the pool: continuity orders within retrieval's floor
     keep = sorted(scored, key=lambda x: (cands[x[1]].fallback, x[0], x[1]))[:k]
     out_c, out_k = [], []
-    for new_rank, (cost, i, prof, sound) in enumerate(keep, start=1):
+    for new_rank, (cost, i, prof, sound, key_r) in enumerate(keep, start=1):
         out_c.append(replace(cands[i], rank=new_rank))
         out_k.append(replace(continuations[i], pool_rank=cands[i].rank, continuity_cost=round(cost, 4),
                              notes_per_second=round(prof[0], 3), register_midi=round(prof[1], 2),
                              input_notes_per_second=round(inp[0], 3), input_register_midi=round(inp[1], 2),
                              opening_sound_db=None if sound is None or not math.isfinite(sound)
-                             else round(sound, 3)))
+                             else round(sound, 3),
+                             key_correlation=None if not math.isfinite(key_r) else round(key_r, 4)))
     return out_c, out_k
 
 
@@ -527,7 +534,8 @@ def extend(engine: Engine, audio: np.ndarray, request: ExtendRequest = ExtendReq
                                     "notes_per_second": k.notes_per_second, "register_midi": k.register_midi,
                                     "input_notes_per_second": k.input_notes_per_second,
                                     "input_register_midi": k.input_register_midi,
-                                    "opening_sound_db": k.opening_sound_db}}
+                                    "opening_sound_db": k.opening_sound_db,
+                                    "key_correlation": k.key_correlation}}
     report(1.0, "done")
     versions = {"model": engine.model_version, "database": db.version, "weights": engine.weights}
     orig, orig_rate = (None, None) if original is None else (np.asarray(original[0], np.float32),

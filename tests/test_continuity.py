@@ -11,7 +11,18 @@ import numpy as np
 import pytest
 
 from ensemble.audio import load_audio
-from ensemble.conform import ContinuityConfig, continuity_cost, note_profile, opening_sound_db
+from ensemble.conform import (
+    ContinuityConfig,
+    active_chroma,
+    chroma_template,
+    continuity_cost,
+    expected_chroma,
+    key_correlation,
+    key_reference,
+    note_profile,
+    opening_sound_db,
+    pitch_class_profile,
+)
 from ensemble.errors import EnsembleError
 
 FPS = 100.0
@@ -53,10 +64,79 @@ def test_the_cost_counts_doublings_of_the_note_rate_and_octaves_of_register():
 @pytest.mark.parametrize("field, value", [("pool", 0), ("max_pool", 101), ("window_seconds", 0.1),
                                           ("min_note_frames", 0), ("new_note_semitones", 7.0),
                                           ("register_octave_cost", -1.0), ("sound_cost_per_db", 11.0),
-                                          ("sound_band_hz", (1000.0, 1500.0))])
+                                          ("sound_band_hz", (1000.0, 1500.0)), ("key_cost", -0.5)])
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(EnsembleError, match=re.escape(f"continuity {field} = {value}; allowed")):
         ContinuityConfig(**{field: value})
+
+
+def _scale_controls(tonic_midi: int, *, vibrato_cents: float = 30.0, frames_per_note: int = 25):
+    """A major scale's seven notes from ``tonic_midi``, each held ``frames_per_note`` frames with a
+    +-``vibrato_cents`` 5 Hz vibrato, then a frame of silence; loudness -20 dB."""
+    steps = [0, 2, 4, 5, 7, 9, 11]
+    t = np.arange(frames_per_note) / FPS
+    f0, voiced = [], []
+    for s in steps:
+        cents = 100.0 * (tonic_midi + s - 69) + vibrato_cents * np.sin(2 * np.pi * 5.0 * t)
+        f0 += [*(440.0 * 2.0 ** (cents / 1200.0)), 0.0]
+        voiced += [True] * frames_per_note + [False]
+    return np.array(f0), np.array(voiced), np.full(len(f0), -20.0)
+
+
+def test_pitch_classes_of_a_scale_with_vibrato_and_of_quiet_or_unvoiced_frames():
+    """C major from C4 with +-30 cents of vibrato: 25 frames on each of its seven pitch classes and none
+    elsewhere; frames more than 40 dB below the loudest and unvoiced ones do not count."""
+    f0, voiced, loud = _scale_controls(60)
+    prof = pitch_class_profile(f0, voiced, loud)
+    assert prof.tolist() == [25, 0, 25, 0, 25, 25, 0, 25, 0, 25, 0, 25]
+    quiet = loud.copy()
+    quiet[:26] = -61.0  # the C 41 dB below the rest
+    assert pitch_class_profile(f0, voiced, quiet)[0] == 0 and pitch_class_profile(f0, voiced, quiet).sum() == 150
+    assert pitch_class_profile(f0, np.zeros_like(voiced), loud).sum() == 0
+
+
+def test_key_correlation_of_near_and_far_keys():
+    """Equal time on each scale degree: r = (12 m - 49) / 35 for m shared pitch classes -- the same
+    key 1, the key a fifth up (G major, 6 shared) 23/35, the farthest (F# major, 2 shared) -25/35;
+    a flat profile (nothing voiced) is undefined, and the cost then adds nothing."""
+    c = pitch_class_profile(*_scale_controls(60))
+    assert key_correlation(c, pitch_class_profile(*_scale_controls(72))) == pytest.approx(1.0)
+    assert key_correlation(c, pitch_class_profile(*_scale_controls(67))) == pytest.approx(23 / 35)
+    assert key_correlation(c, pitch_class_profile(*_scale_controls(66))) == pytest.approx(-25 / 35)
+    assert np.isnan(key_correlation(c, np.zeros(12)))
+    cfg = ContinuityConfig(key_cost=2.0)
+    assert continuity_cost((4.0, 70.0), (4.0, 70.0), cfg, key_r=23 / 35) == pytest.approx(2.0 * 12 / 35)
+    assert continuity_cost((4.0, 70.0), (4.0, 70.0), cfg, key_r=float("nan")) == 0.0
+    assert continuity_cost((4.0, 70.0), (4.0, 70.0), ContinuityConfig(key_cost=0.0), key_r=-1.0) == 0.0
+
+
+def test_an_instruments_chroma_of_one_note_is_read_from_its_playing_and_moved_to_each_note():
+    """A tone with harmonics at 1/h amplitude, played as a C major scale through the project's
+    chromagram: the template read from it peaks at the root, and the fifth (the 3rd and 6th
+    harmonics, +1902 cents) stands above every pitch class but the root's neighbours (the
+    chromagram's own filters spread a steady C's energy ~0.15 onto B and C#). The scale's expected
+    chroma from its notes alone correlates with its own measured chroma at >= 0.95, and G major's
+    (the same notes a fifth up) less."""
+    from ensemble.features import FeatureConfig, chroma
+
+    cfg = FeatureConfig()
+    f0, voiced, loud = _scale_controls(60, vibrato_cents=0.0, frames_per_note=150)
+    hop, sr = cfg.hop_length, cfg.sample_rate
+    f_s = np.repeat(f0, hop)
+    phase = 2 * np.pi * np.cumsum(f_s) / sr
+    x = sum(np.sin(h * phase) / h for h in range(1, 9)) * np.repeat(voiced, hop)
+    c = chroma(x.astype(np.float32), config=cfg)[:, : len(f0)]
+    t = chroma_template(c, f0, voiced, loud)
+    assert int(np.argmax(t)) == 0 and t[0] == pytest.approx(1.0, abs=0.05)
+    assert t[7] > 0.08 and t[7] > max(t[k] for k in range(12) if k not in (11, 0, 1, 7))
+    measured = active_chroma(c[:, voiced], loud[voiced])
+    prof = pitch_class_profile(f0, voiced, loud)
+    assert key_correlation(expected_chroma(prof, t), measured) >= 0.95
+    g = pitch_class_profile(*_scale_controls(67))
+    assert key_correlation(expected_chroma(g, t), measured) < key_correlation(expected_chroma(prof, t), measured) - 0.2
+    # a note's template moved to its pitch class, exactly
+    assert np.allclose(expected_chroma(np.eye(12)[5] * 3.0, t), np.roll(t, 5))
+    assert chroma_template(c, f0, np.zeros_like(voiced), loud) is None
 
 
 def _boost(x: np.ndarray, above_hz: float, gain_db: float, sr: int = 16000) -> np.ndarray:
@@ -96,8 +176,9 @@ def engine():
 
 def test_extend_keeps_the_k_of_the_pool_that_continue_the_playing(engine):
     """K = 2 of a pool of 10 proposed by the composite: the kept ones have the lowest continuity cost
-    of the pool (notes, register and the sound of their rendered openings), in ascending order, each
-    records its pool rank, profile (the input's too) and opening's sound distance, the ranks shown
+    of the pool (notes, register, the sound of their rendered openings and the key of their notes), in
+    ascending order, each records its pool rank, profile (the input's too), opening's sound distance and
+    key correlation, the ranks shown
     are 1..2; continuity=False returns the composite's own Top-3."""
     from ensemble.extend import ExtendRequest, extend
 
@@ -112,8 +193,10 @@ def test_extend_keeps_the_k_of_the_pool_that_continue_the_playing(engine):
     for c, k in zip(kept.candidates, kept.continuations, strict=True):
         assert pool[c.chunk] == k.pool_rank  # the same candidate the composite ranked there
         assert k.opening_sound_db is not None and 0.0 <= k.opening_sound_db < 30.0  # the openings were heard
+        assert k.key_correlation is not None and -1.0 <= k.key_correlation <= 1.0
         want = continuity_cost((k.notes_per_second, k.register_midi),
-                               (k.input_notes_per_second, k.input_register_midi), sound_db=k.opening_sound_db)
+                               (k.input_notes_per_second, k.input_register_midi), sound_db=k.opening_sound_db,
+                               key_r=k.key_correlation)
         assert k.continuity_cost == pytest.approx(want, abs=1e-3)
     # every pool member left out costs at least as much as the dearest kept one: its opening heard
     # the same way (rendered in the round's timbre against the input's own last seconds)
@@ -126,13 +209,17 @@ def test_extend_keeps_the_k_of_the_pool_that_continue_the_playing(engine):
     end = (len(clip) - kept.crossfade) // engine.config.features.hop_length
     sounds = _opening_sounds(engine, base.continuations, (a.f0_hz, a.voiced, a.loudness_db), end, X,
                              kept.timbre, 0, engine.config.continuity)
+    key = key_reference(a.f0_hz[:end], a.voiced[:end], a.loudness_db[:end], a.chroma[:, :end])
+    keys = [key.correlation(k.f0_hz[X:], k.voiced[X:], k.loudness_db[X:]) for k in base.continuations]
     kept_chunks = {x.chunk for x in kept.candidates}
-    for c, k, sound in zip(base.candidates, base.continuations, sounds, strict=True):
+    for c, k, sound, key_r in zip(base.candidates, base.continuations, sounds, keys, strict=True):
         if c.chunk in kept_chunks:
-            assert sound == pytest.approx(next(y.opening_sound_db for x, y in zip(
-                kept.candidates, kept.continuations, strict=True) if x.chunk == c.chunk), abs=0.01)
+            mine = next(y for x, y in zip(kept.candidates, kept.continuations, strict=True) if x.chunk == c.chunk)
+            assert sound == pytest.approx(mine.opening_sound_db, abs=0.01)
+            assert key_r == pytest.approx(mine.key_correlation, abs=1e-3)
         elif not c.fallback:  # retrieval's fallback pass comes after every strict candidate
-            cost = continuity_cost(note_profile(k.f0_hz[X:X + w], k.voiced[X:X + w], fps=FPS), inp, sound_db=sound)
+            cost = continuity_cost(note_profile(k.f0_hz[X:X + w], k.voiced[X:X + w], fps=FPS), inp, sound_db=sound,
+                                   key_r=key_r)
             assert cost >= max(costs) - 0.05
     # the pool's cheapest candidate, were it from the fallback pass, gives way to the strict ones
     from dataclasses import replace
@@ -141,7 +228,7 @@ def test_extend_keeps_the_k_of_the_pool_that_continue_the_playing(engine):
 
     best = min(range(len(base.candidates)), key=lambda i: continuity_cost(note_profile(
         base.continuations[i].f0_hz[X:X + w], base.continuations[i].voiced[X:X + w], fps=FPS), inp,
-        sound_db=sounds[i]))
+        sound_db=sounds[i], key_r=keys[i]))
     marked = [replace(c, fallback=i == best) for i, c in enumerate(base.candidates)]
     args = (a, end, X, 2, FPS, engine.config.continuity)
     chunks = [c.chunk for c in _by_continuity(marked, base.continuations, *args, sounds)[0]]
