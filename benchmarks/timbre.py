@@ -8,6 +8,8 @@ rest is the *true continuation* in that program. Each upload is extended to 30 s
 Drums follower only: the leader is what is measured) by three systems, in one run:
 
 * ``v2``: ``timbre="auto"`` -- the timbre inferred from the upload (:mod:`ensemble.timbre`);
+* ``v2-no-key``: v2 with the continuity rule's key term off (``ContinuityConfig.key_cost = 0``):
+  the previous version's rule, in the same run;
 * ``v1-guitar``: ``timbre="guitar", match_colour=False, continuity=False`` -- BabyBand's guitar
   decoder as v1 rendered every continuation, the composite's Top-K as they are;
 * ``guitar``: ``timbre="guitar"`` with everything else of v2 (colour match, continuity): what the
@@ -45,6 +47,7 @@ import math
 import os
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import librosa
@@ -53,7 +56,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
 WINDOW_S = 3.0
-SYSTEMS = ("v2", "v1-guitar", "guitar", "random")
+SYSTEMS = ("v2", "v2-no-key", "v1-guitar", "guitar", "random")
 DIAGNOSES = ("oracle",)
 
 
@@ -210,6 +213,8 @@ def main() -> None:
         colour = colour_match(full_audio[n_in - T * hop:n_in], out[1], sample_rate=SR)
         return choice, [apply_filter(out[:1], colour)[0][:w]]
 
+    base_config = engine.config
+    no_key = replace(base_config, continuity=replace(base_config.continuity, key_cost=0.0))
     rows, anchors = [], []
     for qi, q in enumerate(queries):
         n_in = int(round(q["input_seconds"] * SR))
@@ -225,8 +230,9 @@ def main() -> None:
             audio = full[p.program][:n_in]
             c_in = centroid_hz(audio[n_in - w:])
             for system in systems:
-                timbre = {"v2": "auto", "guitar": "guitar", "v1-guitar": "guitar", "oracle": "auto"}.get(system) \
-                    or str(rng.choice(sorted(trained_names)))
+                timbre = {"v2": "auto", "v2-no-key": "auto", "guitar": "guitar", "v1-guitar": "guitar",
+                          "oracle": "auto"}.get(system) or str(rng.choice(sorted(trained_names)))
+                engine.config = no_key if system == "v2-no-key" else base_config
                 t = time.perf_counter()
                 if system == "oracle":
                     choice, heads = oracle_heads(full[p.program], n_in, w)
