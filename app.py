@@ -137,6 +137,7 @@ if __name__ == "__main__":
     prepare_process()
 
 import atexit  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
@@ -151,7 +152,7 @@ from ensemble.audio import LoadedAudio  # noqa: E402
 from ensemble.engine import Engine, EngineConfig  # noqa: E402
 from ensemble.errors import EnsembleError  # noqa: E402
 from ensemble.listening.round import make_round  # noqa: E402
-from ensemble.listening.runs import trim_heap  # noqa: E402
+from ensemble.listening.runs import memory_breakdown, trim_heap  # noqa: E402
 from ensemble.listening.settings import Settings  # noqa: E402
 from ensemble.listening.store import RoundStore  # noqa: E402
 from ui.config import ServerConfig, ratings_path, server_config  # noqa: E402
@@ -259,16 +260,25 @@ def main() -> int:
     return 0
 
 
-def _trim_heap_every(seconds: float, wake: threading.Event) -> None:
+def _trim_heap_every(seconds: float, wake: threading.Event, memory_log: str = "") -> None:
     """After every stored round (``wake``, set by the round store) and at least every ``seconds``:
     the allocator's free memory back to the system (``trim_heap``), so the server's resident memory
-    follows what it holds, not what the last requests freed."""
+    follows what it holds, not what the last requests freed. With ``memory_log`` (a diagnosis,
+    ``ENSEMBLE_MEMORY_LOG``), each time one JSON line of where the memory is is appended to that file
+    (:func:`ensemble.listening.runs.memory_breakdown`)."""
     while True:
         wake.wait(seconds)
         wake.clear()
         if not trim_heap():
             log.info("the C library cannot trim its heap here; resident memory is not trimmed")
             return
+        if memory_log:
+            try:
+                with open(memory_log, "a") as f:
+                    f.write(json.dumps({"time": round(time.time(), 2), **memory_breakdown()}) + "\n")
+            except OSError as e:
+                log.warning("ENSEMBLE_MEMORY_LOG=%r cannot be written (%s); the memory log stops", memory_log, e)
+                memory_log = ""
 
 
 def _serve(engine: Engine, store: RoundStore, server, wake: threading.Event) -> None:
@@ -278,8 +288,8 @@ def _serve(engine: Engine, store: RoundStore, server, wake: threading.Event) -> 
     if os.environ.get("ENSEMBLE_WARMUP", "1").strip() not in ("0", "false", "False", ""):
         threading.Thread(target=warm_up, args=(engine, store, lock), name="warm-up", daemon=True).start()
     if server.trim_seconds > 0:
-        threading.Thread(target=_trim_heap_every, args=(server.trim_seconds, wake), name="heap-trim",
-                         daemon=True).start()
+        threading.Thread(target=_trim_heap_every, name="heap-trim", daemon=True,
+                         args=(server.trim_seconds, wake, os.environ.get("ENSEMBLE_MEMORY_LOG", "").strip())).start()
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                 theme=THEME, css=CSS, allowed_paths=[str(EXAMPLES)],

@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                 "TMPDIR": str(work / "tmp"), "ENSEMBLE_RATE_LIMIT": "0", "PYTHONUNBUFFERED": "1"})
     if args.disk_cap_mb is not None:
         env["ENSEMBLE_DISK_CAP_MB"] = f"{args.disk_cap_mb:g}"
+    memory_log = work / "memory.jsonl"  # where the server says its memory is (app.py, ENSEMBLE_MEMORY_LOG)
+    env["ENSEMBLE_MEMORY_LOG"] = str(memory_log)
     url = f"http://127.0.0.1:{port}/"
     log_file = open(work / "app.log", "w")  # noqa: SIM115 - open for the server's whole life
     server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log_file,
@@ -156,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     latencies: dict[str, list[float]] = {"generate": [], "rate": []}
     failures: list[str] = []
     first_done: list[float] = []  # RSS at the first completed request
+    first_done_wall: list[float] = []  # and when (epoch s)
     deadline = time.monotonic() + 60.0 * args.minutes
     stop = threading.Event()
 
@@ -176,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                     latencies["generate"].append(dt)
                     if not first_done:
                         first_done.append(rss_mb(server.pid) or float("nan"))
+                        first_done_wall.append(time.time())
                 ranks = list(range(1, rnd["k"] + 1))
                 rng.shuffle(ranks)
                 t = time.perf_counter()
@@ -246,12 +250,37 @@ def main(argv: list[str] | None = None) -> int:
                       for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")},
         "trim_seconds": os.environ.get("ENSEMBLE_TRIM_SECONDS", "app default"),
         "server_allocator": said.group(1) if said else None,  # what app.py logged it runs on
+        # where the memory is (the server's own reading after each trim): the first reading after the
+        # first completed request, the last, and their difference per field
+        "memory_breakdown": _breakdown(memory_log, first_done_wall[0] if first_done_wall else None),
         "samples": samples,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}), flush=True)
     return 0 if not failures and rc == 0 and not left else 1
+
+
+def _breakdown(path: Path, since: float | None) -> dict | None:
+    """First (at or after ``since``, epoch s) and last lines of the server's memory log, their
+    difference per field, and each field's median per fifth of the log (None without a log)."""
+    try:
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    except (OSError, ValueError):
+        return None
+    if since is not None:
+        lines = [x for x in lines if x.get("time", 0) >= since] or lines[-1:]
+    if not lines:
+        return None
+    first, last = lines[0], lines[-1]
+    keys = [k for k in first if k != "time" and isinstance(first[k], int | float)]
+    fifths = {}
+    for k in keys:
+        n = len(lines)
+        fifths[k] = [statistics.median([x[k] for x in lines[i * n // 5:max((i + 1) * n // 5, i * n // 5 + 1)]
+                                        if k in x]) for i in range(5)] if n >= 5 else None
+    return {"readings": len(lines), "first": first, "last": last,
+            "change": {k: round(last[k] - first[k], 1) for k in keys if k in last}, "median_by_fifth": fifths}
 
 
 def _fifths(samples: list[dict]) -> list[float]:

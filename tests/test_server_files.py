@@ -196,3 +196,44 @@ def test_trim_heap_purges_jemallocs_dirty_pages_at_once():
     assert ran
     assert before - after > 50.0 and after < before / 2, (before, after)
 
+
+
+_BREAKDOWN_PROBE = """
+import json
+import numpy as np
+from ensemble.listening.runs import memory_breakdown
+a = memory_breakdown()
+x = np.ones(100 * 2**20 // 8)  # 100 MiB, every page touched
+b = memory_breakdown()
+junk = [[] for _ in range(200_000)]  # 200k small Python objects (lists: the collector tracks them)
+c = memory_breakdown()
+print(json.dumps([a, b, c]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
+@pytest.mark.parametrize("allocator", ["glibc", "jemalloc"])
+def test_memory_breakdown_says_where_a_known_allocation_went(allocator):
+    """A 100 MiB array shows as +100 MiB of RSS (+-10), and under jemalloc as +100 to +125 MiB
+    allocated and resident in jemalloc (its size class); 200k small lists as >= 190k more Python blocks and collector-tracked
+    objects (ENSEMBLE_MEMORY_LOG's diagnosis of a soak)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if allocator == "jemalloc":
+        if _jemalloc() is None:
+            pytest.skip("needs libjemalloc2 installed (packages.txt)")
+        env["LD_PRELOAD"] = _jemalloc()
+    a, b, c = json.loads(subprocess.run([sys.executable, "-c", _BREAKDOWN_PROBE], capture_output=True, text=True,
+                                        check=True, env=env, cwd=Path(__file__).resolve().parents[1]).stdout)
+    assert b["rss_mb"] - a["rss_mb"] == pytest.approx(100.0, abs=10.0)
+    assert c["python_blocks"] - b["python_blocks"] >= 190_000 and c["gc_objects"] - b["gc_objects"] >= 190_000
+    if allocator == "jemalloc":
+        for key in ("allocated_mb", "resident_mb"):  # a large block is rounded up to its size class (112 MiB)
+            assert 95.0 <= b[key] - a[key] <= 125.0, (key, a[key], b[key])
+        assert a["arenas"] >= 1
+    else:
+        assert "allocated_mb" not in a

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["RUN_PREFIX", "new_run_folder", "sweep_earlier_runs", "trim_heap"]
+__all__ = ["RUN_PREFIX", "memory_breakdown", "new_run_folder", "sweep_earlier_runs", "trim_heap"]
 
 RUN_PREFIX = "ensemble-app-"
 _RUN_NAME = re.compile(re.escape(RUN_PREFIX) + r"(\d+)-[A-Za-z0-9_]+")
@@ -51,10 +51,8 @@ def trim_heap() -> bool:
     The app asks after every round it stores and every ``ServerConfig.trim_seconds``.
     """
     ran = False
-    mallctl = getattr(ctypes.CDLL(None), "mallctl", None)  # only where jemalloc is loaded
+    mallctl = _mallctl()
     if mallctl is not None:
-        mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-        mallctl.restype = ctypes.c_int
         ran = mallctl(JEMALLOC_PURGE_ALL, None, None, None, 0) == 0
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -64,6 +62,53 @@ def trim_heap() -> bool:
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     trim(0)
     return True
+
+
+def _mallctl():
+    mallctl = getattr(ctypes.CDLL(None), "mallctl", None)  # only where jemalloc is loaded
+    if mallctl is not None:
+        mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        mallctl.restype = ctypes.c_int
+    return mallctl
+
+
+def memory_breakdown() -> dict:
+    """Where this process's resident memory is, in MB (a diagnosis, read every ``trim_seconds`` when
+    ``ENSEMBLE_MEMORY_LOG`` names a file; ``benchmarks/soak.py`` reports it):
+
+    * ``rss_mb``, ``threads``: from ``/proc/self/status``;
+    * under jemalloc: ``allocated_mb`` (live blocks), ``active_mb`` (their pages), ``resident_mb``
+      (what jemalloc holds resident, its metadata included), ``mapped_mb``, ``retained_mb`` (virtual
+      only) and ``arenas``; ``rss_mb - resident_mb`` is memory jemalloc does not manage: Python's own
+      small-object arenas, thread stacks, code and libraries;
+    * ``python_blocks``: ``sys.getallocatedblocks()``; ``gc_objects``: objects the collector tracks.
+    """
+    import gc
+    import sys
+
+    out: dict = {}
+    try:
+        status = Path("/proc/self/status").read_text()
+        for key, name in (("VmRSS", "rss_mb"), ("Threads", "threads")):
+            m = re.search(rf"^{key}:\s+(\d+)", status, re.M)
+            if m:
+                out[name] = round(int(m.group(1)) / 1024, 1) if name == "rss_mb" else int(m.group(1))
+    except OSError:
+        pass
+    mallctl = _mallctl()
+    if mallctl is not None:
+        epoch = ctypes.c_uint64(1)
+        mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.sizeof(epoch))  # refresh the statistics
+        for key in ("allocated", "active", "resident", "mapped", "retained"):
+            v, n = ctypes.c_size_t(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
+            if mallctl(f"stats.{key}".encode(), ctypes.byref(v), ctypes.byref(n), None, 0) == 0:
+                out[f"{key}_mb"] = round(v.value / 2**20, 1)
+        v, n = ctypes.c_uint(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_uint))
+        if mallctl(b"arenas.narenas", ctypes.byref(v), ctypes.byref(n), None, 0) == 0:
+            out["arenas"] = int(v.value)
+    out["python_blocks"] = sys.getallocatedblocks()
+    out["gc_objects"] = len(gc.get_objects())
+    return out
 
 
 def _alive(pid: int) -> bool:
