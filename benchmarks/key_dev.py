@@ -21,7 +21,6 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +63,6 @@ def main() -> None:
     parser.add_argument("--json-out", default=str(ROOT / "benchmarks" / "results" / "key_dev.json"))
     args = parser.parse_args()
 
-    from ensemble.errors import EnsembleError
     from ensemble.files import write_json_atomic
 
     qids = [q.strip() for q in args.queries.split(",") if q.strip()]
@@ -72,27 +70,16 @@ def main() -> None:
     if bad or not qids:
         parser.error(f"--queries {args.queries!r}: allowed: ids among {', '.join(DEV_QUERIES)} (the "
                      "continuation benchmark's development split)")
-    try:
-        variants = json.loads(args.variants)
-        assert isinstance(variants, dict) and variants and all(isinstance(v, dict) for v in variants.values())
-    except (ValueError, AssertionError):
-        parser.error(f"--variants {args.variants!r}: allowed: a JSON object of name -> {{field: value}}")
 
     from benchmarks.continuation import SR, key_continuity, level_step_db
+    from benchmarks.timbre_dev import continuity_variants
     from ensemble.audio import load_audio
-    from ensemble.engine import Engine, EngineConfig
     from ensemble.extend import ExtendRequest, extend
     from ensemble.jobs.heldout import load_queries
 
     t_run = time.perf_counter()
-    engine = Engine.load(EngineConfig(checkpoints_dir=str(ROOT / "checkpoints"),
-                                      database_dir=str(ROOT / "assets" / "rag"),
-                                      drums_dir=str(ROOT / "assets" / "drums")))
+    variants, engine, configs = continuity_variants(parser, args.variants)
     base = engine.config
-    try:
-        configs = {name: replace(base, continuity=replace(base.continuity, **ov)) for name, ov in variants.items()}
-    except (TypeError, EnsembleError) as e:
-        parser.error(f"--variants: {e}")
     held = load_queries(args.heldout)
     queries = [q for q in held.queries if q["id"] in set(qids)]
     rows = []

@@ -30,6 +30,28 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV_QUERIES = tuple(f"q{i:02d}" for i in range(1, 24, 2))
 
 
+def continuity_variants(parser: argparse.ArgumentParser, text: str):
+    """``--variants`` (a JSON object: name -> ContinuityConfig fields) read and applied to the shipped
+    engine -> (variants, engine, {name: EngineConfig}); a bad one ends with the parser's message."""
+    from ensemble.engine import Engine, EngineConfig
+    from ensemble.errors import EnsembleError
+
+    try:
+        variants = json.loads(text)
+        assert isinstance(variants, dict) and variants and all(isinstance(v, dict) for v in variants.values())
+    except (ValueError, AssertionError):
+        parser.error(f"--variants {text!r}: allowed: a JSON object of name -> {{field: value}}")
+    engine = Engine.load(EngineConfig(checkpoints_dir=str(ROOT / "checkpoints"),
+                                      database_dir=str(ROOT / "assets" / "rag"),
+                                      drums_dir=str(ROOT / "assets" / "drums")))
+    base = engine.config
+    try:
+        configs = {name: replace(base, continuity=replace(base.continuity, **ov)) for name, ov in variants.items()}
+    except (TypeError, EnsembleError) as e:
+        parser.error(f"--variants: {e}")
+    return variants, engine, configs
+
+
 def _summary(rows: list[dict], variants: list[str]) -> dict:
     out = {}
     for name in variants:
@@ -65,7 +87,6 @@ def main() -> None:
     parser.add_argument("--json-out", default=str(ROOT / "benchmarks" / "results" / "timbre_dev.json"))
     args = parser.parse_args()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from ensemble.errors import EnsembleError
     from ensemble.files import write_json_atomic
 
     if args.merge:
@@ -88,28 +109,16 @@ def main() -> None:
     if even or not qids:
         parser.error(f"--queries {args.queries!r}: the development split is the odd-numbered queries only "
                      f"(q01, q03, ..., q23); {even} would be tuning on the reported split")
-    try:
-        variants = json.loads(args.variants)
-        assert isinstance(variants, dict) and variants and all(isinstance(v, dict) for v in variants.values())
-    except (json.JSONDecodeError, AssertionError):
-        parser.error(f"--variants {args.variants!r}: allowed: a JSON object of name -> {{field: value}}")
 
     from benchmarks.timbre import SR, WINDOW_S, distance, mfcc_mean, position, query_anchors
-    from ensemble.engine import Engine, EngineConfig
     from ensemble.extend import ExtendRequest, extend
     from ensemble.jobs.corpus.build import default_soundfont
     from ensemble.jobs.heldout import load_queries
     from ensemble.jobs.timbres import HELD_OUT, TRAINED
 
     t_run = time.perf_counter()
-    engine = Engine.load(EngineConfig(checkpoints_dir=str(ROOT / "checkpoints"),
-                                      database_dir=str(ROOT / "assets" / "rag"),
-                                      drums_dir=str(ROOT / "assets" / "drums")))
+    variants, engine, configs = continuity_variants(parser, args.variants)
     base = engine.config
-    try:
-        configs = {name: replace(base, continuity=replace(base.continuity, **ov)) for name, ov in variants.items()}
-    except (TypeError, EnsembleError) as e:
-        parser.error(f"--variants: {e}")
     queries = [q for q in load_queries(args.heldout).queries if q["id"] in set(qids)]
     programs = [*TRAINED, *HELD_OUT]
     trained = {p.name for p in TRAINED}
