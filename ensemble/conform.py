@@ -40,6 +40,8 @@ __all__ = ["Continuation", "ContinuityConfig", "KeyReference", "active_chroma", 
            "opening_sound_db", "pitch_class_profile"]
 
 SILENT_DB = -120.0
+# the frames a chromagram of a stretch is averaged over: within this many dB of its loudest (the key)
+ACTIVE_RANGE_DB = 40.0
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def note_profile(f0_hz: np.ndarray, voiced: np.ndarray, *, fps: float,
 
 
 def pitch_class_profile(f0_hz: np.ndarray, voiced: np.ndarray, loudness_db: np.ndarray, *,
-                        range_db: float = 40.0) -> np.ndarray:
+                        range_db: float = ACTIVE_RANGE_DB) -> np.ndarray:
     """[12] how long each pitch class (C = 0) sounds in a stretch of controls: the voiced frames whose
     loudness is within ``range_db`` of the stretch's loudest, counted by the nearest equal-tempered
     pitch class of their f0 -- what a frame-normalised chromagram averaged over the active frames reads
@@ -160,7 +162,7 @@ def key_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def chroma_template(chroma: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, loudness_db: np.ndarray, *,
-                    range_db: float = 40.0) -> np.ndarray | None:
+                    range_db: float = ACTIVE_RANGE_DB) -> np.ndarray | None:
     """[12] the chroma one note of this instrument gives, its pitch class at C: the mean over the
     voiced frames within ``range_db`` of the loudest of each frame's chroma ([12, T], on the controls'
     grid) rolled down by the pitch class of its f0 (its harmonics put weight on the fifth, the
@@ -177,7 +179,7 @@ def chroma_template(chroma: np.ndarray, f0_hz: np.ndarray, voiced: np.ndarray, l
     return np.asarray(chroma, np.float64)[rows, idx[:, None]].mean(axis=0)
 
 
-def active_chroma(chroma: np.ndarray, loudness_db: np.ndarray, *, range_db: float = 40.0) -> np.ndarray:
+def active_chroma(chroma: np.ndarray, loudness_db: np.ndarray, *, range_db: float = ACTIVE_RANGE_DB) -> np.ndarray:
     """[12] the mean of a chromagram ([12, T]) over the frames within ``range_db`` of the loudest."""
     ld = np.asarray(loudness_db, np.float64)
     ok = np.isfinite(ld)
