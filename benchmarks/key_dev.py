@@ -63,7 +63,6 @@ def main() -> None:
     parser.add_argument("--json-out", default=str(ROOT / "benchmarks" / "results" / "key_dev.json"))
     args = parser.parse_args()
 
-    from ensemble.files import write_json_atomic
 
     qids = [q.strip() for q in args.queries.split(",") if q.strip()]
     bad = [q for q in qids if q not in DEV_QUERIES]
@@ -72,7 +71,7 @@ def main() -> None:
                      "continuation benchmark's development split)")
 
     from benchmarks.continuation import SR, key_continuity, level_step_db
-    from benchmarks.timbre_dev import continuity_variants
+    from benchmarks.timbre_dev import continuity_variants, write_variants_result
     from ensemble.audio import load_audio
     from ensemble.extend import ExtendRequest, extend
     from ensemble.jobs.heldout import load_queries
@@ -101,12 +100,8 @@ def main() -> None:
         print(q["id"], json.dumps(_summary([x for x in rows if x["query"] == q["id"]], list(configs))), flush=True)
     summary = _summary(rows, list(configs))
     _print(summary)
-    result = {"command": "python -m benchmarks.key_dev " + " ".join(
-                  f"--{k.replace('_', '-')} {v!r}" for k, v in vars(args).items() if v not in ("", None)),
-              "variants": variants, "k": args.k, "seed": args.seed, "queries": qids, "versions": engine.versions,
-              "summary": summary, "wall_s": round(time.perf_counter() - t_run, 1), "rows": rows}
-    write_json_atomic(args.json_out, result)
-    print(json.dumps({k: result[k] for k in ("queries", "variants", "summary", "wall_s")}))
+    write_variants_result("key_dev", args, variants=variants, queries=qids, versions=engine.versions,
+                          summary=summary, wall_s=time.perf_counter() - t_run, rows=rows)
 
 
 if __name__ == "__main__":

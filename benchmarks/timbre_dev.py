@@ -52,6 +52,20 @@ def continuity_variants(parser: argparse.ArgumentParser, text: str):
     return variants, engine, configs
 
 
+def write_variants_result(module: str, args: argparse.Namespace, *, variants: dict, queries: list[str],
+                          versions: dict, summary: dict, wall_s: float, rows: list[dict]) -> None:
+    """A variants run's JSON (its command, settings, summary and every row) written to
+    ``args.json_out``; its summary printed as the final JSON line."""
+    from ensemble.files import write_json_atomic
+
+    result = {"command": f"python -m benchmarks.{module} " + " ".join(
+                  f"--{k.replace('_', '-')} {v!r}" for k, v in vars(args).items() if v not in ("", None)),
+              "variants": variants, "k": args.k, "seed": args.seed, "queries": queries, "versions": versions,
+              "summary": summary, "wall_s": round(wall_s, 1), "rows": rows}
+    write_json_atomic(args.json_out, result)
+    print(json.dumps({k: result[k] for k in ("queries", "variants", "summary", "wall_s")}))
+
+
 def _summary(rows: list[dict], variants: list[str]) -> dict:
     out = {}
     for name in variants:
@@ -146,12 +160,8 @@ def main() -> None:
         print(q["id"], json.dumps(_summary([x for x in rows if x["query"] == q["id"]], list(configs))), flush=True)
     summary = _summary(rows, list(configs))
     _print(summary)
-    result = {"command": "python -m benchmarks.timbre_dev " + " ".join(
-                  f"--{k.replace('_', '-')} {v!r}" for k, v in vars(args).items() if v not in ("", None)),
-              "variants": variants, "k": args.k, "seed": args.seed, "queries": qids, "versions": engine.versions,
-              "summary": summary, "wall_s": round(time.perf_counter() - t_run, 1), "rows": rows}
-    write_json_atomic(args.json_out, result)
-    print(json.dumps({k: result[k] for k in ("queries", "variants", "summary", "wall_s")}))
+    write_variants_result("timbre_dev", args, variants=variants, queries=qids, versions=engine.versions,
+                          summary=summary, wall_s=time.perf_counter() - t_run, rows=rows)
 
 
 if __name__ == "__main__":
