@@ -137,6 +137,7 @@ if __name__ == "__main__":
     prepare_process()
 
 import atexit  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
@@ -152,7 +153,7 @@ from ensemble.audio import LoadedAudio  # noqa: E402
 from ensemble.engine import Engine, EngineConfig  # noqa: E402
 from ensemble.errors import EnsembleError  # noqa: E402
 from ensemble.listening.round import make_round  # noqa: E402
-from ensemble.listening.runs import memory_breakdown, trim_heap  # noqa: E402
+from ensemble.listening.runs import memory_breakdown, object_counts, release_memory  # noqa: E402
 from ensemble.listening.settings import Settings  # noqa: E402
 from ensemble.listening.store import RoundStore  # noqa: E402
 from ui.config import ServerConfig, ratings_path, server_config  # noqa: E402
@@ -199,6 +200,10 @@ def warm_up(engine: Engine, store: RoundStore, lock: threading.Lock) -> None:
         with lock:
             make_round(engine, clip, Settings(target_seconds=6.0, k=1, blind=False), folder=folder)
         log.info("warm-up done in %.1f s", time.perf_counter() - t)
+        # what start-up and the warm-up made lives as long as the server: out of the cycle collector's
+        # sight, so that its run after every round (_trim_heap_every) walks only what requests made
+        gc.collect()
+        gc.freeze()
     except Exception:
         log.exception("warm-up failed (the app still serves; the first request will be slower)")
     finally:
@@ -262,20 +267,33 @@ def main() -> int:
 
 def _trim_heap_every(seconds: float, wake: threading.Event, memory_log: str = "") -> None:
     """After every stored round (``wake``, set by the round store) and at least every ``seconds``:
-    the allocator's free memory back to the system (``trim_heap``), so the server's resident memory
-    follows what it holds, not what the last requests freed. With ``memory_log`` (a diagnosis,
+    the requests' cyclic garbage collected and the allocator's free memory back to the system
+    (:func:`ensemble.listening.runs.release_memory`), so the server's resident memory follows what it
+    holds, not what the last requests freed. With ``memory_log`` (a diagnosis,
     ``ENSEMBLE_MEMORY_LOG``), each time one JSON line of where the memory is is appended to that file
-    (:func:`ensemble.listening.runs.memory_breakdown`)."""
+    (:func:`ensemble.listening.runs.memory_breakdown`), and every 25th time the Python object types
+    whose count changed most since the first (``object_growth``; :func:`ensemble.listening.runs.object_counts`)."""
+    first_counts, readings = None, 0
     while True:
         wake.wait(seconds)
         wake.clear()
-        if not trim_heap():
+        released = release_memory()
+        if not released["trimmed"]:
             log.info("the C library cannot trim its heap here; resident memory is not trimmed")
             return
         if memory_log:
             try:
+                line = {"time": round(time.time(), 2), "gc_ms": released["gc_ms"],
+                        "gc_collected": released["collected"], **memory_breakdown()}
+                readings += 1
+                if first_counts is None:
+                    first_counts = object_counts()
+                elif readings % 25 == 0:
+                    now = object_counts()
+                    change = {k: now.get(k, 0) - first_counts.get(k, 0) for k in set(now) | set(first_counts)}
+                    line["object_growth"] = dict(sorted(change.items(), key=lambda kv: -abs(kv[1]))[:20])
                 with open(memory_log, "a") as f:
-                    f.write(json.dumps({"time": round(time.time(), 2), **memory_breakdown()}) + "\n")
+                    f.write(json.dumps(line) + "\n")
             except OSError as e:
                 log.warning("ENSEMBLE_MEMORY_LOG=%r cannot be written (%s); the memory log stops", memory_log, e)
                 memory_log = ""

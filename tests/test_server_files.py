@@ -201,22 +201,30 @@ def test_trim_heap_purges_jemallocs_dirty_pages_at_once():
 _BREAKDOWN_PROBE = """
 import json
 import numpy as np
-from ensemble.listening.runs import memory_breakdown
+from ensemble.listening.runs import memory_breakdown, object_counts
+
+
+class Probe:
+    pass
+
+
 a = memory_breakdown()
 x = np.ones(100 * 2**20 // 8)  # 100 MiB, every page touched
 b = memory_breakdown()
-junk = [[] for _ in range(200_000)]  # 200k small Python objects (lists: the collector tracks them)
+n0 = object_counts().get("__main__.Probe", 0)
+junk = [[Probe()] for _ in range(200_000)]  # 200k small lists, each holding an object of its own class
 c = memory_breakdown()
-print(json.dumps([a, b, c]))
+print(json.dumps([a, b, c, object_counts().get("__main__.Probe", 0) - n0, object_counts().get("builtins.list", 0)]))
 """
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
 @pytest.mark.parametrize("allocator", ["glibc", "jemalloc"])
 def test_memory_breakdown_says_where_a_known_allocation_went(allocator):
-    """A 100 MiB array shows as +100 MiB of RSS (+-10), and under jemalloc as +100 to +125 MiB
-    allocated and resident in jemalloc (its size class); 200k small lists as >= 190k more Python blocks and collector-tracked
-    objects (ENSEMBLE_MEMORY_LOG's diagnosis of a soak)."""
+    """A 100 MiB array shows as +100 MiB of RSS (+-10), all of it anonymous memory, and under jemalloc
+    as +100 to +125 MiB allocated and resident in jemalloc (its size class); 200k small lists as >= 190k
+    more Python blocks and collector-tracked objects, and object_counts finds exactly the 200k
+    instances of the probe's class (ENSEMBLE_MEMORY_LOG's diagnosis of a soak)."""
     import json
     import os
     import subprocess
@@ -227,9 +235,13 @@ def test_memory_breakdown_says_where_a_known_allocation_went(allocator):
         if _jemalloc() is None:
             pytest.skip("needs libjemalloc2 installed (packages.txt)")
         env["LD_PRELOAD"] = _jemalloc()
-    a, b, c = json.loads(subprocess.run([sys.executable, "-c", _BREAKDOWN_PROBE], capture_output=True, text=True,
-                                        check=True, env=env, cwd=Path(__file__).resolve().parents[1]).stdout)
+    out = subprocess.run([sys.executable, "-c", _BREAKDOWN_PROBE], capture_output=True, text=True, check=True,
+                         env=env, cwd=Path(__file__).resolve().parents[1]).stdout
+    a, b, c, probes, lists = json.loads(out)
     assert b["rss_mb"] - a["rss_mb"] == pytest.approx(100.0, abs=10.0)
+    assert b["rss_anon_mb"] - a["rss_anon_mb"] == pytest.approx(100.0, abs=10.0)
+    assert abs(b["rss_file_mb"] - a["rss_file_mb"]) < 5.0
+    assert probes == 200_000 and lists >= 200_000
     assert c["python_blocks"] - b["python_blocks"] >= 190_000 and c["gc_objects"] - b["gc_objects"] >= 190_000
     if allocator == "jemalloc":
         for key in ("allocated_mb", "resident_mb"):  # a large block is rounded up to its size class (112 MiB)
@@ -237,3 +249,49 @@ def test_memory_breakdown_says_where_a_known_allocation_went(allocator):
         assert a["arenas"] >= 1
     else:
         assert "allocated_mb" not in a
+
+
+_RELEASE_PROBE = """
+import gc, json, os
+import numpy as np
+from ensemble.listening.runs import memory_breakdown, release_memory
+
+
+class Node:  # a figure in miniature: objects that refer to each other, one holding a large buffer
+    pass
+
+
+gc.disable()  # the collector's own thresholds would free the cycles at some point: only release_memory may
+before = memory_breakdown()["rss_mb"]
+for _ in range(20):
+    a, b = Node(), Node()
+    a.other, b.other, a.buffer = b, a, np.ones(10 * 2**20 // 8)  # 10 MiB, every page touched
+del a, b
+held = memory_breakdown()["rss_mb"]
+released = release_memory()
+print(json.dumps([before, held, memory_breakdown()["rss_mb"], released]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
+@pytest.mark.parametrize("allocator", ["glibc", "jemalloc"])
+def test_release_memory_frees_what_only_the_cycle_collector_can(allocator):
+    """20 unreachable pairs of objects that refer to each other, each holding 10 MiB, stay resident
+    (200 MiB) while the collector is off; release_memory (what the app runs after every round) finds
+    the 40 objects and the RSS drops by 200 MiB (+-20) -- under glibc and under jemalloc."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if allocator == "jemalloc":
+        if _jemalloc() is None:
+            pytest.skip("needs libjemalloc2 installed (packages.txt)")
+        env["LD_PRELOAD"] = _jemalloc()
+    out = subprocess.run([sys.executable, "-c", _RELEASE_PROBE], capture_output=True, text=True, check=True,
+                         env=env, cwd=Path(__file__).resolve().parents[1]).stdout
+    before, held, after, released = json.loads(out)
+    assert held - before == pytest.approx(200.0, abs=20.0)
+    assert held - after == pytest.approx(200.0, abs=20.0)
+    assert released["collected"] >= 40 and released["trimmed"] is True and released["gc_ms"] >= 0.0

@@ -77,7 +77,7 @@ class ServerConfig:
             scores of the very candidates the study plays blind (retrieval is deterministic).
         trim_seconds: how often the C allocator's free memory is handed back to the system
             (``ENSEMBLE_TRIM_SECONDS``, default 20; 0 turns it off;
-            :func:`ensemble.listening.runs.trim_heap`).
+            :func:`ensemble.listening.runs.release_memory`: the cycle collector, then the trim).
     """
 
     max_upload_mb: float = 200.0

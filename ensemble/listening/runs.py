@@ -14,9 +14,11 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
-__all__ = ["RUN_PREFIX", "memory_breakdown", "new_run_folder", "sweep_earlier_runs", "trim_heap"]
+__all__ = ["RUN_PREFIX", "memory_breakdown", "new_run_folder", "object_counts", "release_memory", "sweep_earlier_runs",
+           "trim_heap"]
 
 RUN_PREFIX = "ensemble-app-"
 _RUN_NAME = re.compile(re.escape(RUN_PREFIX) + r"(\d+)-[A-Za-z0-9_]+")
@@ -72,11 +74,32 @@ def _mallctl():
     return mallctl
 
 
+def release_memory() -> dict:
+    """What the last requests freed, back to the system: first the garbage only the cycle collector
+    can free (``gc.collect()``: a round's matplotlib figures are a web of objects that refer to each
+    other, ~20k objects a round of the app, measured; left to the collector's own thresholds they
+    pile up over several rounds and are freed into memory spread over fresh pages), then
+    :func:`trim_heap`.
+
+    Returns:
+        ``collected`` (objects the collector found unreachable), ``gc_ms`` (its time) and ``trimmed``
+        (whether :func:`trim_heap` ran).
+    """
+    import gc
+
+    t = time.perf_counter()
+    collected = gc.collect()
+    gc_ms = round((time.perf_counter() - t) * 1000, 1)
+    return {"collected": collected, "gc_ms": gc_ms, "trimmed": trim_heap()}
+
+
 def memory_breakdown() -> dict:
     """Where this process's resident memory is, in MB (a diagnosis, read every ``trim_seconds`` when
     ``ENSEMBLE_MEMORY_LOG`` names a file; ``benchmarks/soak.py`` reports it):
 
-    * ``rss_mb``, ``threads``: from ``/proc/self/status``;
+    * ``rss_mb``, ``threads``, ``rss_anon_mb`` (anonymous: heaps, arenas, stacks) and ``rss_file_mb``
+      (pages of mapped files: code and libraries, paged in as code paths first run): from
+      ``/proc/self/status``;
     * under jemalloc: ``allocated_mb`` (live blocks), ``active_mb`` (their pages), ``resident_mb``
       (what jemalloc holds resident, its metadata included), ``mapped_mb``, ``retained_mb`` (virtual
       only) and ``arenas``; ``rss_mb - resident_mb`` is memory jemalloc does not manage: Python's own
@@ -89,10 +112,11 @@ def memory_breakdown() -> dict:
     out: dict = {}
     try:
         status = Path("/proc/self/status").read_text()
-        for key, name in (("VmRSS", "rss_mb"), ("Threads", "threads")):
+        for key, name in (("VmRSS", "rss_mb"), ("Threads", "threads"), ("RssAnon", "rss_anon_mb"),
+                          ("RssFile", "rss_file_mb")):
             m = re.search(rf"^{key}:\s+(\d+)", status, re.M)
             if m:
-                out[name] = round(int(m.group(1)) / 1024, 1) if name == "rss_mb" else int(m.group(1))
+                out[name] = int(m.group(1)) if name == "threads" else round(int(m.group(1)) / 1024, 1)
     except OSError:
         pass
     mallctl = _mallctl()
@@ -109,6 +133,15 @@ def memory_breakdown() -> dict:
     out["python_blocks"] = sys.getallocatedblocks()
     out["gc_objects"] = len(gc.get_objects())
     return out
+
+
+def object_counts() -> dict[str, int]:
+    """How many objects of each type the garbage collector tracks (``module.qualname``): two readings
+    apart say which kind of object a process keeps accumulating (the app's memory log, every 25th)."""
+    import gc
+    from collections import Counter
+
+    return dict(Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()))
 
 
 def _alive(pid: int) -> bool:
