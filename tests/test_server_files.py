@@ -139,13 +139,55 @@ def test_the_app_bounds_the_allocator_before_anything_is_imported(tmp_path, monk
     env = {"MALLOC_MMAP_THRESHOLD_": "131072"}
     app.prepare_process(env, exec_=lambda *a: calls.append(a), paths=())  # no jemalloc installed
     assert env["MALLOC_ARENA_MAX"] == app.ALLOCATOR["MALLOC_ARENA_MAX"] == "2"
+    assert env["NUMPY_MADVISE_HUGEPAGE"] == app.ALLOCATOR["NUMPY_MADVISE_HUGEPAGE"] == "0"
     assert env["MALLOC_MMAP_THRESHOLD_"] == "131072"  # the user's own setting stays
     assert "LD_PRELOAD" not in env
     assert len(calls) == 1 and Path(env["ENSEMBLE_RUN_DIR"]).is_dir()
     calls.clear()
-    env = {"MALLOC_ARENA_MAX": "4"}
+    env = {"MALLOC_ARENA_MAX": "4", "NUMPY_MADVISE_HUGEPAGE": "1"}
     app.prepare_process(env, exec_=lambda *a: calls.append(a), paths=())
-    assert calls == [] and env["MALLOC_ARENA_MAX"] == "4"
+    assert calls == [] and env["MALLOC_ARENA_MAX"] == "4" and env["NUMPY_MADVISE_HUGEPAGE"] == "1"
+
+
+_HUGEPAGE_PROBE = """
+import re
+import numpy as np
+x = np.ones(64 * 2**20 // 8)  # 64 MiB: numpy asks for huge pages from 4 MiB up, unless told not to
+inside = x.ctypes.data + 2**20  # past the first, partial page (numpy advises from the next page boundary)
+flags = None
+for line in open("/proc/self/smaps"):
+    m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) ", line)
+    if m:
+        here = int(m.group(1), 16) <= inside < int(m.group(2), 16)
+    elif here and line.startswith("VmFlags:"):
+        flags = line.split()[1:]
+print("hg" in flags)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads the mappings' flags from /proc")
+def test_the_apps_setting_keeps_numpy_arrays_off_huge_pages():
+    """What the app sets (ALLOCATOR's NUMPY_MADVISE_HUGEPAGE=0) leaves a 64 MiB array's memory without
+    the huge-page advice (VmFlags 'hg' in /proc/self/smaps), which numpy's default gives it: pages
+    so advised are refilled by the kernel's khugepaged after the allocator releases them, memory no
+    allocator counts (README, *Memory*)."""
+    import os
+    import subprocess
+    import sys
+
+    import app
+
+    def advised(setting: str | None) -> bool:
+        env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+        if setting is not None:
+            env["NUMPY_MADVISE_HUGEPAGE"] = setting
+        out = subprocess.run([sys.executable, "-c", _HUGEPAGE_PROBE], capture_output=True, text=True, check=True,
+                             env=env).stdout
+        return out.strip() == "True"
+
+    if not advised(None):
+        pytest.skip("this kernel or numpy gives no huge-page advice at all: nothing to turn off")
+    assert advised(app.ALLOCATOR["NUMPY_MADVISE_HUGEPAGE"]) is False
 
 
 def test_the_app_preloads_jemalloc_where_it_is_installed(tmp_path, monkeypatch):
