@@ -240,6 +240,24 @@ def test_trim_heap_purges_jemallocs_dirty_pages_at_once():
 
 
 
+
+def _run_probe(script: str, allocator: str):
+    """Run ``script`` in a fresh interpreter under glibc or jemalloc (skipped where jemalloc is not
+    installed) and return the JSON it prints."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if allocator == "jemalloc":
+        if _jemalloc() is None:
+            pytest.skip("needs libjemalloc2 installed (packages.txt)")
+        env["LD_PRELOAD"] = _jemalloc()
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    return json.loads(out)
+
 _BREAKDOWN_PROBE = """
 import json
 import numpy as np
@@ -267,19 +285,7 @@ def test_memory_breakdown_says_where_a_known_allocation_went(allocator):
     as +100 to +125 MiB allocated and resident in jemalloc (its size class); 200k small lists as >= 190k
     more Python blocks and collector-tracked objects, and object_counts finds exactly the 200k
     instances of the probe's class (ENSEMBLE_MEMORY_LOG's diagnosis of a soak)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ)
-    if allocator == "jemalloc":
-        if _jemalloc() is None:
-            pytest.skip("needs libjemalloc2 installed (packages.txt)")
-        env["LD_PRELOAD"] = _jemalloc()
-    out = subprocess.run([sys.executable, "-c", _BREAKDOWN_PROBE], capture_output=True, text=True, check=True,
-                         env=env, cwd=Path(__file__).resolve().parents[1]).stdout
-    a, b, c, probes, lists = json.loads(out)
+    a, b, c, probes, lists = _run_probe(_BREAKDOWN_PROBE, allocator)
     assert b["rss_mb"] - a["rss_mb"] == pytest.approx(100.0, abs=10.0)
     assert b["rss_anon_mb"] - a["rss_anon_mb"] == pytest.approx(100.0, abs=10.0)
     assert abs(b["rss_file_mb"] - a["rss_file_mb"]) < 5.0
@@ -321,19 +327,7 @@ def test_release_memory_frees_what_only_the_cycle_collector_can(allocator):
     """20 unreachable pairs of objects that refer to each other, each holding 10 MiB, stay resident
     (200 MiB) while the collector is off; release_memory (what the app runs after every round) finds
     the 40 objects and the RSS drops by 200 MiB (+-20) -- under glibc and under jemalloc."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ)
-    if allocator == "jemalloc":
-        if _jemalloc() is None:
-            pytest.skip("needs libjemalloc2 installed (packages.txt)")
-        env["LD_PRELOAD"] = _jemalloc()
-    out = subprocess.run([sys.executable, "-c", _RELEASE_PROBE], capture_output=True, text=True, check=True,
-                         env=env, cwd=Path(__file__).resolve().parents[1]).stdout
-    before, held, after, released = json.loads(out)
+    before, held, after, released = _run_probe(_RELEASE_PROBE, allocator)
     assert held - before == pytest.approx(200.0, abs=20.0)
     assert held - after == pytest.approx(200.0, abs=20.0)
     assert released["collected"] >= 40 and released["trimmed"] is True and released["gc_ms"] >= 0.0
