@@ -619,12 +619,17 @@ def _octaves(pitch_jump: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(pitch_jump), 0, -12 * np.round(np.nan_to_num(pitch_jump) / 1200.0)).astype(int)
 
 
-def _stretch(db: RagDatabase, q: Query, idx: np.ndarray) -> np.ndarray:
-    """[n] time factor that plays each candidate at the query's tempo (1 where unknown)."""
-    src = db.tempo_bpm[db.chunk_track[idx]]
+def track_stretch(db: RagDatabase, q: Query) -> np.ndarray:
+    """[n_tracks] time factor that plays each line at the query's tempo (1 where either is unknown)."""
+    src = db.tempo_bpm
     ok = np.isfinite(src) & (src > 0) & math.isfinite(q.tempo_bpm) & (q.tempo_bpm > 0)
     ratio = np.where(ok, src / np.where(ok, q.tempo_bpm, 1.0), 1.0)  # source beats per input beat
     return np.where(ok, fold_stretch(ratio), 1.0)
+
+
+def _stretch(db: RagDatabase, q: Query, idx: np.ndarray) -> np.ndarray:
+    """[n] time factor that plays each candidate at the query's tempo (1 where unknown)."""
+    return track_stretch(db, q)[db.chunk_track[idx]]
 
 
 def _closeness(cents: np.ndarray, halflife_semitones: float) -> np.ndarray:

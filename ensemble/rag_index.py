@@ -53,7 +53,8 @@ bound is below the floor cannot pass the strict pass and is dropped (provably). 
 ``candidates`` by that bound are scored by the full composite (:func:`ensemble.rag._rank`, the code
 that scores everything); while the K-th pick does not beat the bound of the best unscored chunk, the
 scored set doubles, so among the fetched chunks the result is *certified* equal to scoring them all
-(``stats["certified"]``). What stays approximate is only which chunks the index fetches;
+(``stats["certified"]``). The filters and the bound run compiled, one pass per chunk
+(:mod:`ensemble.rag_bound`), with the stretch, aligned start and register the exact scores then read. What stays approximate is only which chunks the index fetches;
 ``benchmarks/scale.py`` measures how often the final Top-K equals scoring every chunk.
 
 **Measured recall.** At build time, query rows made from the database's own chunks (a chunk's
@@ -75,13 +76,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from ensemble import rag
+from ensemble import rag, rag_bound
 from ensemble.config import config_from_dict
 from ensemble.errors import EnsembleError
 
 __all__ = ["AnnConfig", "AnnIndex", "build_ann", "save_ann", "load_ann", "retrieve_ann", "retrieve_exhaustive",
-           "index_vectors", "group_vectors", "group_starts", "query_rows", "strict_bound", "key_filter", "pseudo_query",
-           "recall_at", "LAYOUT", "ANN_FILE"]
+           "index_vectors", "group_vectors", "group_starts", "query_rows", "strict_bound", "possible_chunks",
+           "bounded_chunks", "pseudo_query", "recall_at", "LAYOUT", "ANN_FILE"]
 
 CODES = ("auto", "flat", "sq8", "pq")
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -91,6 +92,7 @@ LOUDNESS_CIRCLE_DB = 60.0  # loudness jumps are compared on a circle this long (
 DYNAMICS_BINS = 16  # one-hot 1 dB bins of a chunk's dynamics (0..15 dB; the last bin holds what is above)
 _GRID = 4096  # samples of one period when the Fourier coefficients are computed
 _TRIU = np.triu_indices(12)  # the 78 distinct products p_i p_j (i <= j) of a 12-d profile
+_NONE = np.zeros(0)  # what bound_chunks reads for values it computes itself
 _TRIU_MULT = np.where(_TRIU[0] == _TRIU[1], 1.0, 2.0)  # each off-diagonal product stands for two
 
 
@@ -179,6 +181,8 @@ class AnnIndex:
     group_profile: np.ndarray | None = None  # [n_groups, 12] their mean per group
     group_radius: np.ndarray | None = None  # [n_groups] max distance of a member's profile from that mean
     group_dynamics: np.ndarray | None = None  # [n_groups, 2] min and max dynamics (dB) of the members
+    ctx_norm: np.ndarray | None = None  # [L] the largest context vector norm per lookback (the relevance slack)
+    seg_norm: float = 0.0  # the largest segment vector norm
 
     @property
     def indexes(self) -> list:
@@ -553,23 +557,37 @@ def _rolled(x: np.ndarray, transposes: np.ndarray) -> np.ndarray:
     return x[(np.arange(12)[None, :] + np.asarray(transposes, np.int64)[:, None]) % 12]
 
 
-def key_filter(db: rag.RagDatabase, q: rag.Query, idx: np.ndarray,
-               transposes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The cheap exact filters of the strict pass: (key fit [n, n_t], ok [n, n_t]) -- ok where the
-    key fit is within the key margin of the chunk's best and above the floor, and the dynamics within
-    tolerance (1e-6 of slack: the same correlation as :func:`ensemble.rag._key_fit`, summed in
-    another order, so ok is a superset)."""
-    cfg = db.config
+def _stage_args(db: rag.RagDatabase, q: rag.Query, transposes: np.ndarray, *, alpha: float, beta: float,
+                mask: np.ndarray) -> tuple[tuple, tuple]:
+    """The arguments :func:`ensemble.rag_bound.bound_chunks` reads after the chunks and their
+    given values: (database arrays, query and configuration)."""
+    cfg, ann = db.config, db.ann
+    _groups(db)
     qp = _centred_profiles(np.asarray(q.profile, np.float64))
-    if np.linalg.norm(qp) <= 1e-9:  # no key: every key fit is 0, below the floor
-        return np.zeros((len(idx), len(transposes))), np.zeros((len(idx), len(transposes)), bool)
-    prof = db.ann.profiles[idx] if db.ann is not None and db.ann.profiles is not None \
-        else _centred_profiles(db.seg[idx, -12:].astype(np.float64))
-    kf = prof @ _rolled(qp, transposes).T.astype(prof.dtype)  # [n, n_t]
-    ok = (kf >= kf.max(axis=1, keepdims=True) - cfg.key_margin - 1e-6) & (kf >= cfg.key_floor - 1e-6)
-    if math.isfinite(q.dynamics):
-        ok &= (np.abs(db.dynamics[idx] - q.dynamics) <= cfg.dynamics_tolerance_db)[:, None]
-    return kf, ok
+    rolled = _rolled(qp, transposes) if np.linalg.norm(qp) > 1e-9 else np.zeros((len(transposes), 12))
+    Q = rag._query_matrix(q, cfg, transposes)  # [L, n_t, 2d] float32, as the exact scores use it
+    d = db.seg.shape[1]
+    lookbacks = np.flatnonzero(mask).astype(np.int64)
+    # gamma_n * sum |x_i y_i| <= 1e-5 * (|ctx| |Q_ctx| + |seg| |Q_seg|) (module docstring of rag_bound)
+    q_ctx = np.linalg.norm(Q[:, :, :d].astype(np.float64), axis=2)[lookbacks]  # [n_l, n_t]
+    q_seg = np.linalg.norm(Q[:, :, d:].astype(np.float64), axis=2)[lookbacks]
+    rel_slack = 1e-5 * (ann.ctx_norm[lookbacks, None] * q_ctx + ann.seg_norm * q_seg).max(axis=0)
+    fps = db.fps
+    arrays = (ann.profiles, db.dynamics, db.chunk_track, db.chunk_start, db.track_offsets, db.tempo_bpm,
+              rag.track_stretch(db, q), db.cum_voiced, db.cum_cents, db.cum_loud, db.level, db.seg, db.ctx, fps,
+              int(round(cfg.seam_seconds * fps)), max(1, int(round(cfg.end_voiced_seconds * fps))))
+    ln2 = math.log(2)
+    # the leading columns of each half the key shift leaves alone (the embedding; the chroma is rolled)
+    same = np.all(Q == Q[:, :1], axis=(0, 1))  # [2d]
+    shared = int(np.argmin(np.r_[same[:d] & same[d:], False]))
+    rest = (rolled, np.asarray(transposes, np.float64), Q, shared, lookbacks, rel_slack, float(q.dynamics),
+            float(q.tempo_bpm), float(q.beat_s), float(q.beat_phase_s),
+            float(q.seam_pitch), float(q.seam_loud), float(q.register_pitch),
+            cfg.key_margin, cfg.key_floor, cfg.dynamics_tolerance_db, cfg.coherence_floor,
+            ln2 / cfg.pitch_halflife_semitones / 100.0, ln2 / cfg.register_halflife_semitones / 100.0,
+            ln2 / cfg.loudness_halflife_db, ln2 / cfg.tempo_halflife_octaves,
+            rag_bound.MODES[cfg.seam_match], rag_bound.MODES[cfg.loudness_match], float(alpha), float(beta))
+    return arrays, rest
 
 
 def strict_bound(db: rag.RagDatabase, q: rag.Query, idx: np.ndarray, transposes: np.ndarray, *, alpha: float,
@@ -577,70 +595,23 @@ def strict_bound(db: rag.RagDatabase, q: rag.Query, idx: np.ndarray, transposes:
                  register: np.ndarray) -> np.ndarray:
     """[n] an upper bound of each chunk's best strict-pass composite (-inf: cannot pass it).
 
-    Exact: key fit, key margin, dynamics filter (:func:`key_filter`), relevance (max over the masked
-    lookbacks), and the loudness, tempo and key terms of coherence. Bounded: the pitch and register
-    terms, at the circular (octave-free) distance -- the octave ``ensemble.rag`` picks is a whole
-    octave, so its distance is never smaller. A chunk whose coherence bound is below the floor
-    cannot pass.
+    Exact: key fit, key margin, dynamics filter, relevance (max over the masked lookbacks), and the
+    loudness, tempo and key terms of coherence. Bounded: the pitch and register terms, at the
+    circular (octave-free) distance -- the octave ``ensemble.rag`` picks is a whole octave, so its
+    distance is never smaller. A chunk whose coherence bound is below the floor cannot pass.
+    Computed by :func:`ensemble.rag_bound.bound_chunks` (the code retrieval runs).
 
     Args:
-        stretch, starts, register: [n] per chunk, as :func:`ensemble.rag._score_all` receives them.
+        idx: [n] playable chunks; stretch, starts, register: [n] per chunk, as
+            :func:`ensemble.rag._score_all` receives them.
     """
-    kf, ok = key_filter(db, q, idx, transposes)
-    out = np.full(len(idx), -np.inf)
-    keep = np.flatnonzero(ok.any(axis=1))
-    out[keep] = _coherent_bound(db, q, idx[keep], transposes, kf[keep], ok[keep], alpha=alpha, beta=beta,
-                                mask=mask, stretch=stretch[keep], starts=starts[keep], register=register[keep])
-    return out
-
-
-def _coherent_bound(db, q, idx, transposes, kf, ok, *, alpha, beta, mask, stretch, starts, register):
-    """:func:`strict_bound` on chunks that passed the cheap filters (``ok`` [n, n_t]).
-
-    Computed on the (chunk, shift) pairs that passed only (most chunks are in key at one or two
-    shifts), with the same arithmetic per pair as on a dense [n, n_t] array; relevance (the costly
-    part: four lookbacks' vectors gathered) only on the pairs whose coherence bound reaches the floor."""
-    cfg = db.config
-    out = np.full(len(idx), -np.inf)
-    ci, tj = np.nonzero(ok)  # row-major: pairs of one chunk are adjacent
-    if len(ci) == 0:
-        return out
-    e_pitch, e_loud, a_pitch, a_loud = rag._entry(db, idx, starts)
-    shift = 100.0 * transposes[tj]
-    pitch_pen = rag._penalties(_circular(e_pitch[ci] + shift - q.seam_pitch),
-                               _circular(a_pitch[ci] + shift - q.seam_pitch), cfg.seam_match)
-    p_term = rag._closeness(pitch_pen, cfg.pitch_halflife_semitones)
-    r_term = rag._closeness(_circular(register[ci] + shift - q.register_pitch), cfg.register_halflife_semitones)
-    loud_pen = rag._penalties(e_loud - q.seam_loud, a_loud - q.seam_loud, cfg.loudness_match)
-    b = math.log(2) / cfg.loudness_halflife_db
-    c = math.log(2) / cfg.tempo_halflife_octaves
-    l_term = np.where(np.isnan(loud_pen), 0.5, np.exp(-b * np.nan_to_num(loud_pen)))
-    known = math.isfinite(q.tempo_bpm) & np.isfinite(db.tempo_bpm[db.chunk_track[idx]])
-    t_term = np.where(known, np.exp(-c * np.abs(np.log2(stretch))), 0.5)
-    coh = (p_term + l_term[ci] + t_term[ci] + np.clip(kf[ci, tj] + 1e-6, 0.0, 1.0) + r_term) / 5.0
-    floor = coh >= cfg.coherence_floor - 1e-9
-    ci, tj, coh = ci[floor], tj[floor], coh[floor]
-    if len(ci) == 0:
-        return out
-    # relevance per distinct chunk for all shifts at once, by the same products as the exact scores
-    # (ensemble.rag._score_all: ctx @ Q.T + seg @ Q.T, float32), then read at each pair's shift
-    Q = rag._query_matrix(q, cfg, transposes)
-    d, n_t = db.seg.shape[1], len(transposes)
-    new_chunk = np.r_[True, ci[1:] != ci[:-1]]
-    rows = idx[ci[new_chunk]]  # the distinct chunks, ascending
-    at = np.cumsum(new_chunk) - 1  # each pair's row in ``rows``
-    lookbacks = np.flatnonzero(mask)
-    seg_part = db.seg[rows] @ Q[lookbacks, :, d:].reshape(-1, d).T  # [n_rows, n_lookbacks * n_t]
-    rel = np.full(len(ci), -np.inf, np.float32)
-    for j, li in enumerate(lookbacks):
-        both = db.ctx[li, rows] @ Q[li, :, :d].T + seg_part[:, j * n_t:(j + 1) * n_t]  # [n_rows, n_t]
-        rel = np.maximum(rel, both[at, tj])
-    # (+slack: the exact scores are the same float32 products, summed by BLAS in blocks that may
-    # differ with the number of rows; 1e-5 relative covers their last bits)
-    val = alpha * rel + beta * coh + 1e-6 + 1e-5 * alpha * np.abs(rel)
-    first = np.flatnonzero(new_chunk)
-    out[ci[first]] = np.maximum.reduceat(val, first)
-    return out
+    arrays, rest = _stage_args(db, q, transposes, alpha=alpha, beta=beta, mask=mask)
+    idx = np.asarray(idx, np.int64)
+    every_shift = np.full(len(idx), -1, np.int64)
+    bound, *_ = rag_bound.bound_chunks(idx, every_shift, True, np.asarray(stretch, np.float64),
+                                       np.asarray(starts, np.float64), np.asarray(register, np.float64), True,
+                                       0, *arrays, *rest)
+    return bound
 
 
 def _groups(db: rag.RagDatabase) -> np.ndarray:
@@ -662,43 +633,45 @@ def _groups(db: rag.RagDatabase) -> np.ndarray:
         ann.group_radius = np.maximum.reduceat(gap, first) + 1e-6
         ann.group_dynamics = np.stack([np.minimum.reduceat(dyn, first),
                                        np.maximum.reduceat(np.where(np.isinf(dyn), -np.inf, dyn), first)], axis=1)
-        ann.group_profile, ann.profiles = mean, prof.astype(np.float32)
+        ann.ctx_norm = np.array([np.linalg.norm(db.ctx[li], axis=1).max(initial=0.0) for li in range(len(db.ctx))],
+                                np.float64)
+        ann.seg_norm = float(np.linalg.norm(db.seg, axis=1).max(initial=0.0))
+        ann.group_profile, ann.profiles = mean, np.ascontiguousarray(prof, np.float32)
     return ann.starts
 
 
-def _possible_groups(db: rag.RagDatabase, q: rag.Query, groups: np.ndarray, transposes: np.ndarray) -> np.ndarray:
-    """The groups of which some chunk can pass the key floor and the dynamics filter (exact: a member's
-    key fit is at most the group mean's plus the group's radius, the query's rolled profile being unit)."""
+def possible_chunks(db: rag.RagDatabase, q: rag.Query, groups: np.ndarray,
+                    transposes: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The chunks of groups ``groups`` (ascending ids) of which some chunk can pass the key floor and
+    the dynamics filter, ascending, the key shifts at which they can (bit t of an int64) and how many
+    chunks the groups hold (:func:`ensemble.rag_bound.possible_members`: exact)."""
     ann, cfg = db.ann, db.config
+    starts = _groups(db)
     qp = _centred_profiles(np.asarray(q.profile, np.float64))
     if np.linalg.norm(qp) <= 1e-9:
-        return groups[:0]
-    best = (ann.group_profile[groups] @ _rolled(qp, transposes).T).max(axis=1) + ann.group_radius[groups]
-    ok = best >= cfg.key_floor - 1e-5
-    if math.isfinite(q.dynamics):
-        lo, hi = ann.group_dynamics[groups, 0], ann.group_dynamics[groups, 1]
-        ok &= (hi >= q.dynamics - cfg.dynamics_tolerance_db) & (lo <= q.dynamics + cfg.dynamics_tolerance_db)
-    return groups[ok]
+        groups = groups[:0]
+    return rag_bound.possible_members(np.asarray(groups, np.int64), starts, ann.group_profile, ann.group_radius,
+                                      ann.group_dynamics, _rolled(qp, transposes), cfg.key_floor,
+                                      float(q.dynamics), cfg.dynamics_tolerance_db)
 
 
+def bounded_chunks(db: rag.RagDatabase, q: rag.Query, groups: np.ndarray, transposes: np.ndarray, *,
+                   alpha: float, beta: float, mask: np.ndarray, conform: bool,
+                   cont_frames: int) -> tuple[np.ndarray, ...]:
+    """The chunks of groups ``groups`` (ascending ids) that can pass the strict pass, with what the
+    exact scores read and their bound (:func:`possible_chunks`, then
+    :func:`ensemble.rag_bound.bound_chunks`).
 
-def _bounded(db: rag.RagDatabase, q: rag.Query, idx: np.ndarray, transposes: np.ndarray, *, alpha: float,
-             beta: float, mask: np.ndarray, conform: bool, cont_frames: int) -> tuple[np.ndarray, ...]:
-    """The chunks of ``idx`` that can pass the key filters and are playable, with their stretch, aligned
-    start, register and strict-pass upper bound (:func:`_coherent_bound`): (idx, stretch, starts,
-    register, bound), in the order of ``idx``."""
-    kf, key_ok = key_filter(db, q, idx, transposes)  # cheap: only what can be in key is aligned and bounded
-    keep = np.flatnonzero(key_ok.any(axis=1))
-    idx, kf, key_ok = idx[keep], kf[keep], key_ok[keep]
-    stretch = rag._stretch(db, q, idx) if conform else np.ones(len(idx))
-    starts = rag.aligned_starts(db, q, idx, stretch, cont_frames) if conform \
-        else db.chunk_start[idx].astype(np.float64)
-    ok = rag._playable(db, idx, cont_frames, stretch, starts)
-    idx, stretch, starts, kf, key_ok = idx[ok], stretch[ok], starts[ok], kf[ok], key_ok[ok]
-    register = rag.window_pitch(db, idx, cont_frames, stretch, starts)
-    bound = _coherent_bound(db, q, idx, transposes, kf, key_ok, alpha=alpha, beta=beta, mask=mask,
-                            stretch=stretch, starts=starts, register=register)
-    return idx, stretch, starts, register, bound
+    Returns:
+        (idx [n] ascending, stretch [n], aligned start frames [n], register [n] cents, bound [n],
+        chunks the groups hold, chunks of the groups :func:`possible_chunks` kept).
+    """
+    idx, shifts, n_fetched = possible_chunks(db, q, groups, transposes)
+    arrays, rest = _stage_args(db, q, transposes, alpha=alpha, beta=beta, mask=mask)
+    bound, stretch, starts, register = rag_bound.bound_chunks(idx, shifts, False, _NONE, _NONE, _NONE,
+                                                              bool(conform), int(cont_frames), *arrays, *rest)
+    keep = np.flatnonzero(np.isfinite(bound))
+    return idx[keep], stretch[keep], starts[keep], register[keep], bound[keep], int(n_fetched), len(idx)
 
 
 def retrieve_ann(db: rag.RagDatabase, q: rag.Query, k: int, *, alpha: float, beta: float,
@@ -733,14 +706,10 @@ def retrieve_ann(db: rag.RagDatabase, q: rag.Query, k: int, *, alpha: float, bet
     _, found = db.ann.index.search(rows, n_fetch, params=params)
     groups = np.unique(found)
     groups = groups[groups >= 0]
-    n_fetched = int(np.sum(starts_g[groups + 1] - starts_g[groups]))
-    idx = group_members(starts_g, _possible_groups(db, q, groups, transposes))
-    n_examined = len(idx)
     t1 = time.perf_counter()
-    idx, stretch, starts, register, bound = _bounded(db, q, idx, transposes, alpha=alpha, beta=beta, mask=mask,
-                                                     conform=conform, cont_frames=cont_frames)
+    idx, stretch, starts, register, bound, n_fetched, n_examined = bounded_chunks(
+        db, q, groups, transposes, alpha=alpha, beta=beta, mask=mask, conform=conform, cont_frames=cont_frames)
     order = np.argsort(-bound, kind="stable")
-    order = order[np.isfinite(bound[order])]
     t2 = time.perf_counter()
     # _rank reads these by chunk index: full-length carriers, filled only where fetched (np.empty
     # of a large array costs no time: its pages are touched only where written)

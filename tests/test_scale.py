@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import signal
@@ -273,17 +275,23 @@ def test_shifts_an_octave_apart_search_the_same_row(ann_db, decoder):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_groups_ruled_out_hold_no_chunk_that_can_pass(ann_db, decoder, seed):
-    """The group-level key floor and dynamics test drops only groups where no chunk passes the exact ones."""
+def test_groups_and_shifts_ruled_out_hold_no_chunk_that_can_pass(ann_db, decoder, seed):
+    """The group-level key floor and dynamics test drops a group, or a key shift of a group, only where
+    no chunk passes the exact key filters (ensemble.rag._key_fit: within the key margin of the chunk's
+    best fit and above the floor; dynamics within the tolerance)."""
+    cfg = ann_db.config
     q = rag.analyze_query(melody(np.random.default_rng(seed), 12.0, 58 + seed, 0.4), ann_db, decoder)
     transposes = np.arange(-6, 7)
     starts = rag_index._groups(ann_db)
-    groups = np.arange(len(starts) - 1)
-    kept = rag_index._possible_groups(ann_db, q, groups, transposes)
-    _, ok = rag_index.key_filter(ann_db, q, np.arange(ann_db.n_chunks), transposes)
-    dropped = rag_index.group_members(starts, np.setdiff1d(groups, kept))
-    assert not ok[dropped].any()
-    assert len(kept) < len(groups)  # and it does drop some
+    kept, shifts, fetched = rag_index.possible_chunks(ann_db, q, np.arange(len(starts) - 1), transposes)
+    assert fetched == ann_db.n_chunks
+    kf = rag._key_fit(ann_db, q, np.arange(ann_db.n_chunks), transposes)
+    dyn = np.abs(ann_db.dynamics - q.dynamics) <= cfg.dynamics_tolerance_db
+    passes = (kf >= kf.max(axis=1, keepdims=True) - cfg.key_margin) & (kf >= cfg.key_floor) & dyn[:, None]
+    allowed = np.zeros_like(passes)
+    allowed[kept] = (shifts[:, None] >> np.arange(len(transposes))[None, :]) & 1 == 1
+    assert passes.any() and not (passes & ~allowed).any()
+    assert len(kept) < ann_db.n_chunks and allowed[kept].sum() < allowed[kept].size  # it does drop some
 
 
 def _exhaustive_strict(db, q, alpha=0.8, beta=0.6):
@@ -314,6 +322,45 @@ def test_strict_bound_never_undercuts_the_exact_composite(ann_db, decoder, seed)
     assert np.all(best <= bound)
     assert not np.any(np.isfinite(best) & ~np.isfinite(bound))
     assert np.isfinite(bound).sum() < len(bound)  # and it does rule chunks out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_compiled_stage_keeps_every_passing_chunk_aligned_as_the_exact_scores_read_it(ann_db, decoder, seed):
+    """What retrieval reads from the compiled stage (bounded_chunks over every group): the stretch,
+    aligned start and register of each kept chunk equal to the bit those of ensemble.rag (what the
+    exact scores and the exhaustive reference use), every kept chunk playable, and every chunk that
+    passes the strict pass kept, under its bound."""
+    db = copy.copy(ann_db)  # its lines given tempos (every fourth unknown) and the query a beat grid
+    tempo = np.random.default_rng(seed).uniform(70.0, 170.0, len(db.tempo_bpm))
+    db.tempo_bpm = np.where(np.arange(len(tempo)) % 4 == 3, np.nan, tempo)
+    q = rag.analyze_query(melody(np.random.default_rng(seed), 12.0, 58 + seed, 0.4), db, decoder)
+    q = dataclasses.replace(q, tempo_bpm=112.0, beat_s=60.0 / 112.0, beat_phase_s=0.13 * seed)
+    playable, best, _, _ = _exhaustive_strict(db, q)
+    groups = np.arange(len(rag_index._groups(db)) - 1)
+    idx, stretch, starts, register, bound, fetched, examined = rag_index.bounded_chunks(
+        db, q, groups, np.arange(-6, 7), alpha=0.8, beta=0.6, mask=np.ones(4, bool), conform=True,
+        cont_frames=800)
+    ref_stretch = rag._stretch(db, q, idx)
+    ref_starts = rag.aligned_starts(db, q, idx, ref_stretch, 800)
+    np.testing.assert_array_equal(stretch, ref_stretch)
+    np.testing.assert_array_equal(starts, ref_starts)
+    np.testing.assert_array_equal(register, rag.window_pitch(db, idx, 800, ref_stretch, ref_starts))
+    assert np.any(stretch != 1.0) and np.any(starts != db.chunk_start[idx])  # the query's tempo moved them
+    assert rag._playable(db, idx, 800, stretch, starts).all()
+    passing = np.isfinite(best)
+    assert passing.any() and np.isin(playable[passing], idx).all()
+    assert np.all(best[passing] <= bound[np.searchsorted(idx, playable[passing])])
+    assert len(idx) < examined <= fetched == db.n_chunks
+
+
+def test_the_compiled_stage_plays_stored_segments_as_stored_without_conforming(ann_db, decoder):
+    q = rag.analyze_query(melody(np.random.default_rng(5), 12.0, 60, 0.4), ann_db, decoder)
+    groups = np.arange(len(rag_index._groups(ann_db)) - 1)
+    idx, stretch, starts, register, bound, *_ = rag_index.bounded_chunks(
+        ann_db, q, groups, np.arange(-6, 7), alpha=0.8, beta=0.6, mask=np.ones(4, bool), conform=False,
+        cont_frames=800)
+    assert len(idx) and np.all(stretch == 1.0) and np.all(starts == ann_db.chunk_start[idx])
+    np.testing.assert_array_equal(register, rag.window_pitch(ann_db, idx, 800, stretch, starts))
 
 
 def test_preselection_returns_the_exhaustive_topk_when_coherence_lifts_a_low_relevance_segment(ann_db, decoder):
