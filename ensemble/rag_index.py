@@ -54,7 +54,8 @@ bound is below the floor cannot pass the strict pass and is dropped (provably). 
 that scores everything); while the K-th pick does not beat the bound of the best unscored chunk, the
 scored set doubles, so among the fetched chunks the result is *certified* equal to scoring them all
 (``stats["certified"]``). The filters and the bound run compiled, one pass per chunk
-(:mod:`ensemble.rag_bound`), with the stretch, aligned start and register the exact scores then read. What stays approximate is only which chunks the index fetches;
+(:mod:`ensemble.rag_bound`), with the stretch, aligned start and register the exact scores then read.
+What stays approximate is only which chunks the index fetches;
 ``benchmarks/scale.py`` measures how often the final Top-K equals scoring every chunk.
 
 **Measured recall.** At build time, query rows made from the database's own chunks (a chunk's
@@ -709,7 +710,11 @@ def retrieve_ann(db: rag.RagDatabase, q: rag.Query, k: int, *, alpha: float, bet
     t1 = time.perf_counter()
     idx, stretch, starts, register, bound, n_fetched, n_examined = bounded_chunks(
         db, q, groups, transposes, alpha=alpha, beta=beta, mask=mask, conform=conform, cont_frames=cont_frames)
-    order = np.argsort(-bound, kind="stable")
+    # best bound first; at most max_scored are ever scored, so only the best max_scored + 1 are sorted
+    order = np.arange(len(bound))
+    if len(bound) > ann.max_scored + 1:
+        order = np.argpartition(-bound, ann.max_scored)[:ann.max_scored + 1]
+    order = order[np.argsort(-bound[order], kind="stable")]
     t2 = time.perf_counter()
     # _rank reads these by chunk index: full-length carriers, filled only where fetched (np.empty
     # of a large array costs no time: its pages are touched only where written)
@@ -749,7 +754,7 @@ def retrieve_ann(db: rag.RagDatabase, q: rag.Query, k: int, *, alpha: float, bet
         picks = rag._rank(db, q, idx[ok], transposes, cfg, alpha, beta, k, cont_frames, mask, tuple(extra))
         n_score = int(ok.sum())
     if stats is not None:
-        stats.update(fetched=n_fetched, examined=n_examined, possible=int(len(order)), scored=int(n_score),
+        stats.update(fetched=n_fetched, examined=n_examined, possible=int(len(bound)), scored=int(n_score),
                      certified=bool(certified),
                      search_ms=round((t1 - t0) * 1000, 3), bound_ms=round((t2 - t1) * 1000, 3))
     return rag._finish(db, picks, transposes, conform)
