@@ -34,7 +34,10 @@ reported apart), peak resident memory per worker. The machine's load average is 
 App start: ``python app.py`` (the shipped database) from launch to the first HTTP 200.
 
     python -m benchmarks.scale --db data/scale/rag_1m [--sizes 10000,100000,0] [--queries 40]
-        [--build-tracks 24] [--fetch 128,192,256] [--no-build [--keep-build]] [--no-app]
+        [--build-tracks 24] [--fetch 128,192,256] [--no-build [--keep-build]] [--no-app] [--previous REV]
+
+``--previous REV`` times commit REV's IVF path (a git worktree run in its own process, the same saved
+index and queries) against the same exhaustive scoring: the previous version in the same run.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import resource
 import shutil
 import socket
@@ -173,8 +177,52 @@ def pct(xs: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(xs), p))
 
 
+_PREVIOUS = """
+import pickle, sys, time
+import faiss, numpy as np
+from ensemble import rag, rag_index
+db = rag.RagDatabase.load(sys.argv[1])
+queries = pickle.loads(open(sys.argv[2], "rb").read())
+faiss.omp_set_num_threads(1)
+cfg, out = db.config, []
+for q in queries:
+    with rag._THREADS.limit(limits=1, user_api="blas"):
+        t0 = time.perf_counter()
+        got = rag_index.retrieve_ann(db, q, int(sys.argv[4]), alpha=cfg.alpha, beta=cfg.beta,
+            transposes=np.arange(-cfg.transpose_semitones, cfg.transpose_semitones + 1),
+            cont_frames=int(round(cfg.segment_seconds * db.fps)), mask=np.ones(len(cfg.lookbacks), bool),
+            conform=True)
+        ms = (time.perf_counter() - t0) * 1000
+    out.append((ms, [(c.chunk, c.transpose, c.fallback) for c in got]))
+open(sys.argv[3], "wb").write(pickle.dumps(out))
+"""
+
+
+def previous_version(rev: str, db_root: Path, queries: list[rag.Query], refs: list[list[rag.Candidate]]) -> dict:
+    """The IVF path of commit ``rev`` (a git worktree, its own process) on the same database and
+    queries at its default fetch: latency and Top-K agreement with this run's exhaustive scoring."""
+    tmp = Path(tempfile.mkdtemp(prefix="scale-previous-"))
+    tree = tmp / "tree"
+    try:
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True,
+                       capture_output=True)
+        (tmp / "queries.pkl").write_bytes(pickle.dumps(queries))
+        subprocess.run([sys.executable, "-c", _PREVIOUS, str(Path(db_root).resolve()), str(tmp / "queries.pkl"),
+                        str(tmp / "out.pkl"), str(K)], cwd=tree, check=True,
+                       env={**os.environ, "PYTHONPATH": str(tree)})
+        out = pickle.loads((tmp / "out.pkl").read_bytes())
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    ms = [m for m, _ in out]
+    same = sum(got == key(ref) for (_, got), ref in zip(out, refs, strict=True))
+    commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True)
+    return {"rev": commit.stdout.strip() or rev, "median_ms": round(statistics.median(ms), 2),
+            "p95_ms": round(pct(ms, 95), 2), "topk_equal_exhaustive": round(same / len(queries), 4)}
+
+
 def measure_size(db: rag.RagDatabase, queries: list[rag.Query], label: str, saved_ann: bool,
-                 fetches: tuple[int, ...] = ()) -> dict:
+                 fetches: tuple[int, ...] = (), previous: str | None = None) -> dict:
     """Exact and IVF paths on one database: latency, recall@10, agreement with scoring everything."""
     faiss.omp_set_num_threads(1)
     row = {"chunks": db.n_chunks, "lines": len(db.track_names)}
@@ -246,6 +294,8 @@ def measure_size(db: rag.RagDatabase, queries: list[rag.Query], label: str, save
         **{k: v for k, v in default.items()},
         "retrieve_median_ms": round(through_retrieve, 2),
         "by_fetch": curve, "code_bytes": int(section["code_bytes"])}
+    if previous and saved_ann:  # the saved index, as the previous version would load it
+        row["ivf_path"]["previous_version"] = previous_version(previous, db.root, queries, exhaustive)
     arrays = (db.ctx, db.seg, db.f0, db.voiced, db.loud, db.cum_voiced, db.cum_cents, db.cum_loud)
     row["memory_mb"] = {"arrays": round(sum(a.nbytes for a in arrays) / 2**20, 1),
                         "ivf_codes": round(section["code_bytes"] / 2**20, 1)}
@@ -338,6 +388,8 @@ def main() -> None:
                         help="with --no-build: copy the build throughput entry of the --json-out file already "
                              "there (measured by an earlier run; marked as such)")
     parser.add_argument("--no-app", action="store_true", help="skip the app start measurement")
+    parser.add_argument("--previous", default=None, metavar="REV",
+                        help="also time the IVF path of git commit REV (a worktree) on the full database")
     parser.add_argument("--json-out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     args = parser.parse_args()
 
@@ -371,7 +423,8 @@ def main() -> None:
         db = subset(full, n)
         label = str(db.n_chunks if n else f"{db.n_chunks} (all)")
         sizes[str(db.n_chunks)] = measure_size(db, queries, label, saved_ann=db is full and full.ann is not None,
-                                               fetches=tuple(int(x) for x in args.fetch.split(",")))
+                                               fetches=tuple(int(x) for x in args.fetch.split(",")),
+                                               previous=args.previous)
     result["sizes"] = sizes
     if not args.no_build:
         result["build_throughput"] = build_throughput(args.build_tracks, decoder_path)
@@ -406,6 +459,11 @@ def main() -> None:
               f"{iv['index']:<22}{iv['nprobe']:>7} {iv['recall_at_10_heldout']:>10.3f} "
               f"{iv['median_ms']:>7.1f}/{iv['p95_ms']:<7.1f} {iv['scored_median']:>7} "
               f"{100 * iv['topk_equal_exhaustive']:>11.0f}% {r['memory_mb']['ivf_codes']:>9.1f}")
+    for n, r in sizes.items():
+        if "previous_version" in r["ivf_path"]:
+            p = r["ivf_path"]["previous_version"]
+            print(f"{n:>9} previous version {p['rev']} (its default fetch): {p['median_ms']:.1f} ms median "
+                  f"({p['p95_ms']:.1f} p95), Top-K = exhaustive {100 * p['topk_equal_exhaustive']:.0f}%")
     if "build_throughput" in result:
         b = result["build_throughput"]
         print(f"build ({b['tracks']} tracks): 1 worker {b['1']['tracks_per_second']} tracks/s, 2 workers "
