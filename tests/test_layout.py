@@ -26,8 +26,8 @@ LAYER = {
     # 2 analysis: clip analysis, its cache, scores, seams
     "metrics": 2,
     # 3 pipeline: performer, retrieval, the engine and one request, the ratings log and statistics
-    "perform": 3, "rag": 3, "rag_index": 3, "rag_bound": 3, "engine": 3, "extend": 3, "conform": 3, "timbre": 3, "outputs": 3,
-    "ratings": 3,
+    "perform": 3, "rag": 3, "rag_index": 3, "rag_bound": 3, "engine": 3, "extend": 3, "conform": 3, "timbre": 3,
+    "outputs": 3, "ratings": 3,
     # 4 figures: every matplotlib drawing of the runtime
     "figures": 4,
     # 5 listening: rounds, blind order, levels, the round store (no gradio)
